@@ -1,0 +1,108 @@
+"""The ``gpunet`` command: one entry point for providers, clients and verifiers.
+
+User mistakes (bad arguments, missing files, wrong passwords) end in one clear
+line plus a hint and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from node import __version__
+from node.keys import KeystoreError, create_keystore, load_keystore, read_password
+from protocol.errors import IdentityError
+from protocol.identity import checksum_address, parse_address
+
+DEFAULT_KEYSTORE = Path.home() / ".gpunet" / "keystore.json"
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: printed as one line plus a hint."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def show(self, file: object = None) -> None:
+        click.secho(f"error: {self.message}", fg="red", err=True)
+        if self.hint:
+            click.echo(f"hint: {self.hint}", err=True)
+
+
+keystore_option = click.option(
+    "--keystore",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_KEYSTORE,
+    show_default=True,
+    envvar="GPUNET_KEYSTORE",
+    help="Encrypted Ethereum JSON keystore holding the node's secp256k1 key.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gpunet")
+def cli() -> None:
+    """gpunet: a decentralized GPU inference marketplace node."""
+
+
+@cli.group()
+def keys() -> None:
+    """Create and inspect the node key (one key: Ethereum address and libp2p peer id)."""
+
+
+@keys.command("new")
+@keystore_option
+def keys_new(keystore: Path) -> None:
+    """Create a new encrypted keystore (mode 0600)."""
+    try:
+        identity = create_keystore(keystore, read_password(confirm=True))
+    except KeystoreError as exc:
+        raise UserError(str(exc), "use --keystore to choose another path") from None
+    click.echo(f"keystore: {keystore}")
+    click.echo(f"address:  {identity.checksum_address}")
+    click.echo(f"peer id:  {identity.peer_id}")
+
+
+@keys.command("show")
+@keystore_option
+def keys_show(keystore: Path) -> None:
+    """Show the address and peer id of a keystore."""
+    try:
+        identity = load_keystore(keystore, read_password())
+    except KeystoreError as exc:
+        raise UserError(str(exc), "create one with: gpunet keys new") from None
+    click.echo(f"address:  {identity.checksum_address}")
+    click.echo(f"peer id:  {identity.peer_id}")
+
+
+@keys.command("export-address")
+@keystore_option
+def keys_export_address(keystore: Path) -> None:
+    """Print only the checksummed address (without decrypting the key)."""
+    try:
+        document = json.loads(keystore.read_text(encoding="utf-8"))
+        raw = parse_address("0x" + str(document["address"]).lower().removeprefix("0x"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot read address from {keystore}: {exc}") from None
+    except IdentityError as exc:
+        raise UserError(f"{keystore} holds no valid address: {exc}") from None
+    click.echo(checksum_address(raw))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(prog_name="gpunet", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
