@@ -96,6 +96,17 @@ def anvil() -> Iterator[str]:
             proc.wait()
 
 
+def _wait_receipt(url: str, tx_hash: str, timeout: float = 10.0) -> dict[str, str]:
+    """Poll for a receipt (anvil often has none on the first poll right after sending)."""
+    deadline = time.monotonic() + timeout
+    while (receipt := _rpc(url, "eth_getTransactionReceipt", [tx_hash])) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no receipt for {tx_hash} after {timeout} s")
+        time.sleep(0.002)
+    assert isinstance(receipt, dict)
+    return receipt
+
+
 def _send(sock: socket.socket, data: bytes) -> None:
     sock.sendall(len(data).to_bytes(4, "big") + data)
 
@@ -154,13 +165,13 @@ def main() -> None:
             funder = _rpc(url, "eth_accounts")[0]  # type: ignore[index]
             tx = {"from": funder, "to": provider.checksum_address, "value": hex(10**18)}
             tx_hash = _rpc(url, "eth_sendTransaction", [tx])
-            receipt = _rpc(url, "eth_getTransactionReceipt", [tx_hash])
+            receipt = _wait_receipt(url, str(tx_hash))
             balance = int(
                 str(_rpc(url, "eth_getBalance", [provider.checksum_address, "latest"])), 16
             )
             console.print(
                 f"funded provider {provider.checksum_address} on anvil: tx {tx_hash} "
-                f"(block {int(receipt['blockNumber'], 16)}), balance {balance} wei"  # type: ignore[index]
+                f"(block {int(receipt['blockNumber'], 16)}), balance {balance} wei"
             )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
