@@ -251,7 +251,7 @@ class _Api:
             parsed = _SUBMIT_DECODER.decode(body)
         except msgspec.ValidationError as exc:
             raise ApiError(422, "invalid_field", _field_message(str(exc))) from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
         spec = JobSpec(
             format=parsed.format,
@@ -274,7 +274,7 @@ class _Api:
         )
         try:  # the protocol's own rules (config keys, ranges) decide, not a copy of them
             spec = _SPEC_DECODER.decode(_SPEC_ENCODER.encode(spec))
-        except (msgspec.ValidationError, ValueError) as exc:
+        except (msgspec.ValidationError, ValueError, OverflowError, TypeError) as exc:
             raise ApiError(422, "invalid_field", _field_message(str(exc))) from None
         if self.known_models is not None and spec.model.arch not in self.known_models():
             raise ApiError(

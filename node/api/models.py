@@ -37,6 +37,10 @@ __all__ = [
 # the body is validated once more against the protocol's own decoder.
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:+/-]+$")]
 _Cid = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+_ConfigKey = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")]
+_ConfigValue = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+_ConfigKey = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")]
+_ConfigValue = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 _U53 = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]  # exact in every JSON parser
 _Amount = Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]{0,19})$")]  # u64, decimal text
 
@@ -64,9 +68,7 @@ class ModelBody(_Body, frozen=True, kw_only=True):
     """The model of a submitted job."""
 
     arch: _Name
-    config: Annotated[
-        dict[Annotated[str, msgspec.Meta(max_length=32)], int], msgspec.Meta(max_length=32)
-    ] = {}
+    config: Annotated[dict[_ConfigKey, _ConfigValue], msgspec.Meta(max_length=32)] = {}
     weights: _Cid
     weights_size: _U53
 

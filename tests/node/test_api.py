@@ -250,6 +250,14 @@ BAD_SUBMISSIONS: list[tuple[str, Any, int, str, str]] = [
         "model.config",
     ),
     (
+        "config value out of range",
+        body(model={"arch": "mlp-v1", "config": {"a": 10**24}, "weights": CID, "weights_size": 1}),
+        422,
+        "invalid_field",
+        "model.config",
+    ),
+    ("not UTF-8", b'{"inputs": "\xff"}', 400, "malformed_json", "not valid JSON"),
+    (
         "unknown model",
         body(model={"arch": "llama-70b", "weights": CID, "weights_size": 1}),
         422,

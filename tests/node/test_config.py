@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.config import MAX_CONFIG_BYTES, Config, ConfigError, load_config
 
@@ -120,3 +125,59 @@ def test_unreadable_files(tmp_path: Path) -> None:
     bad.write_bytes(b"# \xff\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(bad, env={})
+
+
+_toml_scalars = (
+    st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+)
+_KEYS = {s: [*msgspec.to_builtins(Config())[s], "bogus"] for s in msgspec.to_builtins(Config())}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([*_KEYS, "bogus"]),
+    st.data(),
+    _toml_scalars | st.lists(_toml_scalars, max_size=3),
+)
+def test_any_value_is_a_config_or_a_config_error(section: str, data: Any, value: Any) -> None:
+    key = data.draw(st.sampled_from(_KEYS.get(section, ["x"])))
+    raw = {section: {key: value}}
+    try:
+        config = msgspec.convert(raw, Config, strict=True)
+    except msgspec.ValidationError:
+        config = None
+    path = Path(tempfile.gettempdir()) / f"gpunet-fuzz-{os.getpid()}.toml"
+    path.write_text(_dump(raw))
+    try:
+        assert load_config(path, env={}) == config
+    except ConfigError as exc:
+        assert config is None and exc.key is not None and exc.key.split(".")[0] == section
+    finally:
+        path.unlink()
+
+
+def _dump(raw: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for section, table in raw.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_literal(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if abs(v) != float("inf") else ("inf" if v > 0 else "-inf")
+    if isinstance(v, list):
+        return "[" + ", ".join(_literal(x) for x in v) + "]"
+    if isinstance(v, str):
+        return '"' + "".join(_char(c) for c in v) + '"'
+    return str(v)
+
+
+def _char(c: str) -> str:
+    return f"\\u{ord(c):04x}" if ord(c) < 0x20 or c in '"\\\x7f' else c
