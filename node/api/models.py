@@ -39,8 +39,6 @@ _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Z
 _Cid = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
 _ConfigKey = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")]
 _ConfigValue = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
-_ConfigKey = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")]
-_ConfigValue = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 _U53 = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]  # exact in every JSON parser
 _Amount = Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]{0,19})$")]  # u64, decimal text
 
