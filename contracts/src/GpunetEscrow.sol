@@ -463,11 +463,11 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
             revert PriceTooHigh(offer.pricePerGpuSecond);
         }
         address provider = offer.provider;
-        uint256 active = _stakes[provider].active;
-        if (active < minStake) revert InsufficientStake(provider, active, minStake);
         bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(OFFER_TYPEHASH, offer)));
         _verify(digest, offerSig, provider);
         _useNonce(provider, offer.nonce);
+        uint256 active = _stakes[provider].active;
+        if (active < minStake) revert InsufficientStake(provider, active, minStake);
         jobId = uint64(uint256(digest) >> 192);
         if (_jobs[jobId] != bytes32(0)) revert JobExists(jobId);
         Job memory job = Job({
