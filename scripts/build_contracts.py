@@ -36,6 +36,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
 SETTINGS: dict[str, Any] = {
     "optimizer": {"enabled": True, "runs": 10_000},
     "evmVersion": "cancun",
+    "viaIR": True,
     "metadata": {"bytecodeHash": "none", "appendCBOR": False},
     "outputSelection": {
         "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]},

@@ -18,9 +18,10 @@ import {IGpunetEscrow} from "./IGpunetEscrow.sol";
 ///         call the token, so job functions make no external calls at all.
 ///         Invariant: token.balanceOf(this) == sum(balanceOf) + sum(stakes, active and
 ///         unbonding) + sum(maxPayment of live jobs) + sum(bonds of disputed jobs).
-/// @dev A job is stored as one slot: keccak256(abi.encode(job)) with its low byte
-///      replaced by the JobState. Every call that moves a job passes the struct back in
-///      calldata; the contract checks it against the slot and writes the next hash.
+/// @dev A job is stored as one slot of its client's lane: keccak256(abi.encode(job)) with
+///      its low byte replaced by the JobState. Every call that moves a job passes the
+///      struct back in calldata; the contract checks it against the slot and writes the
+///      next hash. Terminal jobs keep only the state, and their lane can be reused.
 contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownable2Step {
     using SafeERC20 for IERC20;
 
@@ -56,7 +57,9 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
     mapping(address account => uint256) public balanceOf;
     mapping(address provider => Stake) private _stakes;
     mapping(address provider => mapping(uint256 wordPos => uint256 bits)) private _nonceBitmap;
-    mapping(uint64 jobId => bytes32) private _jobs;
+    mapping(address client => mapping(uint64 lane => bytes32)) private _lanes;
+    /// @notice Id the next job will get (ids start at 1).
+    uint64 public nextJobId = 1;
 
     /// @notice Deploy the escrow.
     /// @param token_ payment token
@@ -156,44 +159,51 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
     // ================================================================ jobs
 
     /// @notice Match a job to a provider's signed offer, locking `maxPayment` of the
-    ///         caller's balance (None -> Matched). The job id is the top 8 bytes of the
-    ///         offer's EIP-712 digest, so both sides know it before the transaction.
+    ///         caller's balance (None -> Matched) in the caller's storage `lane`, which
+    ///         must be unused or hold a finished (terminal) job.
     /// @param offer the provider's offer (open, or bound to the caller)
     /// @param offerSig 65-byte provider signature over the offer
     /// @param specHash hash of the job spec (model, inputs, limits)
     /// @param maxPayment most the client pays; the rest of it is refunded
     /// @param deadline unix time by which the result must be submitted
+    /// @param lane the caller's storage lane for this job
     /// @return jobId the new job's id
     function createJob(
         Offer calldata offer,
         bytes calldata offerSig,
         bytes32 specHash,
         uint128 maxPayment,
-        uint64 deadline
+        uint64 deadline,
+        uint64 lane
     ) external returns (uint64 jobId) {
-        jobId = _create(offer, offerSig, specHash, maxPayment, deadline);
+        jobId = nextJobId;
+        nextJobId = jobId + 1;
+        _create(jobId, offer, offerSig, specHash, maxPayment, deadline, lane);
         _debit(msg.sender, maxPayment);
     }
 
-    /// @notice Batch form of createJob: all jobs are paid from the caller's balance.
+    /// @notice Batch form of createJob: all jobs are paid from the caller's balance and
+    ///         get consecutive ids.
     /// @param newJobs jobs to create; the whole batch reverts if one is invalid
-    /// @return jobIds ids in input order
-    function createJobs(NewJob[] calldata newJobs) external returns (uint64[] memory jobIds) {
+    /// @return firstJobId id of newJobs[0]; newJobs[i] gets firstJobId + i
+    function createJobs(NewJob[] calldata newJobs) external returns (uint64 firstJobId) {
         uint256 n = newJobs.length;
         if (n == 0) revert EmptyBatch();
-        jobIds = new uint64[](n);
+        firstJobId = nextJobId;
         uint256 total;
         for (uint256 i; i < n; ++i) {
             NewJob calldata j = newJobs[i];
-            jobIds[i] = _create(j.offer, j.offerSig, j.specHash, j.maxPayment, j.deadline);
+            _create(
+                firstJobId + uint64(i), j.offer, j.offerSig, j.specHash, j.maxPayment, j.deadline, j.lane
+            );
             total += j.maxPayment;
         }
+        nextJobId = firstJobId + uint64(n);
         _debit(msg.sender, total);
     }
 
     /// @notice Record the provider's signed attestation before the deadline
     ///         (Matched -> Submitted); the challenge window starts.
-    /// @param jobId the job
     /// @param job the job struct as stored
     /// @param outputHash sha256 of the output
     /// @param runtimeId hash of the runtime descriptor
@@ -201,7 +211,6 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
     /// @param meteredMillis metered device time in milliseconds (paid per millisecond)
     /// @param sig provider's EIP-712 attestation signature
     function submitResult(
-        uint64 jobId,
         Job calldata job,
         bytes32 outputHash,
         bytes32 runtimeId,
@@ -209,61 +218,62 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
         uint64 meteredMillis,
         bytes calldata sig
     ) external {
-        _submit(jobId, job, outputHash, runtimeId, determinism, meteredMillis, sig);
+        bytes32 digest = _submit(job, outputHash, runtimeId, determinism, meteredMillis);
+        _verify(digest, sig, job.provider);
     }
 
-    /// @notice Batch form of submitResult (caller must be the provider of every job).
+    /// @notice Batch form of submitResult for the caller's own jobs. No signatures: the
+    ///         provider's transaction authenticates every result, and the stored
+    ///         resultHash is the same EIP-712 digest it would have signed, so a signed
+    ///         attestation that differs from it proves equivocation.
     /// @param results results to record; the whole batch reverts if one is invalid
     function submitResults(Result[] calldata results) external {
         uint256 n = results.length;
         if (n == 0) revert EmptyBatch();
         for (uint256 i; i < n; ++i) {
             Result calldata r = results[i];
-            _submit(r.jobId, r.job, r.outputHash, r.runtimeId, r.determinism, r.meteredMillis, r.sig);
+            _submit(r.job, r.outputHash, r.runtimeId, r.determinism, r.meteredMillis);
         }
     }
 
     /// @notice The client accepts the result at once (Submitted -> Finalized).
-    /// @param jobId the job
     /// @param job the job struct as stored
-    function acceptResult(uint64 jobId, Job calldata job) external {
-        _check(jobId, job, JobState.Submitted);
+    function acceptResult(Job calldata job) external {
+        _check(job, JobState.Submitted);
         if (msg.sender != job.client) revert NotClient(msg.sender);
         (uint256 payment, uint256 refund_) = _payout(job);
         _credit(job.provider, payment);
         _credit(job.client, refund_);
-        _store(jobId, job, JobState.Finalized);
-        emit JobFinalized(jobId, payment, refund_);
+        _terminate(job, JobState.Finalized);
+        emit JobFinalized(job.jobId, payment, refund_);
     }
 
     /// @notice Anyone finalizes after the challenge window (Submitted -> Finalized).
-    /// @param jobId the job
     /// @param job the job struct as stored
-    function finalize(uint64 jobId, Job calldata job) external {
-        _check(jobId, job, JobState.Submitted);
+    function finalize(Job calldata job) external {
+        _check(job, JobState.Submitted);
         if (block.timestamp <= job.challengeEnd) revert ChallengeWindowOpen(job.challengeEnd);
         (uint256 payment, uint256 refund_) = _payout(job);
         _credit(job.provider, payment);
         _credit(job.client, refund_);
-        _store(jobId, job, JobState.Finalized);
-        emit JobFinalized(jobId, payment, refund_);
+        _terminate(job, JobState.Finalized);
+        emit JobFinalized(job.jobId, payment, refund_);
     }
 
     /// @notice Batch settlement (Submitted -> Finalized): each job must be past its
     ///         challenge window, or the caller must be its client (acceptance).
     ///         Credits to consecutive jobs of one provider/client are written once.
-    /// @param refs jobs to settle; the whole batch reverts if one is not settleable
-    function finalizeMany(JobRef[] calldata refs) external {
-        uint256 n = refs.length;
+    /// @param jobs jobs to settle; the whole batch reverts if one is not settleable
+    function finalizeMany(Job[] calldata jobs) external {
+        uint256 n = jobs.length;
         if (n == 0) revert EmptyBatch();
         address provider;
         address client;
         uint256 providerAcc;
         uint256 clientAcc;
         for (uint256 i; i < n; ++i) {
-            JobRef calldata r = refs[i];
-            Job calldata job = r.job;
-            _check(r.jobId, job, JobState.Submitted);
+            Job calldata job = jobs[i];
+            _check(job, JobState.Submitted);
             if (msg.sender != job.client && block.timestamp <= job.challengeEnd) {
                 revert ChallengeWindowOpen(job.challengeEnd);
             }
@@ -278,8 +288,8 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
             }
             providerAcc += payment;
             clientAcc += refund_;
-            _store(r.jobId, job, JobState.Finalized);
-            emit JobFinalized(r.jobId, payment, refund_);
+            _terminate(job, JobState.Finalized);
+            emit JobFinalized(job.jobId, payment, refund_);
         }
         _credit(provider, providerAcc);
         _credit(client, clientAcc);
@@ -287,93 +297,89 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
 
     /// @notice Anyone refunds a job whose deadline passed with no result
     ///         (Matched -> Refunded); the client also receives the provider's penalty.
-    /// @param jobId the job
     /// @param job the job struct as stored
-    function refund(uint64 jobId, Job calldata job) external {
-        _check(jobId, job, JobState.Matched);
+    function refund(Job calldata job) external {
+        _check(job, JobState.Matched);
         if (block.timestamp <= job.deadline) revert DeadlineNotPassed(job.deadline);
         uint256 penalty = _slash(job.provider, refundPenalty);
         _credit(job.client, uint256(job.maxPayment) + penalty);
-        _store(jobId, job, JobState.Refunded);
-        emit JobRefunded(jobId, job.maxPayment, penalty);
+        _terminate(job, JobState.Refunded);
+        emit JobRefunded(job.jobId, job.maxPayment, penalty);
     }
 
     /// @notice Challenge a submitted result during its window, locking `challengeBond`
     ///         from the caller's balance (Submitted -> Disputed).
-    /// @param jobId the job
     /// @param job the job struct as stored
-    function challenge(uint64 jobId, Job calldata job) external {
-        _check(jobId, job, JobState.Submitted);
+    function challenge(Job calldata job) external {
+        _check(job, JobState.Submitted);
         if (block.timestamp > job.challengeEnd) revert ChallengeWindowClosed(job.challengeEnd);
         _debit(msg.sender, challengeBond);
         Job memory next = job;
         next.challenger = msg.sender;
-        _store(jobId, next, JobState.Disputed);
-        emit JobChallenged(jobId, msg.sender, challengeBond);
+        _lanes[job.client][job.lane] = _hashJobMem(next, JobState.Disputed);
+        emit JobChallenged(job.jobId, msg.sender, challengeBond);
     }
 
     /// @notice Resolver's verdict on a disputed job. Provider at fault: Disputed -> Slashed
     ///         (client refunded in full, challenger gets its bond back plus the slashed
     ///         stake). Otherwise Disputed -> Finalized (normal payout, bond to provider).
-    /// @param jobId the job
     /// @param job the job struct as stored
     /// @param providerAtFault the verdict
-    function resolve(uint64 jobId, Job calldata job, bool providerAtFault) external {
+    function resolve(Job calldata job, bool providerAtFault) external {
         if (msg.sender != resolver) revert NotResolver(msg.sender);
-        _check(jobId, job, JobState.Disputed);
+        _check(job, JobState.Disputed);
         if (providerAtFault) {
             uint256 slashed = _slash(job.provider, slashAmount);
             _credit(job.client, job.maxPayment);
             _credit(job.challenger, challengeBond + slashed);
-            _store(jobId, job, JobState.Slashed);
-            emit JobSlashed(jobId, job.challenger, slashed);
+            _terminate(job, JobState.Slashed);
+            emit JobSlashed(job.jobId, job.challenger, slashed);
         } else {
             (uint256 payment, uint256 refund_) = _payout(job);
             _credit(job.provider, payment + challengeBond);
             _credit(job.client, refund_);
-            _store(jobId, job, JobState.Finalized);
-            emit JobFinalized(jobId, payment, refund_);
+            _terminate(job, JobState.Finalized);
+            emit JobFinalized(job.jobId, payment, refund_);
         }
     }
 
-    /// @notice Two different attestations signed by the job's provider for one job
-    ///         slash it with no re-execution (Submitted|Disputed -> Slashed). The caller
-    ///         gets the slashed stake, the client its full payment back, and a
-    ///         challenger (if any) its bond.
-    /// @param jobId the job
+    /// @notice Two different attestations by the job's provider for one job slash it with
+    ///         no re-execution (Submitted|Disputed -> Slashed). The caller gets the slashed
+    ///         stake, the client its full payment back, a challenger (if any) its bond.
+    ///         `sig1` may be empty when `a1` is the recorded result (its digest equals
+    ///         job.resultHash): the provider's submit transaction already signed it.
     /// @param job the job struct as stored
     /// @param a1 first attestation
-    /// @param sig1 provider signature over a1
+    /// @param sig1 provider signature over a1 (or empty, see above)
     /// @param a2 second, different attestation
     /// @param sig2 provider signature over a2
     function proveEquivocation(
-        uint64 jobId,
         Job calldata job,
         Attestation calldata a1,
         bytes calldata sig1,
         Attestation calldata a2,
         bytes calldata sig2
     ) external {
-        JobState state = _state(jobId);
+        JobState state = _laneState(job.client, job.lane);
         if (state != JobState.Submitted && state != JobState.Disputed) {
-            revert InvalidState(jobId, state);
+            revert InvalidState(job.jobId, state);
         }
-        _check(jobId, job, state);
+        _check(job, state);
         if (
-            a1.jobId != jobId || a2.jobId != jobId || a1.provider != job.provider
+            a1.jobId != job.jobId || a2.jobId != job.jobId || a1.provider != job.provider
                 || a2.provider != job.provider
         ) revert AttestationMismatch();
         bytes32 d1 = _hashTypedDataV4(keccak256(abi.encode(ATTESTATION_TYPEHASH, a1)));
         bytes32 d2 = _hashTypedDataV4(keccak256(abi.encode(ATTESTATION_TYPEHASH, a2)));
         if (d1 == d2) revert NotEquivocation();
-        _verify(d1, sig1, job.provider);
+        if (sig1.length != 0 || d1 != job.resultHash) _verify(d1, sig1, job.provider);
         _verify(d2, sig2, job.provider);
         uint256 slashed = _slash(job.provider, slashAmount);
         _credit(job.client, job.maxPayment);
         if (job.challenger != address(0)) _credit(job.challenger, challengeBond);
         _credit(msg.sender, slashed);
-        _store(jobId, job, JobState.Slashed);
-        emit JobSlashed(jobId, msg.sender, slashed);
+        _terminate(job, JobState.Slashed);
+        emit JobSlashed(job.jobId, msg.sender, slashed);
     }
 
     /// @notice Replace the dispute resolver (owner only; placeholder governance).
@@ -386,18 +392,21 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
 
     // ================================================================ views
 
-    /// @notice State of a job (None if it does not exist).
-    /// @param jobId the job
+    /// @notice State of the job in a client's lane (None if the lane was never used).
+    /// @param client the client
+    /// @param lane the lane
     /// @return the state
-    function jobState(uint64 jobId) external view returns (JobState) {
-        return _state(jobId);
+    function laneState(address client, uint64 lane) external view returns (JobState) {
+        return _laneState(client, lane);
     }
 
-    /// @notice The stored slot of a job: hash of the struct with the state in the low byte.
-    /// @param jobId the job
+    /// @notice A lane's slot: the job struct's hash with the state in the low byte while
+    ///         the job is live; just the state once it is terminal.
+    /// @param client the client
+    /// @param lane the lane
     /// @return the slot value
-    function jobSlot(uint64 jobId) external view returns (bytes32) {
-        return _jobs[jobId];
+    function laneSlot(address client, uint64 lane) external view returns (bytes32) {
+        return _lanes[client][lane];
     }
 
     /// @notice The slot value a job struct in a given state would have.
@@ -447,12 +456,14 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
     // ================================================================ internals
 
     function _create(
+        uint64 jobId,
         Offer calldata offer,
         bytes calldata offerSig,
         bytes32 specHash,
         uint128 maxPayment,
-        uint64 deadline
-    ) private returns (uint64 jobId) {
+        uint64 deadline,
+        uint64 lane
+    ) private {
         if (block.timestamp > offer.expiry) revert OfferExpired(offer.expiry);
         if (offer.client != address(0) && offer.client != msg.sender) {
             revert WrongClient(offer.client);
@@ -463,15 +474,19 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
             revert PriceTooHigh(offer.pricePerGpuSecond);
         }
         address provider = offer.provider;
-        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(OFFER_TYPEHASH, offer)));
-        _verify(digest, offerSig, provider);
+        _verify(_hashTypedDataV4(keccak256(abi.encode(OFFER_TYPEHASH, offer))), offerSig, provider);
         _useNonce(provider, offer.nonce);
         uint256 active = _stakes[provider].active;
         if (active < minStake) revert InsufficientStake(provider, active, minStake);
-        jobId = uint64(uint256(digest) >> 192);
-        if (_jobs[jobId] != bytes32(0)) revert JobExists(jobId);
+        mapping(uint64 => bytes32) storage lanes = _lanes[msg.sender];
+        JobState current = JobState(uint8(uint256(lanes[lane]) & _STATE_MASK));
+        if (current != JobState.None && current < JobState.Finalized) {
+            revert LaneBusy(msg.sender, lane, current);
+        }
         Job memory job = Job({
+            jobId: jobId,
             client: msg.sender,
+            lane: lane,
             provider: provider,
             pricePerGpuSecond: offer.pricePerGpuSecond,
             maxPayment: maxPayment,
@@ -482,29 +497,39 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
             resultHash: bytes32(0),
             challenger: address(0)
         });
-        _jobs[jobId] = _hashJobMem(job, JobState.Matched);
+        lanes[lane] = _hashJobMem(job, JobState.Matched);
+        _emitCreated(job);
+    }
+
+    function _emitCreated(Job memory job) private {
         emit JobCreated(
-            jobId, msg.sender, provider, offer.pricePerGpuSecond, maxPayment, deadline, specHash
+            job.jobId,
+            job.client,
+            job.provider,
+            job.lane,
+            job.pricePerGpuSecond,
+            job.maxPayment,
+            job.deadline,
+            job.specHash
         );
     }
 
+    /// @dev Checks and records a result; returns the attestation digest (not verified here).
     function _submit(
-        uint64 jobId,
         Job calldata job,
         bytes32 outputHash,
         bytes32 runtimeId,
         uint8 determinism,
-        uint64 meteredMillis,
-        bytes calldata sig
-    ) private {
-        _check(jobId, job, JobState.Matched);
+        uint64 meteredMillis
+    ) private returns (bytes32 digest) {
+        _check(job, JobState.Matched);
         if (msg.sender != job.provider) revert NotProvider(msg.sender);
         if (block.timestamp > job.deadline) revert DeadlinePassed(job.deadline);
-        bytes32 digest = _hashTypedDataV4(
+        digest = _hashTypedDataV4(
             keccak256(
                 abi.encode(
                     ATTESTATION_TYPEHASH,
-                    jobId,
+                    job.jobId,
                     job.provider,
                     job.specHash,
                     outputHash,
@@ -514,14 +539,15 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
                 )
             )
         );
-        _verify(digest, sig, job.provider);
         uint64 challengeEnd = uint64(block.timestamp) + challengeWindow;
         Job memory next = job;
         next.challengeEnd = challengeEnd;
         next.meteredMillis = meteredMillis;
         next.resultHash = digest;
-        _jobs[jobId] = _hashJobMem(next, JobState.Submitted);
-        emit ResultSubmitted(jobId, outputHash, runtimeId, determinism, meteredMillis, challengeEnd);
+        _lanes[job.client][job.lane] = _hashJobMem(next, JobState.Submitted);
+        emit ResultSubmitted(
+            job.jobId, outputHash, runtimeId, determinism, meteredMillis, challengeEnd
+        );
     }
 
     /// @dev payment = min(floor(price * meteredMillis / 1000), maxPayment); no overflow
@@ -567,20 +593,22 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
         if (amount != 0) balanceOf[account] += amount;
     }
 
-    function _state(uint64 jobId) private view returns (JobState) {
-        return JobState(uint8(uint256(_jobs[jobId]) & _STATE_MASK));
+    function _laneState(address client, uint64 lane) private view returns (JobState) {
+        return JobState(uint8(uint256(_lanes[client][lane]) & _STATE_MASK));
     }
 
-    /// @dev Check state first (so a missing job reports InvalidState(None)), then the struct.
-    function _check(uint64 jobId, Job calldata job, JobState expected) private view {
-        bytes32 slot = _jobs[jobId];
+    /// @dev Check the lane's state first (so an unused lane reports InvalidState(None)),
+    ///      then that the struct is the one stored.
+    function _check(Job calldata job, JobState expected) private view {
+        bytes32 slot = _lanes[job.client][job.lane];
         JobState current = JobState(uint8(uint256(slot) & _STATE_MASK));
-        if (current != expected) revert InvalidState(jobId, current);
-        if (slot != _hashJob(job, expected)) revert JobMismatch(jobId);
+        if (current != expected) revert InvalidState(job.jobId, current);
+        if (slot != _hashJob(job, expected)) revert JobMismatch(job.jobId);
     }
 
-    function _store(uint64 jobId, Job memory job, JobState state) private {
-        _jobs[jobId] = _hashJobMem(job, state);
+    /// @dev A terminal job keeps only its state; the lane can then take a new job.
+    function _terminate(Job calldata job, JobState state) private {
+        _lanes[job.client][job.lane] = bytes32(uint256(state));
     }
 
     function _hashJob(Job calldata job, JobState state) private pure returns (bytes32) {

@@ -38,10 +38,15 @@ interface IGpunetEscrow {
         uint64 meteredMillis;
     }
 
-    /// @notice A job as the contract commits to it. Only `keccak256(abi.encode(job))`
-    ///         (low byte replaced by the state) is stored; callers pass the struct back.
+    /// @notice A job as the contract commits to it. It lives in one storage slot of its
+    ///         client, `lane`, which holds keccak256(abi.encode(job)) with the low byte
+    ///         replaced by the state; callers pass the struct back in calldata. A lane
+    ///         whose job reached a terminal state can be reused by the client's next job,
+    ///         so steady-state job creation rewrites a warm slot instead of a fresh one.
     struct Job {
+        uint64 jobId; // global counter; unique forever (attestations sign it)
         address client;
+        uint64 lane; // the client's storage lane holding this job
         address provider;
         uint256 pricePerGpuSecond; // <= type(uint128).max, checked at creation
         uint128 maxPayment;
@@ -60,23 +65,17 @@ interface IGpunetEscrow {
         bytes32 specHash;
         uint128 maxPayment;
         uint64 deadline;
+        uint64 lane;
     }
 
-    /// @notice One result to record (batch form of submitResult).
+    /// @notice One result to record (batch form of submitResult; authenticated by the
+    ///         provider's own transaction, so it carries no signature).
     struct Result {
-        uint64 jobId;
         Job job;
         bytes32 outputHash;
         bytes32 runtimeId;
         uint8 determinism;
         uint64 meteredMillis;
-        bytes sig;
-    }
-
-    /// @notice A job reference for batch settlement.
-    struct JobRef {
-        uint64 jobId;
-        Job job;
     }
 
     /// @notice A provider's stake, packed in one slot.
@@ -89,7 +88,7 @@ interface IGpunetEscrow {
     // ------------------------------------------------------------------ errors
     error InvalidState(uint64 jobId, JobState current);
     error JobMismatch(uint64 jobId);
-    error JobExists(uint64 jobId);
+    error LaneBusy(address client, uint64 lane, JobState current);
     error OfferExpired(uint64 expiry);
     error NonceUsed(address provider, uint64 nonce);
     error WrongClient(address offeredTo);
@@ -119,6 +118,7 @@ interface IGpunetEscrow {
         uint64 indexed jobId,
         address indexed client,
         address indexed provider,
+        uint64 lane,
         uint256 pricePerGpuSecond,
         uint128 maxPayment,
         uint64 deadline,

@@ -73,6 +73,7 @@ class Devnet:
             resolver_id, resolver_signer, self.escrow.with_signer(resolver_signer)
         )
         self.actors: list[Actor] = [self.resolver]
+        self._lane = 0
 
     # ------------------------------------------------------------ accounts
     def _funded_signer(self, ident: Identity) -> Signer:
@@ -161,20 +162,24 @@ class Devnet:
         max_payment: int = 10 * TOKEN,
         deadline_in: int = 600,
         spec: bytes = b"spec",
+        lane: int | None = None,
     ) -> NewJob:
-        """createJob arguments for ``offer``."""
+        """createJob arguments for ``offer`` (a never-used lane unless given)."""
+        if lane is None:
+            lane = self._lane
+            self._lane += 1
         return NewJob(
             offer=offer.signed_data(),
             offer_sig=offer.signature,
             spec_hash=hashlib.sha256(spec).digest(),
             max_payment=max_payment,
             deadline=self.now() + deadline_in,
+            lane=lane,
         )
 
     def attestation(
         self,
         provider: Actor,
-        job_id: int,
         job: Job,
         *,
         output: bytes = b"output",
@@ -186,7 +191,7 @@ class Devnet:
             provider.identity,
             chain_id=self.rpc.chain_id(),
             contract=self.escrow.address,
-            job_id=job_id,
+            job_id=job.job_id,
             spec_hash=job.spec_hash,
             output_hash=hashlib.sha256(output).digest(),
             runtime=runtime,
@@ -195,10 +200,9 @@ class Devnet:
         )
 
     @staticmethod
-    def result_args(job_id: int, job: Job, att: Attestation) -> ResultArgs:
+    def result_args(job: Job, att: Attestation) -> ResultArgs:
         """submitResult arguments for a signed attestation."""
         return ResultArgs(
-            job_id=job_id,
             job=job,
             output_hash=att.output_hash,
             runtime_id=att.runtime_id,
@@ -215,14 +219,16 @@ class Devnet:
         *,
         max_payment: int = 10 * TOKEN,
         deadline_in: int = 600,
-    ) -> tuple[int, Job]:
+        lane: int | None = None,
+    ) -> Job:
         """Match a job between ``client`` and ``provider``."""
-        new = self.new_job(self.offer(provider), max_payment=max_payment, deadline_in=deadline_in)
-        job_id, job, _ = client.escrow.create_job(new)
-        return job_id, job
+        offer = self.offer(provider)
+        new = self.new_job(offer, max_payment=max_payment, deadline_in=deadline_in, lane=lane)
+        job, _ = client.escrow.create_job(new)
+        return job
 
-    def submit(self, provider: Actor, job_id: int, job: Job, *, metered_millis: int = 1500) -> Job:
-        """Record a result for a matched job."""
-        att = self.attestation(provider, job_id, job, metered_millis=metered_millis)
-        submitted, _ = provider.escrow.submit_result(self.result_args(job_id, job, att))
+    def submit(self, provider: Actor, job: Job, *, metered_millis: int = 1500) -> Job:
+        """Record a signed result for a matched job."""
+        att = self.attestation(provider, job, metered_millis=metered_millis)
+        submitted, _ = provider.escrow.submit_result(self.result_args(job, att))
         return submitted

@@ -124,10 +124,10 @@ class InvalidState(ContractRevert):
     error_name = "InvalidState"
 
 
-class JobExists(ContractRevert):
-    """A job with this id exists already."""
+class LaneBusy(ContractRevert):
+    """The client's lane still holds a live job."""
 
-    error_name = "JobExists"
+    error_name = "LaneBusy"
 
 
 class JobMismatch(ContractRevert):

@@ -70,19 +70,19 @@ class NewJob:
     spec_hash: bytes
     max_payment: int
     deadline: int
+    lane: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ResultArgs:
-    """Arguments of one submitResult (also the batch item)."""
+    """Arguments of one submitResult (the batch form ignores ``sig``)."""
 
-    job_id: int
     job: Job
     output_hash: bytes
     runtime_id: bytes
     determinism: int
     metered_millis: int
-    sig: bytes
+    sig: bytes = b""
 
 
 def _offer_tuple(o: eip712.OfferData) -> tuple[Any, ...]:
@@ -194,15 +194,24 @@ class Escrow:
         return UnknownRevert("revert", {"tx": "0x" + receipt.tx_hash.hex()}, b"")
 
     # ------------------------------------------------------------ views
-    def job_state(self, job_id: int) -> JobState:
-        """State of a job (NONE if unknown)."""
-        (state,) = self._call("jobState", job_id)
+    def lane_state(self, client: bytes, lane: int) -> JobState:
+        """State of the job in a client's lane (NONE if never used)."""
+        (state,) = self._call("laneState", "0x" + client.hex(), lane)
         return JobState(state)
 
-    def job_slot(self, job_id: int) -> bytes:
+    def job_state(self, job: Job) -> JobState:
+        """State of ``job``'s lane (the job's state unless the lane was reused since)."""
+        return self.lane_state(job.client, job.lane)
+
+    def lane_slot(self, client: bytes, lane: int) -> bytes:
         """The stored slot (struct hash with the state in the low byte)."""
-        (slot,) = self._call("jobSlot", job_id)
+        (slot,) = self._call("laneSlot", "0x" + client.hex(), lane)
         return bytes(slot)
+
+    def next_job_id(self) -> int:
+        """Id the next created job gets."""
+        (n,) = self._call("nextJobId")
+        return int(n)
 
     def balance_of(self, account: bytes) -> int:
         """Free (withdrawable) balance."""
@@ -284,36 +293,28 @@ class Escrow:
         return self.transact("setResolver", "0x" + resolver.hex(), gas=gas)
 
     # ------------------------------------------------------------ jobs
-    def create_job(self, new: NewJob, *, gas: int | None = None) -> tuple[int, Job, TxResult]:
-        """Match a job; returns (job id, job struct, tx)."""
-        res = self.transact(
-            "createJob",
-            _offer_tuple(new.offer),
-            new.offer_sig,
-            new.spec_hash,
-            new.max_payment,
-            new.deadline,
-            gas=gas,
-        )
+    @staticmethod
+    def _new_tuple(j: NewJob) -> tuple[Any, ...]:
+        return (_offer_tuple(j.offer), j.offer_sig, j.spec_hash, j.max_payment, j.deadline, j.lane)
+
+    def create_job(self, new: NewJob, *, gas: int | None = None) -> tuple[Job, TxResult]:
+        """Match a job; returns the job struct and the tx."""
+        res = self.transact("createJob", *self._new_tuple(new), gas=gas)
         (created,) = res.named("JobCreated")
-        return created["jobId"], Job.from_created(created), res
+        return Job.from_created(created), res
 
     def create_jobs(
         self, jobs: Sequence[NewJob], *, gas: int | None = None
-    ) -> tuple[list[tuple[int, Job]], TxResult]:
-        """Batch create; returns [(job id, job)] in input order and the tx."""
-        items = [
-            (_offer_tuple(j.offer), j.offer_sig, j.spec_hash, j.max_payment, j.deadline)
-            for j in jobs
-        ]
-        res = self.transact("createJobs", items, gas=gas)
-        return [(c["jobId"], Job.from_created(c)) for c in res.named("JobCreated")], res
+    ) -> tuple[list[Job], TxResult]:
+        """Batch create; returns the jobs in input order and the tx."""
+        res = self.transact("createJobs", [self._new_tuple(j) for j in jobs], gas=gas)
+        return [Job.from_created(c) for c in res.named("JobCreated")], res
 
     def _result_hash(self, r: ResultArgs) -> bytes:
         return eip712.attestation_digest(
             self.domain,
             eip712.AttestationData(
-                job_id=r.job_id,
+                job_id=r.job.job_id,
                 provider=r.job.provider,
                 spec_hash=r.job.spec_hash,
                 output_hash=r.output_hash,
@@ -325,73 +326,62 @@ class Escrow:
 
     @staticmethod
     def _result_tuple(r: ResultArgs) -> tuple[Any, ...]:
-        return (
-            r.job_id,
-            r.job.as_tuple(),
-            r.output_hash,
-            r.runtime_id,
-            r.determinism,
-            r.metered_millis,
-            r.sig,
-        )
+        return (r.job.as_tuple(), r.output_hash, r.runtime_id, r.determinism, r.metered_millis)
 
     def submit_result(self, r: ResultArgs, *, gas: int | None = None) -> tuple[Job, TxResult]:
-        """Record an attestation; returns the submitted job."""
-        res = self.transact("submitResult", *self._result_tuple(r), gas=gas)
+        """Record a signed attestation; returns the submitted job."""
+        res = self.transact("submitResult", *self._result_tuple(r), r.sig, gas=gas)
         (ev,) = res.named("ResultSubmitted")
         return r.job.after_submit(ev, self._result_hash(r)), res
 
     def submit_results(
         self, results: Sequence[ResultArgs], *, gas: int | None = None
     ) -> tuple[list[Job], TxResult]:
-        """Batch submit; returns the submitted jobs in input order."""
+        """Batch submit (no signatures); returns the submitted jobs in input order."""
         res = self.transact("submitResults", [self._result_tuple(r) for r in results], gas=gas)
         evs = res.named("ResultSubmitted")
         return [
             r.job.after_submit(ev, self._result_hash(r)) for r, ev in zip(results, evs, strict=True)
         ], res
 
-    def accept_result(self, job_id: int, job: Job, *, gas: int | None = None) -> TxResult:
+    def accept_result(self, job: Job, *, gas: int | None = None) -> TxResult:
         """Client accepts (Submitted -> Finalized)."""
-        return self.transact("acceptResult", job_id, job.as_tuple(), gas=gas)
+        return self.transact("acceptResult", job.as_tuple(), gas=gas)
 
-    def finalize(self, job_id: int, job: Job, *, gas: int | None = None) -> TxResult:
+    def finalize(self, job: Job, *, gas: int | None = None) -> TxResult:
         """Finalize after the challenge window."""
-        return self.transact("finalize", job_id, job.as_tuple(), gas=gas)
+        return self.transact("finalize", job.as_tuple(), gas=gas)
 
-    def finalize_many(self, refs: Sequence[tuple[int, Job]], *, gas: int | None = None) -> TxResult:
+    def finalize_many(self, jobs: Sequence[Job], *, gas: int | None = None) -> TxResult:
         """Batch finalize/accept."""
-        return self.transact("finalizeMany", [(i, j.as_tuple()) for i, j in refs], gas=gas)
+        return self.transact("finalizeMany", [j.as_tuple() for j in jobs], gas=gas)
 
-    def refund(self, job_id: int, job: Job, *, gas: int | None = None) -> TxResult:
+    def refund(self, job: Job, *, gas: int | None = None) -> TxResult:
         """Refund after a missed deadline."""
-        return self.transact("refund", job_id, job.as_tuple(), gas=gas)
+        return self.transact("refund", job.as_tuple(), gas=gas)
 
-    def challenge(self, job_id: int, job: Job, *, gas: int | None = None) -> tuple[Job, TxResult]:
+    def challenge(self, job: Job, *, gas: int | None = None) -> tuple[Job, TxResult]:
         """Challenge with the bond; returns the disputed job."""
-        res = self.transact("challenge", job_id, job.as_tuple(), gas=gas)
+        res = self.transact("challenge", job.as_tuple(), gas=gas)
         (ev,) = res.named("JobChallenged")
         return job.after_challenge(_addr(ev["challenger"])), res
 
-    def resolve(
-        self, job_id: int, job: Job, provider_at_fault: bool, *, gas: int | None = None
-    ) -> TxResult:
+    def resolve(self, job: Job, provider_at_fault: bool, *, gas: int | None = None) -> TxResult:
         """Resolver's verdict."""
-        return self.transact("resolve", job_id, job.as_tuple(), provider_at_fault, gas=gas)
+        return self.transact("resolve", job.as_tuple(), provider_at_fault, gas=gas)
 
     def prove_equivocation(
         self,
-        job_id: int,
         job: Job,
         first: tuple[eip712.AttestationData, bytes],
         second: tuple[eip712.AttestationData, bytes],
         *,
         gas: int | None = None,
     ) -> TxResult:
-        """Slash with two different signed attestations for one job."""
+        """Slash with two different attestations for one job (``first`` may be the
+        recorded result with an empty signature)."""
         return self.transact(
             "proveEquivocation",
-            job_id,
             job.as_tuple(),
             _attestation_tuple(first[0]),
             first[1],

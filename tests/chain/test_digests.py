@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.chain.devnet import Devnet
-from node.chain.jobs import Job, job_id_from_offer_digest, job_slot
+from node.chain.jobs import Job, job_slot
 from protocol import eip712
 from protocol.lifecycle import JobState
 
@@ -26,7 +26,9 @@ offers = st.builds(eip712.OfferData, addr, addr, b32, st.integers(0, 2**256 - 1)
 attestations = st.builds(eip712.AttestationData, u64, addr, b32, b32, b32, st.integers(0, 255), u64)
 jobs = st.builds(
     Job,
+    u64,
     addr,
+    u64,
     addr,
     st.integers(0, 2**128 - 1),
     st.integers(0, 2**128 - 1),
@@ -57,14 +59,14 @@ def test_signed_messages_match_contract(net: Devnet) -> None:
     offer = net.offer(provider)
     digest = net.escrow.offer_digest(offer.signed_data())
     assert digest == offer.digest()
-    job_id, job, _ = client.escrow.create_job(net.new_job(offer))
-    assert job_id == job_id_from_offer_digest(digest)
-    assert net.escrow.job_slot(job_id) == job_slot(job, JobState.MATCHED)
-    att = net.attestation(provider, job_id, job)
+    job, _ = client.escrow.create_job(net.new_job(offer))
+    assert net.escrow.lane_slot(client.address, job.lane) == job_slot(job, JobState.MATCHED)
+    att = net.attestation(provider, job)
     assert net.escrow.attestation_digest(att.signed_data()) == att.digest()
-    submitted, _ = provider.escrow.submit_result(net.result_args(job_id, job, att))
+    submitted, _ = provider.escrow.submit_result(net.result_args(job, att))
     assert submitted.result_hash == att.digest()
-    assert net.escrow.job_slot(job_id) == job_slot(submitted, JobState.SUBMITTED)
+    slot = net.escrow.lane_slot(client.address, job.lane)
+    assert slot == job_slot(submitted, JobState.SUBMITTED)
 
 
 @fast

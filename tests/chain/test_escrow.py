@@ -19,15 +19,14 @@ PRICE = TOKEN // 100  # per GPU-second
 MAXP = 10 * TOKEN
 
 
-def _matched(net: Devnet) -> tuple[Actor, Actor, int, Job]:
+def _matched(net: Devnet) -> tuple[Actor, Actor, Job]:
     provider, client = net.provider(), net.actor()
-    job_id, job = net.create(client, provider, max_payment=MAXP)
-    return provider, client, job_id, job
+    return provider, client, net.create(client, provider, max_payment=MAXP)
 
 
-def _submitted(net: Devnet, millis: int = 1500) -> tuple[Actor, Actor, int, Job]:
-    provider, client, job_id, job = _matched(net)
-    return provider, client, job_id, net.submit(provider, job_id, job, metered_millis=millis)
+def _submitted(net: Devnet, millis: int = 1500) -> tuple[Actor, Actor, Job]:
+    provider, client, job = _matched(net)
+    return provider, client, net.submit(provider, job, metered_millis=millis)
 
 
 # ---------------------------------------------------------------- money in/out, staking
@@ -94,11 +93,21 @@ def test_create_locks_payment_and_uses_nonce(net: Devnet) -> None:
     provider, client = net.provider(), net.actor()
     offer = net.offer(provider, price=PRICE)
     new = net.new_job(offer, max_payment=MAXP)
-    job_id, job, res = client.escrow.create_job(new)
-    assert net.escrow.job_state(job_id) is JobState.MATCHED
+    job, res = client.escrow.create_job(new)
+    assert net.escrow.job_state(job) is JobState.MATCHED
+    assert job.job_id == net.escrow.next_job_id() - 1 and job.lane == new.lane
     assert client.escrow.balance_of(client.address) == 1000 * TOKEN - MAXP
     assert net.escrow.nonce_used(provider.address, offer.nonce)
-    assert job == Job(client.address, provider.address, PRICE, MAXP, new.deadline, new.spec_hash)
+    assert job == Job(
+        job.job_id,
+        client.address,
+        new.lane,
+        provider.address,
+        PRICE,
+        MAXP,
+        new.deadline,
+        new.spec_hash,
+    )
     assert [e.name for e in res.events] == ["JobCreated"]
     with pytest.raises(E.NonceUsed):
         client.escrow.create_job(net.new_job(offer, max_payment=MAXP))
@@ -163,37 +172,39 @@ def test_cancelled_nonce_cannot_match(net: Devnet) -> None:
 
 # ---------------------------------------------------------------- submit
 def test_submit_records_attestation(net: Devnet) -> None:
-    provider, _client, job_id, job = _matched(net)
-    att = net.attestation(provider, job_id, job, metered_millis=4321)
-    submitted, res = provider.escrow.submit_result(net.result_args(job_id, job, att))
+    provider, _client, job = _matched(net)
+    att = net.attestation(provider, job, metered_millis=4321)
+    submitted, res = provider.escrow.submit_result(net.result_args(job, att))
     (ev,) = res.named("ResultSubmitted")
     assert ev["outputHash"] == att.output_hash and ev["runtimeId"] == att.runtime_id
     assert ev["challengeEnd"] == net.now() + net.params.challenge_window
     assert submitted.metered_millis == 4321 and submitted.result_hash == att.digest()
-    assert net.escrow.job_state(job_id) is JobState.SUBMITTED
+    assert net.escrow.job_state(job) is JobState.SUBMITTED
     with pytest.raises(E.InvalidState) as info:  # double submit
-        provider.escrow.submit_result(net.result_args(job_id, job, att))
+        provider.escrow.submit_result(net.result_args(job, att))
     assert info.value.fields["current"] == JobState.SUBMITTED
 
 
 def test_submit_reverts(net: Devnet) -> None:
-    provider, client, job_id, job = _matched(net)
-    att = net.attestation(provider, job_id, job)
-    args = net.result_args(job_id, job, att)
+    provider, client, job = _matched(net)
+    att = net.attestation(provider, job)
+    args = net.result_args(job, att)
     with pytest.raises(E.NotProvider):
         client.escrow.submit_result(args)
     with pytest.raises(E.InvalidSignature):  # metered time changed after signing
         provider.escrow.submit_result(dataclasses.replace(args, metered_millis=9999))
     other = net.actor()
-    forged = net.attestation(other, job_id, job)
+    forged = net.attestation(other, job)
     with pytest.raises(E.InvalidSignature):
         provider.escrow.submit_result(dataclasses.replace(args, sig=forged.signature))
     with pytest.raises(E.JobMismatch):  # struct does not match the stored hash
         provider.escrow.submit_result(
             dataclasses.replace(args, job=dataclasses.replace(job, max_payment=1))
         )
-    with pytest.raises(E.InvalidState) as info:  # unknown job
-        provider.escrow.submit_result(dataclasses.replace(args, job_id=job_id ^ 1))
+    with pytest.raises(E.InvalidState) as info:  # unknown job (unused lane)
+        provider.escrow.submit_result(
+            dataclasses.replace(args, job=dataclasses.replace(job, lane=job.lane + 10**6))
+        )
     assert info.value.fields["current"] == JobState.NONE
     net.warp(601)
     with pytest.raises(E.DeadlinePassed):  # late submit
@@ -202,140 +213,140 @@ def test_submit_reverts(net: Devnet) -> None:
 
 def test_mined_revert_is_decoded_by_replay(net: Devnet) -> None:
     """With an explicit gas limit nothing is estimated: the tx is mined with status 0."""
-    provider, client, job_id, job = _matched(net)
-    att = net.attestation(provider, job_id, job)
+    provider, client, job = _matched(net)
+    att = net.attestation(provider, job)
     with pytest.raises(E.NotProvider):
-        client.escrow.submit_result(net.result_args(job_id, job, att), gas=200_000)
+        client.escrow.submit_result(net.result_args(job, att), gas=200_000)
 
 
 # ---------------------------------------------------------------- settle
 @pytest.mark.parametrize("millis", [0, 1, 1500, 999_999, 2**64 - 1])
 def test_accept_pays_exactly_protocol_pricing(net: Devnet, millis: int) -> None:
-    provider, client, job_id, job = _submitted(net, millis)
+    provider, client, job = _submitted(net, millis)
     before = client.escrow.balance_of(client.address)
-    res = client.escrow.accept_result(job_id, job)
+    res = client.escrow.accept_result(job)
     expected = settle(PRICE, millis, MAXP)
     assert res.named("JobFinalized") == [
-        {"jobId": job_id, "payment": expected.payment, "refund": expected.refund}
+        {"jobId": job.job_id, "payment": expected.payment, "refund": expected.refund}
     ]
     assert net.escrow.balance_of(provider.address) == expected.payment
     assert net.escrow.balance_of(client.address) == before + expected.refund
-    assert net.escrow.job_state(job_id) is JobState.FINALIZED
+    assert net.escrow.job_state(job) is JobState.FINALIZED
 
 
 def test_accept_and_finalize_reverts(net: Devnet) -> None:
-    provider, client, job_id, job = _submitted(net)
+    provider, client, job = _submitted(net)
     with pytest.raises(E.NotClient):
-        provider.escrow.accept_result(job_id, job)
+        provider.escrow.accept_result(job)
     with pytest.raises(E.ChallengeWindowOpen):
-        provider.escrow.finalize(job_id, job)
+        provider.escrow.finalize(job)
     net.warp(net.params.challenge_window + 1)
-    res = provider.escrow.finalize(job_id, job)
+    res = provider.escrow.finalize(job)
     assert res.named("JobFinalized")[0]["payment"] == settle(PRICE, 1500, MAXP).payment
     with pytest.raises(E.InvalidState):
-        client.escrow.accept_result(job_id, job)
+        client.escrow.accept_result(job)
 
 
 def test_refund_after_deadline_with_penalty(net: Devnet) -> None:
-    provider, client, job_id, job = _matched(net)
+    provider, client, job = _matched(net)
     with pytest.raises(E.DeadlineNotPassed):
-        client.escrow.refund(job_id, job)
+        client.escrow.refund(job)
     net.warp(601)
     before = client.escrow.balance_of(client.address)
-    res = net.actor().escrow.refund(job_id, job)  # anyone
+    res = net.actor().escrow.refund(job)  # anyone
     penalty = net.params.refund_penalty
-    assert res.named("JobRefunded") == [{"jobId": job_id, "refund": MAXP, "penalty": penalty}]
+    assert res.named("JobRefunded") == [{"jobId": job.job_id, "refund": MAXP, "penalty": penalty}]
     assert client.escrow.balance_of(client.address) == before + MAXP + penalty
     assert net.escrow.stake_of(provider.address).active == net.params.min_stake - penalty
-    assert net.escrow.job_state(job_id) is JobState.REFUNDED
+    assert net.escrow.job_state(job) is JobState.REFUNDED
 
 
 # ---------------------------------------------------------------- disputes
 def test_challenge_and_resolve_provider_wrong(net: Devnet) -> None:
-    _provider, client, job_id, job = _submitted(net)
+    _provider, client, job = _submitted(net)
     verifier = net.actor(deposit=20 * TOKEN)
-    disputed, res = verifier.escrow.challenge(job_id, job)
+    disputed, res = verifier.escrow.challenge(job)
     assert res.named("JobChallenged")[0]["bond"] == net.params.challenge_bond
     assert disputed.challenger == verifier.address
     assert verifier.escrow.balance_of(verifier.address) == 10 * TOKEN
     with pytest.raises(E.NotResolver):
-        verifier.escrow.resolve(job_id, disputed, True)
+        verifier.escrow.resolve(disputed, True)
     client_before = client.escrow.balance_of(client.address)
-    res = net.resolver.escrow.resolve(job_id, disputed, True)
+    res = net.resolver.escrow.resolve(disputed, True)
     slash = net.params.slash_amount
     assert res.named("JobSlashed") == [
-        {"jobId": job_id, "rewarded": "0x" + verifier.address.hex(), "slashed": slash}
+        {"jobId": job.job_id, "rewarded": "0x" + verifier.address.hex(), "slashed": slash}
     ]
     assert client.escrow.balance_of(client.address) == client_before + MAXP
     assert verifier.escrow.balance_of(verifier.address) == 20 * TOKEN + slash
-    assert net.escrow.job_state(job_id) is JobState.SLASHED
+    assert net.escrow.job_state(job) is JobState.SLASHED
 
 
 def test_resolve_provider_right_forfeits_bond(net: Devnet) -> None:
-    provider, _client, job_id, job = _submitted(net)
+    provider, _client, job = _submitted(net)
     verifier = net.actor(deposit=10 * TOKEN)
-    disputed, _ = verifier.escrow.challenge(job_id, job)
-    res = net.resolver.escrow.resolve(job_id, disputed, False)
+    disputed, _ = verifier.escrow.challenge(job)
+    res = net.resolver.escrow.resolve(disputed, False)
     expected = settle(PRICE, 1500, MAXP)
     assert res.named("JobFinalized")[0]["payment"] == expected.payment
     assert net.escrow.balance_of(provider.address) == expected.payment + net.params.challenge_bond
     assert verifier.escrow.balance_of(verifier.address) == 0
-    assert net.escrow.job_state(job_id) is JobState.FINALIZED
+    assert net.escrow.job_state(job) is JobState.FINALIZED
 
 
 def test_challenge_reverts(net: Devnet) -> None:
-    _provider, _client, job_id, job = _submitted(net)
+    _provider, _client, job = _submitted(net)
     poor = net.actor(deposit=TOKEN)
     with pytest.raises(E.InsufficientBalance):
-        poor.escrow.challenge(job_id, job)
+        poor.escrow.challenge(job)
     net.warp(net.params.challenge_window + 1)
     with pytest.raises(E.ChallengeWindowClosed):  # late challenge
-        net.actor().escrow.challenge(job_id, job)
+        net.actor().escrow.challenge(job)
 
 
 def _equivocation(
-    net: Devnet, provider: Actor, job_id: int, job: Job
+    net: Devnet, provider: Actor, job: Job
 ) -> tuple[tuple[eip712.AttestationData, bytes], tuple[eip712.AttestationData, bytes]]:
-    a1 = net.attestation(provider, job_id, job, output=b"one")
-    a2 = net.attestation(provider, job_id, job, output=b"two")
+    a1 = net.attestation(provider, job, output=b"one")
+    a2 = net.attestation(provider, job, output=b"two")
     return (a1.signed_data(), a1.signature), (a2.signed_data(), a2.signature)
 
 
 @pytest.mark.parametrize("disputed", [False, True])
 def test_prove_equivocation(net: Devnet, disputed: bool) -> None:
-    provider, client, job_id, job = _submitted(net)
+    provider, client, job = _submitted(net)
     verifier = net.actor(deposit=10 * TOKEN)
     if disputed:
-        job, _ = verifier.escrow.challenge(job_id, job)
+        job, _ = verifier.escrow.challenge(job)
     prover = net.actor(deposit=0)
-    first, second = _equivocation(net, provider, job_id, job)
+    first, second = _equivocation(net, provider, job)
     client_before = client.escrow.balance_of(client.address)
-    res = prover.escrow.prove_equivocation(job_id, job, first, second)
+    res = prover.escrow.prove_equivocation(job, first, second)
     slash = net.params.slash_amount
     assert res.named("JobSlashed")[0]["slashed"] == slash
     assert prover.escrow.balance_of(prover.address) == slash
     assert client.escrow.balance_of(client.address) == client_before + MAXP
     assert verifier.escrow.balance_of(verifier.address) == 10 * TOKEN  # bond returned if any
-    assert net.escrow.job_state(job_id) is JobState.SLASHED
+    assert net.escrow.job_state(job) is JobState.SLASHED
 
 
 def test_prove_equivocation_reverts(net: Devnet) -> None:
-    provider, client, job_id, job = _submitted(net)
-    first, second = _equivocation(net, provider, job_id, job)
+    provider, client, job = _submitted(net)
+    first, second = _equivocation(net, provider, job)
     with pytest.raises(E.NotEquivocation):
-        client.escrow.prove_equivocation(job_id, job, first, first)
-    other_job = dataclasses.replace(second[0], job_id=job_id ^ 1)
+        client.escrow.prove_equivocation(job, first, first)
+    other_job = dataclasses.replace(second[0], job_id=job.job_id + 1)
     with pytest.raises(E.AttestationMismatch):
-        client.escrow.prove_equivocation(job_id, job, first, (other_job, second[1]))
+        client.escrow.prove_equivocation(job, first, (other_job, second[1]))
     with pytest.raises(E.InvalidSignature):
-        client.escrow.prove_equivocation(job_id, job, first, (second[0], first[1]))
+        client.escrow.prove_equivocation(job, first, (second[0], first[1]))
 
 
 def test_slash_takes_unbonding_stake_when_active_is_short(net: Devnet) -> None:
-    provider, client, job_id, job = _submitted(net)
+    provider, client, job = _submitted(net)
     provider.escrow.request_unstake(80 * TOKEN)  # active 20, unbonding 80
-    first, second = _equivocation(net, provider, job_id, job)
-    client.escrow.prove_equivocation(job_id, job, first, second)
+    first, second = _equivocation(net, provider, job)
+    client.escrow.prove_equivocation(job, first, second)
     info = net.escrow.stake_of(provider.address)
     assert (info.active, info.unbonding) == (0, 50 * TOKEN)
 
@@ -348,18 +359,18 @@ def test_batches(net: Devnet) -> None:
     assert len(created) == 5 and len(res.named("JobCreated")) == 5
     assert client.escrow.balance_of(client.address) == 1000 * TOKEN - 5 * MAXP
     results: list[ResultArgs] = []
-    for k, (job_id, job) in enumerate(created):
-        att = net.attestation(provider, job_id, job, metered_millis=1000 * (k + 1))
-        results.append(net.result_args(job_id, job, att))
+    assert [j.job_id for j in created] == list(range(created[0].job_id, created[0].job_id + 5))
+    for k, job in enumerate(created):
+        att = net.attestation(provider, job, metered_millis=1000 * (k + 1))
+        results.append(net.result_args(job, att))
     submitted, _ = provider.escrow.submit_results(results)
-    refs = [(r.job_id, j) for r, j in zip(results, submitted, strict=True)]
     with pytest.raises(E.ChallengeWindowOpen):  # a stranger must wait for the window
-        provider.escrow.finalize_many(refs)
-    res = client.escrow.finalize_many(refs)  # the client accepts all at once
+        provider.escrow.finalize_many(submitted)
+    client.escrow.finalize_many(submitted)  # the client accepts all at once
     paid = sum(settle(PRICE, 1000 * (k + 1), MAXP).payment for k in range(5))
     assert net.escrow.balance_of(provider.address) == paid
     assert client.escrow.balance_of(client.address) == 1000 * TOKEN - paid
-    assert all(net.escrow.job_state(i) is JobState.FINALIZED for i, _ in refs)
+    assert all(net.escrow.job_state(j) is JobState.FINALIZED for j in submitted)
     with pytest.raises(E.EmptyBatch):
         client.escrow.finalize_many([])
     with pytest.raises(E.EmptyBatch):
@@ -384,17 +395,55 @@ def test_set_resolver(net: Devnet) -> None:
     with pytest.raises(E.ZeroAddress):
         net.escrow.set_resolver(bytes(20))
     net.escrow.set_resolver(stranger.address)
-    _provider, _client, job_id, job = _submitted(net)
-    disputed, _ = net.actor().escrow.challenge(job_id, job)
+    _provider, _client, job = _submitted(net)
+    disputed, _ = net.actor().escrow.challenge(job)
     with pytest.raises(E.NotResolver):
-        net.resolver.escrow.resolve(job_id, disputed, True)
-    stranger.escrow.resolve(job_id, disputed, True)
+        net.resolver.escrow.resolve(disputed, True)
+    stranger.escrow.resolve(disputed, True)
 
 
 def test_spec_hash_is_bound(net: Devnet) -> None:
-    provider, _client, job_id, job = _matched(net)
+    provider, _client, job = _matched(net)
     att = net.attestation(
-        provider, job_id, dataclasses.replace(job, spec_hash=hashlib.sha256(b"x").digest())
+        provider, dataclasses.replace(job, spec_hash=hashlib.sha256(b"x").digest())
     )
     with pytest.raises(E.InvalidSignature):
-        provider.escrow.submit_result(net.result_args(job_id, job, att))
+        provider.escrow.submit_result(net.result_args(job, att))
+
+
+def test_lane_reuse_after_terminal(net: Devnet) -> None:
+    provider, client = net.provider(), net.actor()
+    job = net.create(client, provider, lane=7)
+    with pytest.raises(E.LaneBusy) as info:
+        client.escrow.create_job(net.new_job(net.offer(provider), lane=7))
+    assert info.value.fields["current"] == JobState.MATCHED
+    job = net.submit(provider, job)
+    with pytest.raises(E.LaneBusy):
+        client.escrow.create_job(net.new_job(net.offer(provider), lane=7))
+    client.escrow.accept_result(job)
+    assert net.escrow.lane_slot(client.address, 7) == bytes(31) + bytes([JobState.FINALIZED])
+    reused, _res = client.escrow.create_job(net.new_job(net.offer(provider), lane=7))
+    assert reused.job_id == job.job_id + 1 and net.escrow.job_state(reused) is JobState.MATCHED
+    with pytest.raises(E.InvalidState):  # the old job is gone from the lane
+        client.escrow.accept_result(job)
+    # another client's lane 7 is independent
+    other = net.actor()
+    other.escrow.create_job(net.new_job(net.offer(provider), lane=7))
+
+
+def test_equivocation_against_recorded_batch_result(net: Devnet) -> None:
+    """A batch submit carries no signature; the recorded result itself is one side."""
+    provider, client = net.provider(), net.actor()
+    job = net.create(client, provider)
+    att = net.attestation(provider, job, output=b"recorded")
+    (submitted,), _ = provider.escrow.submit_results([net.result_args(job, att)])
+    assert submitted.result_hash == att.digest()
+    other = net.attestation(provider, job, output=b"what the client was sent")
+    with pytest.raises(E.InvalidSignature):  # an unsigned non-recorded attestation is no proof
+        client.escrow.prove_equivocation(
+            submitted, (other.signed_data(), b""), (att.signed_data(), att.signature)
+        )
+    client.escrow.prove_equivocation(
+        submitted, (att.signed_data(), b""), (other.signed_data(), other.signature)
+    )
+    assert net.escrow.job_state(submitted) is JobState.SLASHED

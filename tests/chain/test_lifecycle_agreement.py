@@ -38,77 +38,63 @@ class Case:
     def __init__(self, net: Devnet, provider: Actor, client: Actor, verifier: Actor) -> None:
         self.net, self.provider, self.client, self.verifier = net, provider, client, verifier
         self.offer_new: NewJob = net.new_job(net.offer(provider), max_payment=10 * TOKEN)
-        self.job_id = 0
-        self.job: Job | None = None
+        self.job = Job(  # the struct the job would have: an unused lane is in state NONE
+            net.escrow.next_job_id(),
+            client.address,
+            self.offer_new.lane,
+            provider.address,
+            1,
+            10 * TOKEN,
+            net.now() + 600,
+            bytes(32),
+        )
 
     # ---------------------------------------------------------------- drive
     def drive(self, state: JobState) -> None:
         net = self.net
         if state is JobState.NONE:
-            # a job that does not exist: the struct/id it would have had
-            self.job_id = 12345
-            self.job = Job(
-                self.client.address,
-                self.provider.address,
-                1,
-                10 * TOKEN,
-                net.now() + 600,
-                bytes(32),
-            )
             return
-        self.job_id, self.job, _ = self.client.escrow.create_job(self.offer_new)
+        self.job, _ = self.client.escrow.create_job(self.offer_new)
         if state is JobState.MATCHED:
             return
         if state is JobState.REFUNDED:
             net.warp(601)
-            self.client.escrow.refund(self.job_id, self.job)
+            self.client.escrow.refund(self.job)
             return
-        self.job = net.submit(self.provider, self.job_id, self.job)
+        self.job = net.submit(self.provider, self.job)
         if state is JobState.FINALIZED:
-            self.client.escrow.accept_result(self.job_id, self.job)
+            self.client.escrow.accept_result(self.job)
         elif state is JobState.DISPUTED:
-            self.job, _ = self.verifier.escrow.challenge(self.job_id, self.job)
+            self.job, _ = self.verifier.escrow.challenge(self.job)
         elif state is JobState.SLASHED:
             self._equivocate()
 
     # ---------------------------------------------------------------- events
     def _equivocate(self) -> None:
-        assert self.job is not None
-        a1 = self.net.attestation(self.provider, self.job_id, self.job, output=b"a")
-        a2 = self.net.attestation(self.provider, self.job_id, self.job, output=b"b")
+        a1 = self.net.attestation(self.provider, self.job, output=b"a")
+        a2 = self.net.attestation(self.provider, self.job, output=b"b")
         self.verifier.escrow.prove_equivocation(
-            self.job_id,
-            self.job,
-            (a1.signed_data(), a1.signature),
-            (a2.signed_data(), a2.signature),
+            self.job, (a1.signed_data(), a1.signature), (a2.signed_data(), a2.signature)
         )
 
-    def apply(self, event: JobEvent) -> int:
-        """Perform ``event``; returns the job id it concerned."""
+    def apply(self, event: JobEvent) -> None:
+        """Perform ``event`` on the job (for CREATE: create it again from its offer)."""
         net, job = self.net, self.job
-        assert job is not None
-        if event is JobEvent.CREATE:
-            job_id, _, _ = self.client.escrow.create_job(self.offer_new)
-            return int(job_id)
         actions: dict[JobEvent, Callable[[], object]] = {
-            JobEvent.SUBMIT: lambda: net.submit(self.provider, self.job_id, job),
-            JobEvent.REFUND: lambda: (net.warp(601), self.client.escrow.refund(self.job_id, job)),
-            JobEvent.ACCEPT: lambda: self.client.escrow.accept_result(self.job_id, job),
+            JobEvent.CREATE: lambda: self.client.escrow.create_job(self.offer_new),
+            JobEvent.SUBMIT: lambda: net.submit(self.provider, job),
+            JobEvent.REFUND: lambda: (net.warp(601), self.client.escrow.refund(job)),
+            JobEvent.ACCEPT: lambda: self.client.escrow.accept_result(job),
             JobEvent.FINALIZE: lambda: (
                 net.warp(net.params.challenge_window + 1),
-                self.client.escrow.finalize(self.job_id, job),
+                self.client.escrow.finalize(job),
             ),
-            JobEvent.CHALLENGE: lambda: self.verifier.escrow.challenge(self.job_id, job),
-            JobEvent.RESOLVE_PROVIDER_WRONG: lambda: net.resolver.escrow.resolve(
-                self.job_id, job, True
-            ),
-            JobEvent.RESOLVE_PROVIDER_RIGHT: lambda: net.resolver.escrow.resolve(
-                self.job_id, job, False
-            ),
+            JobEvent.CHALLENGE: lambda: self.verifier.escrow.challenge(job),
+            JobEvent.RESOLVE_PROVIDER_WRONG: lambda: net.resolver.escrow.resolve(job, True),
+            JobEvent.RESOLVE_PROVIDER_RIGHT: lambda: net.resolver.escrow.resolve(job, False),
             JobEvent.PROVE_EQUIVOCATION: self._equivocate,
         }
         actions[event]()
-        return self.job_id
 
 
 @pytest.mark.parametrize("state", list(JobState), ids=lambda s: s.name)
@@ -117,13 +103,13 @@ def test_contract_agrees_with_transition_table(net: Devnet, state: JobState) -> 
     verifier = net.actor(deposit=100 * TOKEN)
     case = Case(net, provider, client, verifier)
     case.drive(state)
-    assert net.escrow.job_state(case.job_id) is state
+    assert net.escrow.job_state(case.job) is state
     snap = net.snapshot()
     outcomes = {}
     for event in JobEvent:
         expected = TRANSITIONS.get((state, event))
         try:
-            job_id = case.apply(event)
+            case.apply(event)
         except E.InvalidState as exc:
             outcomes[event] = None
             assert exc.fields["current"] == state, (state, event)
@@ -133,7 +119,7 @@ def test_contract_agrees_with_transition_table(net: Devnet, state: JobState) -> 
             assert event is JobEvent.CREATE and state is not JobState.NONE
             outcomes[event] = None
         else:
-            outcomes[event] = net.escrow.job_state(job_id)
+            outcomes[event] = net.escrow.job_state(case.job)
         assert outcomes[event] == expected, f"{state.name} x {event.name}"
         net.revert(snap)
         snap = net.snapshot()
