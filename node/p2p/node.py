@@ -22,6 +22,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
+from node.p2p.blobs import Authorizer, BlobService, deny_all
+from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.gossip import (
     OFFERS_TOPIC,
@@ -88,6 +90,8 @@ class P2PNode:
         on_job_request: JobRequestHandler | None = None,
         on_result: ResultHandler | None = None,
         on_offer: OfferCallback | None = None,
+        blob_store: BlobStore | None = None,
+        authorize: Authorizer = deny_all,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -104,6 +108,9 @@ class P2PNode:
         self._dht: KadDHT | None = None
         self._publisher: OfferPublisher | None = None
         self._jobs: JobService | None = None
+        self._blobs: BlobService | None = None
+        self.blob_store = blob_store
+        self._authorize = authorize
         self._blacklisted: set[str] = set()
         self.extensions: list[Callable[[P2PNode], Awaitable[None]]] = []
 
@@ -128,6 +135,13 @@ class P2PNode:
         if self._jobs is None:
             raise RuntimeError("node is not running")
         return self._jobs
+
+    @property
+    def blobs(self) -> BlobService:
+        """The blob service (trio thread only); needs a ``blob_store``."""
+        if self._blobs is None:
+            raise RuntimeError("node is not running or has no blob store")
+        return self._blobs
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -181,6 +195,17 @@ class P2PNode:
                     on_result=self._on_result,
                 )
                 self._jobs.install()
+                if self.blob_store is not None:
+                    self._blobs = BlobService(
+                        host,
+                        cfg,
+                        self.blob_store,
+                        guard=self.guard,
+                        metrics=self.metrics,
+                        authorize=self._authorize,
+                    )
+                    self._blobs.install(nursery)
+                    await self._blobs.start(nursery)
                 host.get_network().register_notifee(_BanNotifee(self))
                 for extension in self.extensions:
                     await extension(self)
@@ -193,6 +218,8 @@ class P2PNode:
                 await trio.sleep_forever()
         finally:
             self._nursery = None
+            self._jobs = None
+            self._blobs = None
             self._host = self._pubsub = self._dht = None
             # py-libp2p's seen-message cache runs a sweeper thread nobody else stops
             pubsub.seen_messages.stop()

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from node.p2p.blobstore import BlobStore
 from node.p2p.bridge import TrioBridge
 from node.p2p.config import P2PConfig
 from node.p2p.metrics import P2PMetrics
 from node.p2p.node import P2PNode
 from node.p2p.orderbook import AddResult, BookEntry, OrderBook
 from node.p2p.wire import ResultAck
+from protocol.content import ContentId
 from protocol.identity import Identity
 from protocol.messages import JobAccept, JobDecline, JobRequest, Offer, ResultManifest
 
@@ -30,6 +33,7 @@ __all__ = ["P2PService"]
 AsyncJobHandler = Callable[[str, JobRequest], Awaitable[JobAccept | JobDecline]]
 AsyncResultHandler = Callable[[str, ResultManifest], Awaitable[bool]]
 OfferListener = Callable[[Offer, str, AddResult], None]
+AsyncAuthorizer = Callable[[str, ContentId, int], Awaitable[bool]]
 
 
 class P2PService:
@@ -44,6 +48,8 @@ class P2PService:
         on_job_request: AsyncJobHandler | None = None,
         on_result: AsyncResultHandler | None = None,
         on_offer: OfferListener | None = None,
+        blob_store: BlobStore | None = None,
+        authorize: AsyncAuthorizer | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -54,6 +60,8 @@ class P2PService:
         self._on_job_request = on_job_request
         self._on_result = on_result
         self._on_offer = on_offer
+        self.blob_store = blob_store
+        self._authorize = authorize
 
     # ------------------------------------------------------------ lifecycle
     def _make_node(self) -> P2PNode:
@@ -72,6 +80,13 @@ class P2PService:
             assert offer_cb is not None
             bridge.emit(offer_cb, offer, peer, result)
 
+        auth_cb = self._authorize
+
+        async def authorize(peer: str, cid: ContentId, job_id: int) -> bool:
+            if auth_cb is None:
+                return False
+            return await bridge.call_asyncio(auth_cb, peer, cid, job_id)
+
         return P2PNode(
             self.identity,
             self.config,
@@ -80,6 +95,8 @@ class P2PService:
             on_job_request=on_request if job_cb else None,
             on_result=on_result if result_cb else None,
             on_offer=on_offer if offer_cb else None,
+            blob_store=self.blob_store,
+            authorize=authorize,
         )
 
     async def start(self, *, time_limit: float = 30.0) -> None:
@@ -174,4 +191,25 @@ class P2PService:
     async def find_providers(self, key: str, count: int = 20) -> list[str]:
         """DHT provider lookup."""
         result: list[str] = await self.bridge.call(self.node.find_providers, key, count)
+        return result
+
+    async def fetch_blob(
+        self,
+        peer: str,
+        cid: ContentId,
+        job_id: int,
+        *,
+        max_size: int,
+        via: str = "dataplane",
+        parallel: int = 2,
+    ) -> Path:
+        """Fetch a blob into the local store (see :meth:`BlobService.fetch`)."""
+        node = self.node
+
+        async def run() -> Path:
+            return await node.blobs.fetch(
+                peer, cid, job_id, max_size=max_size, via=via, parallel=parallel
+            )
+
+        result: Path = await self.bridge.call(run)
         return result
