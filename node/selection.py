@@ -15,7 +15,13 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 from protocol.identity import checksum_address
-from protocol.messages import Determinism, JobFormat, Offer
+from protocol.messages import (
+    ADVERTISEMENT_CLIENT,
+    ZERO_ADDRESS,
+    Determinism,
+    JobFormat,
+    Offer,
+)
 
 __all__ = ["Candidate", "Reliability", "Requirements", "rank_offers"]
 
@@ -72,7 +78,7 @@ def _shortfalls(offer: Offer, req: Requirements, stake: int, now: int) -> list[s
         why.append(f"offer expired {now - offer.expiry} s ago")
     if offer.chain_id != req.chain_id or offer.contract != req.contract:
         why.append("offer is for another chain or escrow contract")
-    if offer.client not in (bytes(20), req.client):
+    if offer.client not in (ZERO_ADDRESS, ADVERTISEMENT_CLIENT, req.client):
         why.append("offer is reserved for another client")
     if offer.price_per_gpu_second > req.max_price_per_gpu_second:
         why.append(

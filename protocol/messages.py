@@ -46,6 +46,7 @@ from protocol.errors import (
 from protocol.identity import Identity
 
 __all__ = [
+    "ADVERTISEMENT_CLIENT",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "Attestation",
@@ -87,6 +88,10 @@ ConfigValue = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 Chunk = Annotated[bytes, msgspec.Meta(max_length=1 << 20)]
 
 ZERO_ADDRESS: Final = bytes(20)
+#: ``Offer.client`` of a gossiped advertisement: nobody holds this address's key,
+#: so an advertisement can never be matched onchain; a client sends a JobRequest
+#: and matches the client-bound offer in the JobAccept instead.
+ADVERTISEMENT_CLIENT: Final = bytes(19) + b"\x01"
 
 
 class Determinism(enum.IntEnum):
@@ -300,7 +305,7 @@ class JobAccept(Message, frozen=True, kw_only=True, tag="job_accept"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.offer.client == ZERO_ADDRESS:
+        if self.offer.client in (ZERO_ADDRESS, ADVERTISEMENT_CLIENT):
             raise ValueError("the offer in a JobAccept must be bound to the client")
 
 
