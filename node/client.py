@@ -139,6 +139,7 @@ class AsyncClient:
         self._waiting: dict[int, _Waiting] = {}
         self._early: dict[int, ResultManifest] = {}
         self._reliability: dict[bytes, Reliability] = {}
+        self._inflight: dict[bytes, int] = {}
         self._stakes: dict[bytes, tuple[float, int]] = {}
         self._stop = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
@@ -244,6 +245,8 @@ class AsyncClient:
         )
         if not ranked:
             raise NoMatchingOffer(rejected, offers_seen=len(entries))
+        # spread concurrent jobs: a provider already running jobs for us counts as dearer
+        ranked.sort(key=lambda c: c.expected_price * (1 + self._inflight.get(c.offer.provider, 0)))
         declined: list[tuple[str, DeclineReason]] = []
         last: GpunetError | None = None
         for candidate in ranked:
@@ -271,11 +274,14 @@ class AsyncClient:
                 declined.append((checksum_address(provider), answer.reason))
                 last = ProviderDeclined(checksum_address(provider), answer.reason, answer.message)
                 continue
+            self._inflight[provider] = self._inflight.get(provider, 0) + 1
             try:
                 result = await self._matched(answer, request, peer, spec, say)
             except (AttestationInvalid, DeadlineMissed):
                 self._record(provider, ok=False)
                 raise
+            finally:
+                self._inflight[provider] -= 1
             self._record(provider, ok=True)
             return dataclasses.replace(
                 result, latency_s=time.monotonic() - started, declined_by=tuple(declined)

@@ -1,261 +1,295 @@
-"""Devnet demo (foundation milestone): a real anvil chain and one signed offer exchanged.
+"""The devnet demo (the README's first command): a whole marketplace on this machine.
 
-What runs, all real: anvil on a free loopback port; two node identities with
-encrypted keystores (mode 0600); a provider process-side TCP listener that
-gossips nothing yet but sends its signed EIP-712 offer bound to anvil's chain
-id; a client that verifies the offer signature, checks the offer's provider
-against the peer id it talked to, sends a JobRequest and gets a JobAccept with
-an offer bound to itself. The escrow contract, libp2p, the sandbox and the
-full marketplace replace the pieces marked below as their issues land.
+Starts anvil, deploys the test token and the escrow, funds and stakes three
+provider accounts, starts three ``gpunet provider start`` daemons as separate
+processes (one configured to decline every third request), then a client
+submits real inference jobs (catalog ResNet-18 with seeded random weights, a
+mix of batch sizes) and prints one row per job and the final balances,
+checking that money is conserved. Everything is cleaned up at the end.
+
+    scripts/demo.sh [--jobs 24] [--concurrency 3]
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
-import dataclasses
-import json
 import os
-import shutil
-import socket
+import signal
 import subprocess
+import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
-from node.keys import create_keystore, load_keystore
-from protocol.identity import Identity, address_from_peer_id
-from protocol.messages import (
-    Capabilities,
-    Determinism,
-    JobAccept,
-    JobFormat,
-    JobRequest,
-    JobSpec,
-    ModelRef,
-    Offer,
-    decode_as,
-    encode,
-)
+from node.chain.anvil import Anvil
+from node.chain.devnet import TOKEN, Actor, Devnet
+from node.client import AsyncClient, Result
+from node.keys import create_keystore
+from node.p2p.config import P2PConfig
+from node.runtime import detect, formats
+from protocol.identity import checksum_address
 
 ROOT = Path(__file__).resolve().parent.parent
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
+PASSWORD = "devnet-demo"
+ARCH = "resnet18@1"
+CONFIG = {"width": 8, "classes": 10, "image": 32}
+PRICES = (2_000_000_000_000, 3_000_000_000_000, 2_500_000_000_000)  # per GPU-second
+BATCHES = (1, 2, 4, 8)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _provider_config(home: Path, devnet: Devnet, actor: Actor, price: int, untrusted: bool) -> Path:
+    keystore = home / "keystore.json"
+    create_keystore(keystore, PASSWORD, identity=actor.identity, scrypt_n=2**12)
+    cfg = home / "gpunet.toml"
+    cfg.write_text(
+        f"""[node]
+data_dir = "{home}"
+keystore = "keystore.json"
+log_level = "warning"
 
+[chain]
+rpc_url = "{devnet.rpc.url}"
+chain_id = {devnet.escrow.domain.chain_id}
+escrow_address = "{checksum_address(devnet.escrow.address)}"
+poll_interval_s = 0.05
 
-def _rpc(url: str, method: str, params: list[object] | None = None) -> object:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
-    request = urllib.request.Request(
-        url, body.encode(), {"Content-Type": "application/json"}, method="POST"
+[p2p]
+listen_addrs = ["/ip4/127.0.0.1/tcp/0"]
+mdns = false
+
+[provider]
+price_per_gpu_second = {price}
+max_concurrent_jobs = 2
+offer_interval_s = 1
+allow_untrusted = {"true" if untrusted else "false"}
+
+[runtime]
+pool_size = 1
+
+[api]
+enabled = false
+"""
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        answer = json.loads(response.read(1 << 20))
-    if "error" in answer:
-        raise RuntimeError(f"{method}: {answer['error']}")
-    return answer["result"]
+    return cfg
 
 
 @contextlib.contextmanager
-def anvil() -> Iterator[str]:
-    """Start anvil on a free loopback port; always stop it."""
-    binary = ROOT / "node_modules" / ".bin" / "anvil"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+def providers(
+    configs: list[tuple[Path, int]],
+) -> Iterator[list[tuple[subprocess.Popen[bytes], str]]]:
+    """Start one daemon process per config; yield (process, listen address); stop them all.
+
+    Each daemon writes to ``provider.log`` in its home (a pipe nobody drains would
+    eventually block it).
+    """
+    env = {**os.environ, "GPUNET_PASSWORD": PASSWORD}
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                _rpc(url, "eth_chainId")
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("anvil did not start") from None
-                time.sleep(0.05)
-        yield url
+        for cfg, decline_every in configs:
+            cmd = [sys.executable, "-m", "node.cli", "provider", "start", "--config", str(cfg)]
+            cmd += ["--yes", "--decline-every", str(decline_every)]
+            log = cfg.parent / "provider.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+            procs.append((proc, log))
+        started = []
+        for proc, log in procs:
+            addr = ""
+            deadline = time.monotonic() + 120
+            while not addr:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"provider failed to start:\n{log.read_text()[-3000:]}")
+                lines = log.read_text(errors="replace").splitlines()
+                ready = [ln for ln in lines if ln.startswith("provider ") and "ready" in ln]
+                listening = [ln.split()[1] for ln in lines if ln.startswith("listening /ip4/127.")]
+                if ready and listening:
+                    console.print(f"  [green]{ready[0]}[/]")
+                    addr = listening[0]
+                else:
+                    time.sleep(0.1)
+            started.append((proc, addr))
+        yield started
     finally:
-        proc.terminate()
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _run_jobs(
+    client: AsyncClient, jobs: int, concurrency: int, progress: Progress
+) -> list[tuple[int, int, Result | Exception]]:
+    weights = formats.random_weights(ARCH, CONFIG, seed=2026)
+    gate = asyncio.Semaphore(concurrency)
+    task_id = progress.add_task("jobs", total=jobs)
+
+    async def one(i: int) -> tuple[int, int, Result | Exception]:
+        batch = BATCHES[i % len(BATCHES)]
+        x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(i))
+        async with gate:
+            try:
+                result: Result | Exception = await client.run(
+                    (ARCH, CONFIG, weights), {"x": x}, max_price=5_000_000_000_000
+                )
+            except Exception as exc:  # noqa: BLE001 - shown in the table as this job's outcome
+                result = exc
+        progress.advance(task_id)
+        return i, batch, result
+
+    return list(await asyncio.gather(*(one(i) for i in range(jobs))))
+
+
+def _short(address: bytes) -> str:
+    text = checksum_address(address)
+    return text[:8] + "…" + text[-4:]
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    report = detect.check()
+    untrusted = report.tier < 2
+    if untrusted:
+        console.print(
+            f"[yellow]this host gives sandbox tier {report.tier}: providers run with "
+            "allow_untrusted and advertise tier 0 (see `gpunet runtime check`)[/]"
+        )
+    with Anvil() as anvil, tempfile.TemporaryDirectory(prefix="gpunet-devnet-") as tmp:
+        console.print(f"[bold]anvil[/] at {anvil.url}")
+        devnet = Devnet(anvil.url)
+        console.print(
+            f"deployed token {checksum_address(devnet.token.address)} and escrow "
+            f"{checksum_address(devnet.escrow.address)} "
+            f"(min stake {devnet.params.min_stake // TOKEN}, challenge window "
+            f"{devnet.params.challenge_window} s)"
+        )
+        actors = [devnet.provider() for _ in PRICES]
+        configs = []
+        for n, (actor, price) in enumerate(zip(actors, PRICES, strict=True)):
+            home = Path(tmp) / f"provider{n}"
+            home.mkdir()
+            decline_every = 3 if n == 0 else 0
+            configs.append((_provider_config(home, devnet, actor, price, untrusted), decline_every))
+        client_actor = devnet.actor(deposit=100 * TOKEN)
+        supply_before = devnet.token_balance_of_escrow()
+        console.print("starting 3 provider daemons (separate processes)…")
+        with providers(configs) as started:
+            domain = devnet.escrow.domain
+            client = AsyncClient(
+                client_actor.identity,
+                rpc_url=anvil.url,
+                escrow_address=devnet.escrow.address,
+                p2p_config=P2PConfig(chain_id=domain.chain_id, contract=domain.verifying_contract),
+                data_dir=Path(tmp) / "client",
+            )
+            async with client:
+                for _, addr in started:
+                    await client.connect(addr)
+                seen = await client.wait_for_offers(len(started), 30)
+                console.print(f"client sees offers from {seen} providers")
+                t0 = time.monotonic()
+                with Progress(console=console, transient=True) as progress:
+                    outcomes = await _run_jobs(client, args.jobs, args.concurrency, progress)
+                elapsed = time.monotonic() - t0
+        return _report(
+            devnet,
+            actors=actors,
+            client_actor=client_actor,
+            outcomes=outcomes,
+            elapsed=elapsed,
+            escrow_before=supply_before,
+        )
+
+
+def _report(
+    devnet: Devnet,
+    *,
+    actors: list[Actor],
+    client_actor: Actor,
+    outcomes: list[tuple[int, int, Result | Exception]],
+    elapsed: float,
+    escrow_before: int,
+) -> int:
+    table = Table(title=f"{len(outcomes)} jobs: {ARCH} {CONFIG}, exact tier, CPU sandbox")
+    for col in ("#", "job", "provider", "batch", "price/GPU-s", "GPU-ms", "paid", "latency",
+                "output sha256", "attested", "client gas", "declined by"):  # fmt: skip
+        table.add_column(
+            col, justify="right" if col not in ("provider", "output sha256") else "left"
+        )
+    failures = 0
+    paid = 0
+    for i, batch, r in sorted(outcomes, key=lambda o: o[0]):
+        if isinstance(r, Exception):
+            failures += 1
+            table.add_row(
+                str(i), "-", "-", str(batch), "-", "-", "-", "-", f"[red]{r}[/]", "", "", ""
+            )
+            continue
+        paid += r.cost
         try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            r.attestation.verify()
+            attested = "[green]✓[/]"
+        except Exception:  # noqa: BLE001 - shown as a failed check
+            attested = "[red]✗[/]"
+        table.add_row(
+            str(i), str(r.job_id), _short(r.provider), str(batch), f"{r.price_per_gpu_second:,}",
+            str(r.attestation.metered_millis), f"{r.cost:,}", f"{r.latency_s * 1000:.0f} ms",
+            r.attestation.output_hash.hex()[:12] + "…", attested, f"{r.gas_used:,}",
+            ", ".join(f"{_short(bytes.fromhex(a[2:]))} ({why.value})" for a, why in r.declined_by),
+        )  # fmt: skip
+    console.print(table)
+    ok = len(outcomes) - failures
+    console.print(
+        f"{ok}/{len(outcomes)} jobs verified and paid in {elapsed:.1f} s "
+        f"({ok / elapsed:.1f} jobs/s)"
+    )
 
-
-def _wait_receipt(url: str, tx_hash: str, timeout: float = 10.0) -> dict[str, str]:
-    """Poll for a receipt (anvil often has none on the first poll right after sending)."""
-    deadline = time.monotonic() + timeout
-    while (receipt := _rpc(url, "eth_getTransactionReceipt", [tx_hash])) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no receipt for {tx_hash} after {timeout} s")
-        time.sleep(0.002)
-    assert isinstance(receipt, dict)
-    return receipt
-
-
-def _send(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(len(data).to_bytes(4, "big") + data)
-
-
-def _recv(sock: socket.socket, limit: int) -> bytes:
-    header = sock.recv(4, socket.MSG_WAITALL)
-    size = int.from_bytes(header, "big")
-    if len(header) != 4 or size > limit:
-        raise RuntimeError(f"bad frame header ({size} bytes announced, limit {limit})")
-    return sock.recv(size, socket.MSG_WAITALL)
+    balances = Table(title="balances in the escrow (token units of 1e-18)")
+    for col in ("account", "free balance", "active stake"):
+        balances.add_column(col, justify="right" if col != "account" else "left")
+    accounts = [(f"provider {n}", a) for n, a in enumerate(actors)] + [("client", client_actor)]
+    for name, actor in accounts:
+        stake = devnet.escrow.stake_of(actor.address)
+        balances.add_row(
+            f"{name} {_short(actor.address)}",
+            f"{devnet.escrow.balance_of(actor.address):,}",
+            f"{stake.active:,}",
+        )
+    console.print(balances)
+    held = devnet.token_balance_of_escrow()
+    accounted = sum(
+        devnet.escrow.balance_of(a.address)
+        + devnet.escrow.stake_of(a.address).active
+        + devnet.escrow.stake_of(a.address).unbonding
+        for a in devnet.actors
+    )
+    earned = sum(devnet.escrow.balance_of(a.address) for a in actors)
+    conserved = held == accounted == escrow_before and earned == paid
+    console.print(
+        f"escrow holds {held:,}; balances + stakes add up to {accounted:,}; "
+        f"before the jobs it held {escrow_before:,}; providers earned {earned:,} = paid {paid:,}: "
+        + ("[green]money is conserved[/]" if conserved else "[red]MONEY IS NOT CONSERVED[/]")
+    )
+    return 0 if conserved and failures == 0 else 1
 
 
 def main() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="gpunet-demo-"))
-    try:
-        with anvil() as url:
-            chain_id = int(str(_rpc(url, "eth_chainId")), 16)
-            console.print(f"[bold]anvil[/] at {url}, chain id {chain_id}")
-            provider = create_keystore(data_dir / "provider.json", "demo", scrypt_n=2**14)
-            client = create_keystore(data_dir / "client.json", "demo", scrypt_n=2**14)
-            assert load_keystore(data_dir / "provider.json", "demo") == provider
-            contract = bytes(20)  # the escrow is deployed here once the contracts issue lands
-            caps = Capabilities(
-                device_class="cpu",
-                gpu_model="",
-                gpu_memory_mib=0,
-                gpu_count=0,
-                sandbox_tier=0,
-                formats=(JobFormat.CATALOG_V1,),
-                determinism=(Determinism.EXACT,),
-                runtimes=("torch-2.13.0",),
-                max_job_bytes=256 << 20,
-            )
-            expiry = int(time.time()) + 600
-            listener = socket.create_server(("127.0.0.1", 0))
-            port = listener.getsockname()[1]
-            errors: list[BaseException] = []
-            terms = _Terms(chain_id, contract, caps, expiry)
-            thread = threading.Thread(
-                target=_provider, args=(listener, provider, terms, errors), name="demo-provider"
-            )
-            thread.start()
-            try:
-                rows = _client(port, client, chain_id)
-            finally:
-                thread.join(10)
-                listener.close()
-            if errors:
-                raise errors[0]
-            table = Table(title="foundation demo: signed offer exchange")
-            table.add_column("step")
-            table.add_column("result")
-            for step, result in rows:
-                table.add_row(step, result)
-            console.print(table)
-            funder = _rpc(url, "eth_accounts")[0]  # type: ignore[index]
-            tx = {"from": funder, "to": provider.checksum_address, "value": hex(10**18)}
-            tx_hash = _rpc(url, "eth_sendTransaction", [tx])
-            receipt = _wait_receipt(url, str(tx_hash))
-            balance = int(
-                str(_rpc(url, "eth_getBalance", [provider.checksum_address, "latest"])), 16
-            )
-            console.print(
-                f"funded provider {provider.checksum_address} on anvil: tx {tx_hash} "
-                f"(block {int(receipt['blockNumber'], 16)}), balance {balance} wei"
-            )
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Terms:
-    chain_id: int
-    contract: bytes
-    caps: Capabilities
-    expiry: int
-
-
-def _provider(
-    listener: socket.socket, me: Identity, terms: _Terms, errors: list[BaseException]
-) -> None:
-    chain_id, contract, caps, expiry = terms.chain_id, terms.contract, terms.caps, terms.expiry
-    try:
-        listener.settimeout(10)
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(10)
-            _send(conn, me.peer_id.encode())
-            open_offer = Offer.create(
-                me,
-                chain_id=chain_id,
-                contract=contract,
-                price_per_gpu_second=10**12,
-                nonce=1,
-                expiry=expiry,
-                capabilities=caps,
-            )
-            _send(conn, encode(open_offer))
-            request = decode_as(_recv(conn, JobRequest.MAX_BYTES), JobRequest)
-            bound = Offer.create(
-                me,
-                chain_id=chain_id,
-                contract=contract,
-                price_per_gpu_second=open_offer.price_per_gpu_second,
-                nonce=2,
-                expiry=expiry,
-                capabilities=caps,
-                client=request.client,
-            )
-            accept = JobAccept(
-                request_id=request.request_id, spec_hash=request.spec.spec_hash(), offer=bound
-            )
-            _send(conn, encode(accept))
-    except Exception as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
-        errors.append(exc)
-
-
-def _client(port: int, me: Identity, chain_id: int) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        peer_id = _recv(sock, 128).decode()
-        offer = decode_as(_recv(sock, Offer.MAX_BYTES), Offer)
-        offer.verify()
-        if offer.provider != address_from_peer_id(peer_id) or offer.chain_id != chain_id:
-            raise RuntimeError("offer does not belong to the peer that sent it")
-        rows.append(("offer received", f"{len(encode(offer))} B, signature valid"))
-        rows.append(("provider peer id", peer_id))
-        rows.append(("peer id -> address", "0x" + address_from_peer_id(peer_id).hex()))
-        spec = JobSpec(
-            model=ModelRef(arch="resnet18@1", config={}, weights=os.urandom(32), weights_size=1),
-            inputs=os.urandom(32),
-            inputs_size=1,
-        )
-        request = JobRequest(
-            request_id=os.urandom(16),
-            client=me.address,
-            spec=spec,
-            max_price_per_gpu_second=2 * 10**12,
-            max_payment=10**15,
-            deadline=int(time.time()) + 300,
-        )
-        _send(sock, encode(request))
-        accept = decode_as(_recv(sock, JobAccept.MAX_BYTES), JobAccept)
-        accept.offer.verify()
-        if accept.offer.client != me.address or accept.spec_hash != spec.spec_hash():
-            raise RuntimeError("accept is not bound to this client and job")
-        rows.append(("job accepted", f"client-bound offer nonce {accept.offer.nonce}, verified"))
-        rows.append(("spec hash", "0x" + accept.spec_hash.hex()))
-    return rows
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=24)
+    parser.add_argument("--concurrency", type=int, default=3)
+    sys.exit(asyncio.run(main_async(parser.parse_args())))
 
 
 if __name__ == "__main__":
