@@ -196,7 +196,7 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
         uint256 n = newJobs.length;
         if (n == 0) revert EmptyBatch();
         firstJobId = nextJobId;
-        uint256 total;
+        uint256 total = 0;
         for (uint256 i; i < n; ++i) {
             NewJob calldata j = newJobs[i];
             _create(
@@ -273,10 +273,10 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
     function finalizeMany(Job[] calldata jobs) external {
         uint256 n = jobs.length;
         if (n == 0) revert EmptyBatch();
-        address provider;
-        address client;
-        uint256 providerAcc;
-        uint256 clientAcc;
+        address provider = address(0);
+        address client = address(0);
+        uint256 providerAcc = 0;
+        uint256 clientAcc = 0;
         for (uint256 i; i < n; ++i) {
             Job calldata job = jobs[i];
             _check(job, JobState.Submitted);
