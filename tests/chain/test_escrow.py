@@ -466,3 +466,52 @@ def test_equivocation_against_recorded_batch_result(net: Devnet) -> None:
         submitted, (att.signed_data(), b""), (other.signed_data(), other.signature)
     )
     assert net.escrow.job_state(submitted) is JobState.SLASHED
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"token": bytes(20)}, E.ZeroAddress),
+        ({"resolver": bytes(20)}, E.ZeroAddress),
+        ({"challenge_bond": 0}, E.ZeroAmount),
+        ({"unbonding_delay": 100, "challenge_window": 100}, E.InvalidDeadline),
+    ],
+)
+def test_constructor_rejects_bad_parameters(net: Devnet, change: dict, error: type) -> None:  # type: ignore[type-arg]
+    from eth_abi.abi import encode
+
+    from node.chain.artifacts import load_artifact
+    from node.chain.escrow import Escrow
+    from node.chain.rpc import revert_data
+
+    p = {
+        "token": net.token.address,
+        "resolver": net.resolver.address,
+        "min_stake": 1,
+        "unbonding_delay": 1000,
+        "challenge_window": 100,
+        "challenge_bond": 1,
+        "slash_amount": 1,
+        "refund_penalty": 1,
+    } | change
+    args = [
+        "0x" + p["token"].hex(),
+        "0x" + p["resolver"].hex(),
+        p["min_stake"],
+        p["unbonding_delay"],
+        p["challenge_window"],
+        p["challenge_bond"],
+        p["slash_amount"],
+        p["refund_penalty"],
+    ]
+    data = load_artifact("GpunetEscrow").bytecode + encode(
+        list(Escrow.abi.constructor_inputs), args
+    )
+    with pytest.raises(E.RpcError) as info:
+        net.rpc.request(
+            "eth_call",
+            [{"from": "0x" + net.resolver.address.hex(), "data": "0x" + data.hex()}, "latest"],
+        )
+    raw = revert_data(info.value)
+    assert raw is not None
+    assert isinstance(E.decode_revert(raw, Escrow.abi.errors), error)
