@@ -31,6 +31,7 @@ SHIM = ROOT / "contracts" / "solc-shim.js"
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "contracts/src/GpunetEscrow.sol": ("GpunetEscrow",),
     "contracts/src/test/TestToken.sol": ("TestToken",),
+    "contracts/src/test/ReentrantToken.sol": ("ReentrantToken",),
 }
 
 SETTINGS: dict[str, Any] = {

@@ -50,6 +50,10 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
     uint256 public immutable slashAmount;
     /// @notice Stake taken from a provider that missed a deadline, paid to the client.
     uint256 public immutable refundPenalty;
+    /// @notice Longest allowed time from creation to deadline: unbondingDelay minus
+    ///         challengeWindow, so stake active when a job matches stays slashable until
+    ///         the job's challenge window has closed.
+    uint64 public immutable maxJobDuration;
 
     /// @notice Placeholder dispute resolver until the verification committee exists.
     address public resolver;
@@ -82,6 +86,7 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
     ) EIP712("gpunet", "1") Ownable(msg.sender) {
         if (address(token_) == address(0) || resolver_ == address(0)) revert ZeroAddress();
         if (challengeBond_ == 0) revert ZeroAmount();
+        if (unbondingDelay_ <= challengeWindow_) revert InvalidDeadline(unbondingDelay_);
         token = token_;
         resolver = resolver_;
         minStake = minStake_;
@@ -90,6 +95,7 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
         challengeBond = challengeBond_;
         slashAmount = slashAmount_;
         refundPenalty = refundPenalty_;
+        maxJobDuration = unbondingDelay_ - challengeWindow_;
         emit ResolverChanged(resolver_);
     }
 
@@ -190,7 +196,7 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
         uint256 n = newJobs.length;
         if (n == 0) revert EmptyBatch();
         firstJobId = nextJobId;
-        uint256 total;
+        uint256 total = 0;
         for (uint256 i; i < n; ++i) {
             NewJob calldata j = newJobs[i];
             _create(
@@ -267,10 +273,10 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
     function finalizeMany(Job[] calldata jobs) external {
         uint256 n = jobs.length;
         if (n == 0) revert EmptyBatch();
-        address provider;
-        address client;
-        uint256 providerAcc;
-        uint256 clientAcc;
+        address provider = address(0);
+        address client = address(0);
+        uint256 providerAcc = 0;
+        uint256 clientAcc = 0;
         for (uint256 i; i < n; ++i) {
             Job calldata job = jobs[i];
             _check(job, JobState.Submitted);
@@ -344,8 +350,10 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
     }
 
     /// @notice Two different attestations by the job's provider for one job slash it with
-    ///         no re-execution (Submitted|Disputed -> Slashed). The caller gets the slashed
-    ///         stake, the client its full payment back, a challenger (if any) its bond.
+    ///         no re-execution (Submitted|Disputed -> Slashed). The client gets its full
+    ///         payment back plus half the slashed stake; the other half goes to the finder:
+    ///         the challenger if the job was disputed (who also gets its bond back), else
+    ///         the caller. (A provider reporting itself thus still loses half.)
     ///         `sig1` may be empty when `a1` is the recorded result (its digest equals
     ///         job.resultHash): the provider's submit transaction already signed it.
     /// @param job the job struct as stored
@@ -375,11 +383,16 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
         if (sig1.length != 0 || d1 != job.resultHash) _verify(d1, sig1, job.provider);
         _verify(d2, sig2, job.provider);
         uint256 slashed = _slash(job.provider, slashAmount);
-        _credit(job.client, job.maxPayment);
-        if (job.challenger != address(0)) _credit(job.challenger, challengeBond);
-        _credit(msg.sender, slashed);
+        uint256 finderReward = slashed / 2;
+        address finder = msg.sender;
+        if (state == JobState.Disputed) {
+            finder = job.challenger;
+            _credit(finder, challengeBond);
+        }
+        _credit(finder, finderReward);
+        _credit(job.client, uint256(job.maxPayment) + (slashed - finderReward));
         _terminate(job, JobState.Slashed);
-        emit JobSlashed(job.jobId, msg.sender, slashed);
+        emit JobSlashed(job.jobId, finder, slashed);
     }
 
     /// @notice Replace the dispute resolver (owner only; placeholder governance).
@@ -468,7 +481,9 @@ contract GpunetEscrow is IGpunetEscrow, EIP712, ReentrancyGuardTransient, Ownabl
         if (offer.client != address(0) && offer.client != msg.sender) {
             revert WrongClient(offer.client);
         }
-        if (deadline <= block.timestamp) revert InvalidDeadline(deadline);
+        if (deadline <= block.timestamp || deadline > block.timestamp + maxJobDuration) {
+            revert InvalidDeadline(deadline);
+        }
         if (maxPayment == 0) revert ZeroAmount();
         if (offer.pricePerGpuSecond > type(uint128).max) {
             revert PriceTooHigh(offer.pricePerGpuSecond);

@@ -139,7 +139,9 @@ interface IGpunetEscrow {
     event JobFinalized(uint64 indexed jobId, uint256 payment, uint256 refund);
     /// @notice Deadline missed (Matched -> Refunded); penalty taken from stake to the client.
     event JobRefunded(uint64 indexed jobId, uint256 refund, uint256 penalty);
-    /// @notice Provider slashed (-> Slashed); `rewarded` received `slashed` from its stake.
+    /// @notice Provider slashed (-> Slashed): `slashed` was taken from its stake and
+    ///         `rewarded` (challenger or finder) received all of it (resolve) or half of
+    ///         it, the client the other half (proveEquivocation).
     event JobSlashed(uint64 indexed jobId, address indexed rewarded, uint256 slashed);
 
     event Deposited(address indexed account, uint256 amount);

@@ -10,5 +10,8 @@ Layers, bottom up:
 * :mod:`node.chain.escrow` — one typed method per contract function;
 * :mod:`node.chain.follower` — event follower with a stored block cursor and
   reorg tolerance;
-* :mod:`node.chain.deploy` — deploying the token and the escrow.
+* :mod:`node.chain.jobs` — the ``Job`` struct rebuilt from events, lane pool;
+* :mod:`node.chain.deploy` — deploying the token and the escrow;
+* :mod:`node.chain.anvil`, :mod:`node.chain.devnet` — a local chain with the
+  contracts deployed, for tests, benchmarks and the demo.
 """

@@ -28,7 +28,9 @@ class EscrowParams:
     refund_penalty: int = 5 * 10**18
 
 
-def deploy_contract(signer: Signer, name: str, ctor_types: tuple[str, ...], args: tuple) -> bytes:  # type: ignore[type-arg]
+def deploy_contract(
+    signer: Signer, name: str, ctor_types: tuple[str, ...], args: tuple[object, ...]
+) -> bytes:
     """Deploy an artifact; returns the new contract's address."""
     art = load_artifact(name)
     data = art.bytecode + abi_encode(list(ctor_types), list(args))

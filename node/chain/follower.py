@@ -97,6 +97,9 @@ class JsonCursorStore:
         Path(tmp).replace(self.path)
 
 
+_MAX_UNSTABLE_READS = 5
+
+
 class ReorgTooDeep(ChainError):
     """The chain reorganised deeper than the follower's configured depth."""
 
@@ -165,6 +168,7 @@ class EventFollower:
         target = rpc.block_number() - self.confirmations
         events: list[EventRecord] = []
         frm = cursor.block_number + 1
+        unstable = 0
         while frm <= target:
             to = min(frm + self.max_range - 1, target)
             before = self._hash_at(to)
@@ -173,7 +177,10 @@ class EventFollower:
             if before != after or any(
                 lg.block_number == to and lg.block_hash != after for lg in logs
             ):
-                continue  # the range changed under us: read it again
+                unstable += 1  # the range changed under us: read it again
+                if unstable > _MAX_UNSTABLE_READS:
+                    raise ChainError(f"blocks {frm}..{to} keep changing; is the node syncing?")
+                continue
             for lg in logs:
                 if lg.removed or lg.address != self.escrow.address or not lg.topics:
                     continue

@@ -24,12 +24,14 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import HTTPProvider
+from web3.exceptions import Web3Exception
 
 from node.chain.errors import ChainError, RpcError, RpcUnavailable, TransactionTimeout
 
 log = logging.getLogger(__name__)
 
 _MAX_HEX_CHARS = 2 * 1024 * 1024  # 1 MiB of bytes in one hex field
+MAX_LOGS = 50_000  # per eth_getLogs answer
 _T = TypeVar("_T")
 
 
@@ -158,6 +160,8 @@ class Rpc:
                 time.sleep(delay)
                 delay = min(delay * 2, self.retry.max_delay)
                 continue
+            except (requests.RequestException, ValueError, Web3Exception) as exc:
+                raise RpcError(f"{method}: bad answer from {self.url}: {str(exc)[:300]}") from exc
             if not isinstance(answer, dict):
                 raise RpcError(f"{method}: answer is not a JSON object")
             error = answer.get("error")
@@ -220,6 +224,8 @@ class Rpc:
         raw = self.request("eth_getLogs", [flt])
         if not isinstance(raw, list):
             raise RpcError("eth_getLogs: expected a list")
+        if len(raw) > MAX_LOGS:
+            raise RpcError(f"eth_getLogs: {len(raw)} logs exceeds {MAX_LOGS}; use a smaller range")
         return [Log.parse(x) for x in raw]
 
     def receipt(self, tx_hash: bytes) -> Receipt | None:

@@ -99,9 +99,14 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         result = self.answers.get(body["method"], None)
         payload = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}).encode()
+        status = 200
         if body["method"] == "garbage":
             payload = b"[1, 2, 3]"
-        self.send_response(200)
+        elif body["method"] == "not_json":
+            payload = b"<html>oops</html>"
+        elif body["method"] == "http_500":
+            status = 500
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -116,7 +121,9 @@ def hostile() -> Iterator[Rpc]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield Rpc(f"http://127.0.0.1:{server.server_address[1]}")
+    rpc = Rpc(f"http://127.0.0.1:{server.server_address[1]}")
+    rpc.retry = RetryPolicy(attempts=2, initial_delay=0.01)
+    yield rpc
     server.shutdown()
     server.server_close()
 
@@ -141,6 +148,10 @@ def test_bad_answers_raise_clear_errors(hostile: Rpc) -> None:
         hostile.call(bytes(20), b"")
     with pytest.raises(E.RpcError, match="not a JSON object"):
         hostile.request("garbage", [])
+    with pytest.raises(E.RpcError, match="bad answer"):
+        hostile.request("not_json", [])
+    with pytest.raises(E.RpcUnavailable, match="500"):  # 5xx is retried, then given up
+        hostile.request("http_500", [])
 
 
 def test_parsers() -> None:

@@ -66,6 +66,59 @@ def test_money_is_conserved(net: Devnet) -> None:
                 return
             self.jobs.append((job, JobState.MATCHED))
 
+        @rule(c=st.integers(0, 1), p=st.integers(0, 1), n=st.integers(1, 4))
+        def create_batch(self, c: int, p: int, n: int) -> None:
+            news = [
+                net.new_job(net.offer(providers[p]), max_payment=(k + 1) * TOKEN, spec=bytes([k]))
+                for k in range(n)
+            ]
+            try:
+                created, _ = clients[c].escrow.create_jobs(news)
+            except (E.InsufficientBalance, E.InsufficientStake):
+                return
+            self.jobs += [(job, JobState.MATCHED) for job in created]
+
+        @precondition(lambda self: any(s is JobState.MATCHED for _, s in self.jobs))
+        @rule(p=st.integers(0, 1), millis=st.integers(0, 10**6))
+        def submit_batch(self, p: int, millis: int) -> None:
+            provider = providers[p]
+            idx = [
+                i
+                for i, (j, s) in enumerate(self.jobs)
+                if s is JobState.MATCHED and j.provider == provider.address
+            ]
+            if not idx:
+                return
+            results = [
+                net.result_args(
+                    self.jobs[i][0],
+                    net.attestation(provider, self.jobs[i][0], metered_millis=millis),
+                )
+                for i in idx
+            ]
+            try:
+                submitted, _ = provider.escrow.submit_results(results)
+            except E.DeadlinePassed:
+                return
+            for i, job in zip(idx, submitted, strict=True):
+                self._set(i, job, JobState.SUBMITTED)
+
+        @precondition(lambda self: any(s is JobState.SUBMITTED for _, s in self.jobs))
+        @rule(c=st.integers(0, 1))
+        def settle_batch(self, c: int) -> None:
+            """The client settles all its submitted jobs at once (acceptance)."""
+            client = clients[c]
+            idx = [
+                i
+                for i, (j, s) in enumerate(self.jobs)
+                if s is JobState.SUBMITTED and j.client == client.address
+            ]
+            if not idx:
+                return
+            client.escrow.finalize_many([self.jobs[i][0] for i in idx])
+            for i in idx:
+                self._set(i, self.jobs[i][0], JobState.FINALIZED)
+
         @precondition(lambda self: any(s is JobState.MATCHED for _, s in self.jobs))
         @rule(k=st.integers(0, 50), millis=st.integers(0, 10**7))
         def submit(self, k: int, millis: int) -> None:

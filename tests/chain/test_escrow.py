@@ -151,6 +151,9 @@ def test_create_reverts(net: Devnet) -> None:
     # deadline not in the future, zero payment, absurd price
     with pytest.raises(E.InvalidDeadline):
         client.escrow.create_job(net.new_job(net.offer(provider), deadline_in=0))
+    too_far = net.params.unbonding_delay - net.params.challenge_window + 5
+    with pytest.raises(E.InvalidDeadline):  # stake could unbond before the window closes
+        client.escrow.create_job(net.new_job(net.offer(provider), deadline_in=too_far))
     with pytest.raises(E.ZeroAmount):
         client.escrow.create_job(net.new_job(net.offer(provider), max_payment=0))
     with pytest.raises(E.PriceTooHigh):
@@ -323,11 +326,27 @@ def test_prove_equivocation(net: Devnet, disputed: bool) -> None:
     client_before = client.escrow.balance_of(client.address)
     res = prover.escrow.prove_equivocation(job, first, second)
     slash = net.params.slash_amount
-    assert res.named("JobSlashed")[0]["slashed"] == slash
-    assert prover.escrow.balance_of(prover.address) == slash
-    assert client.escrow.balance_of(client.address) == client_before + MAXP
-    assert verifier.escrow.balance_of(verifier.address) == 10 * TOKEN  # bond returned if any
+    finder = verifier if disputed else prover
+    assert res.named("JobSlashed") == [
+        {"jobId": job.job_id, "rewarded": "0x" + finder.address.hex(), "slashed": slash}
+    ]
+    # client: full refund + half the slash; finder: the other half (+ bond back if disputed)
+    assert client.escrow.balance_of(client.address) == client_before + MAXP + slash - slash // 2
+    assert verifier.escrow.balance_of(verifier.address) == 10 * TOKEN + (
+        slash // 2 if disputed else 0
+    )
+    assert prover.escrow.balance_of(prover.address) == (0 if disputed else slash // 2)
+    assert net.escrow.stake_of(provider.address).active == net.params.min_stake - slash
     assert net.escrow.job_state(job) is JobState.SLASHED
+
+
+def test_self_reported_equivocation_still_costs_the_provider(net: Devnet) -> None:
+    provider, _client, job = _submitted(net)
+    first, second = _equivocation(net, provider, job)
+    provider.escrow.prove_equivocation(job, first, second)
+    slash = net.params.slash_amount
+    assert net.escrow.balance_of(provider.address) == slash // 2  # it gets only half back
+    assert net.escrow.stake_of(provider.address).active == net.params.min_stake - slash
 
 
 def test_prove_equivocation_reverts(net: Devnet) -> None:
@@ -447,3 +466,52 @@ def test_equivocation_against_recorded_batch_result(net: Devnet) -> None:
         submitted, (att.signed_data(), b""), (other.signed_data(), other.signature)
     )
     assert net.escrow.job_state(submitted) is JobState.SLASHED
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"token": bytes(20)}, E.ZeroAddress),
+        ({"resolver": bytes(20)}, E.ZeroAddress),
+        ({"challenge_bond": 0}, E.ZeroAmount),
+        ({"unbonding_delay": 100, "challenge_window": 100}, E.InvalidDeadline),
+    ],
+)
+def test_constructor_rejects_bad_parameters(net: Devnet, change: dict, error: type) -> None:  # type: ignore[type-arg]
+    from eth_abi.abi import encode
+
+    from node.chain.artifacts import load_artifact
+    from node.chain.escrow import Escrow
+    from node.chain.rpc import revert_data
+
+    p = {
+        "token": net.token.address,
+        "resolver": net.resolver.address,
+        "min_stake": 1,
+        "unbonding_delay": 1000,
+        "challenge_window": 100,
+        "challenge_bond": 1,
+        "slash_amount": 1,
+        "refund_penalty": 1,
+    } | change
+    args = [
+        "0x" + p["token"].hex(),
+        "0x" + p["resolver"].hex(),
+        p["min_stake"],
+        p["unbonding_delay"],
+        p["challenge_window"],
+        p["challenge_bond"],
+        p["slash_amount"],
+        p["refund_penalty"],
+    ]
+    data = load_artifact("GpunetEscrow").bytecode + encode(
+        list(Escrow.abi.constructor_inputs), args
+    )
+    with pytest.raises(E.RpcError) as info:
+        net.rpc.request(
+            "eth_call",
+            [{"from": "0x" + net.resolver.address.hex(), "data": "0x" + data.hex()}, "latest"],
+        )
+    raw = revert_data(info.value)
+    assert raw is not None
+    assert isinstance(E.decode_revert(raw, Escrow.abi.errors), error)
