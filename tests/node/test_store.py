@@ -292,6 +292,12 @@ def test_chain_cursor_and_reorg(store: Store) -> None:
     store.chain.advance(8, h("b8'"))
     assert store.chain.get().block_hash == h("b8'")  # type: ignore[union-attr]
     assert store.chain.get("other") is None
+    # set() moves either way (a follower that handles reorgs itself), clear() forgets
+    assert store.chain.set(4, h("b4'")).block == 4
+    assert store.chain.block_hash(6) is None and store.chain.block_hash(4) == h("b4'")
+    assert store.chain.set(20, h("b20")).block == 20
+    store.chain.clear()
+    assert store.chain.get() is None and store.chain.block_hash(6) is None
 
 
 def test_reopen_keeps_everything(tmp_path: Path) -> None:
