@@ -30,7 +30,7 @@ ADDRESS = st.binary(min_size=20, max_size=20)
 NONZERO_ADDRESS = ADDRESS.filter(lambda a: a != bytes(20))
 HASH = st.binary(min_size=32, max_size=32)
 REQUEST_ID = st.binary(min_size=16, max_size=16)
-NAME = st.from_regex(r"\A[A-Za-z0-9._:+/-]{1,64}\Z")
+NAME = st.from_regex(r"\A[A-Za-z0-9._:@+/-]{1,64}\Z")
 TEXT = st.text(max_size=80)
 
 # A handful of fixed keys: key generation is not what these tests exercise.

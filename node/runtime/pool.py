@@ -1,0 +1,588 @@
+"""The supervisor side: a pool of sandboxed warm workers, one job at a time per slot.
+
+``WorkerPool(PoolConfig(...))`` probes the host (:func:`detect.check`), refuses to start
+below ``min_tier`` unless ``insecure`` is set (fail closed), then starts ``slots``
+workers: ``bwrap`` processes running :mod:`node.runtime.zygote` under their own uid and
+cgroup. :meth:`WorkerPool.run` is thread-safe; it blocks until a slot is free.
+
+Per job the supervisor writes the weights to the content-addressed blob directory
+(once) and the inputs to a fresh scratch dir, moves the forked child into a new
+cgroup (memory, pids, cpu), enforces the wall clock (the zygote kills the child at
+the deadline; the supervisor kills the cgroup, and the whole worker, after a grace
+period), reads at most ``max_output_bytes`` of output, and deletes scratch and cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from . import catalog, descriptor, detect, sandbox, wire
+from .cgroup import Cgroup, CgroupError
+from .errors import JobError, SandboxUnavailable
+
+GRACE_S = 3.0
+START_TIMEOUT_S = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolConfig:
+    """Pool settings; every field has a default (see docs/runtime.md)."""
+
+    slots: int = 1
+    device: str = "cpu"
+    mode: str = "fork"  # "fork" (CPU zygote) | "lease" (one worker per GPU lease)
+    threads: int = 1  # intra-op threads per job (part of the runtime id)
+    memory_bytes: int = 4 << 30  # per job (cgroup; RLIMIT_AS on CPU)
+    zygote_memory_bytes: int = 6 << 30  # worker + model cache
+    pids_max: int = 64
+    cpus: float | None = None  # cgroup CPU quota per job, in cores (None: threads)
+    timeout_s: float = 60.0
+    max_output_bytes: int = 64 << 20
+    max_params: int = catalog.MAX_PARAMS
+    cache_entries: int = 4
+    blob_cache_bytes: int = 8 << 30
+    min_tier: int = 2
+    insecure: bool = False  # explicit operator override: run below min_tier, advertise 0
+    base_uid: int = 64000
+    work_dir: str | None = None
+    keystores: tuple[str, ...] = ()
+    layers: frozenset[str] | None = None  # None: every layer the host has
+    allow_test_code: bool = False  # tests only: jobs may carry Python (the attacker model)
+    debug: bool = False
+    keep_scratch: bool = False  # tests only: leave job dirs for host-side inspection
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRequest:
+    """One job for the runtime (v1: arch + config + weights; v2: a .pt2 archive)."""
+
+    format: str
+    arch: str
+    config: dict[str, int]
+    weights: bytes
+    inputs: bytes
+    determinism: int = 0
+    max_output_bytes: int | None = None
+    timeout_s: float | None = None
+    test_code: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: Any, weights: bytes, inputs: bytes) -> RunRequest:
+        """From a :class:`protocol.messages.JobSpec` plus its blobs (hashes and sizes checked)."""
+        from protocol.content import cid_of
+
+        if cid_of(weights).digest != spec.model.weights or len(weights) != spec.model.weights_size:
+            raise JobError("bad_model", "weights do not match the job spec's hash/size")
+        if cid_of(inputs).digest != spec.inputs or len(inputs) != spec.inputs_size:
+            raise JobError("bad_inputs", "inputs do not match the job spec's hash/size")
+        return cls(
+            format=str(spec.format),
+            arch=spec.model.arch,
+            config=dict(spec.model.config),
+            weights=weights,
+            inputs=inputs,
+            determinism=int(spec.determinism),
+            max_output_bytes=spec.max_output_bytes,
+            timeout_s=spec.max_gpu_millis / 1000,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What the attestation needs, plus diagnostics."""
+
+    output: bytes
+    output_sha256: bytes
+    metered_millis: int
+    peak_memory_bytes: int
+    wall_millis: int
+    runtime: str
+    tier: int
+    layers: tuple[str, ...]
+    load_ms: float = 0.0
+    infer_ms: float = 0.0
+
+
+class _Spawner:
+    """One long-lived thread that starts every worker.
+
+    bwrap's ``--die-with-parent`` is PR_SET_PDEATHSIG, which fires when the *thread*
+    that forked it exits; so workers are forked from a thread that lives as long as
+    the pool, never from a caller's (possibly short-lived) thread.
+    """
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[tuple[list[str], Path, bool, Future[subprocess.Popen[bytes]]] | None]
+        self._q = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="gpunet-spawner", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (item := self._q.get()) is not None:
+            argv, log_path, debug, fut = item
+            try:
+                with open(log_path, "ab") as log:
+                    fut.set_result(
+                        subprocess.Popen(
+                            argv,
+                            stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE,
+                            stderr=log if debug else subprocess.DEVNULL,
+                            close_fds=True,
+                            env={"PATH": "/usr/bin:/bin"},
+                            start_new_session=True,
+                        )
+                    )
+            except OSError as exc:
+                fut.set_exception(exc)
+
+    def spawn(self, argv: list[str], log: Path, debug: bool) -> subprocess.Popen[bytes]:
+        """Start ``argv`` from the spawner thread and return its Popen."""
+        fut: Future[subprocess.Popen[bytes]] = Future()
+        self._q.put((argv, log, debug, fut))
+        return fut.result()
+
+    def close(self) -> None:
+        """Stop the thread (workers it started must already be stopped)."""
+        self._q.put(None)
+        self._thread.join()
+
+
+class _Slot:
+    """One sandboxed worker."""
+
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.uid = pool.config.base_uid + index
+        self.scratch = pool.work / f"slot{index}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cg: Cgroup | None = None
+        self.layers: tuple[str, ...] = ()
+
+    def start(self) -> None:
+        cfg, pool = self.pool.config, self.pool
+        if self.scratch.exists():
+            shutil.rmtree(self.scratch)
+        self.scratch.mkdir(mode=0o700)
+        if "uid" in pool.layers:
+            os.chown(self.scratch, self.uid, self.uid)
+        paths = sandbox.RuntimePaths.current()
+        devices = sandbox.gpu_nodes(cfg.device)
+        zcfg = {
+            "mode": cfg.mode,
+            "device": cfg.device,
+            "uid": self.uid if "uid" in pool.layers else None,
+            "layers": sorted(pool.layers & {"uid", "landlock", "seccomp", "rlimits"}),
+            "read": [*paths.read_paths(), "/blobs", "/proc", "/dev", "/sys"],
+            "write": ["/scratch", "/tmp", "/dev/null"],
+            "job_read": paths.read_paths(),
+            "devices": devices,
+            "fsize": cfg.max_output_bytes + (16 << 20),
+            "cache_entries": cfg.cache_entries,
+            "allow_test_code": cfg.allow_test_code,
+            "debug": cfg.debug,
+        }
+        argv = sandbox.bwrap_argv(
+            paths=paths,
+            scratch_root=str(self.scratch),
+            blobs=str(pool.blobs),
+            root_mode=pool.root,
+            uid=self.uid,
+            device=cfg.device,
+            config=zcfg,
+        )
+        self.proc = pool.spawner.spawn(argv, pool.work / f"slot{self.index}.log", cfg.debug)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.wfd = self.proc.stdin.fileno()
+        self.reader = wire.Reader(self.proc.stdout.fileno())
+        if "cgroup" in pool.layers:
+            self.cg = Cgroup(pool.cgroup_kind, f"{pool.name}-slot{self.index}")
+            self.cg.limit(memory=cfg.zygote_memory_bytes, pids=cfg.pids_max * 2, cpus=None)
+            for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+                with contextlib.suppress(CgroupError):
+                    self.cg.add(pid)
+        try:
+            hello = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
+        except (TimeoutError, wire.WireError) as exc:
+            self.stop()
+            raise SandboxUnavailable(f"worker {self.index} did not start: {exc}") from None
+        if hello.get("ev") != "hello":
+            self.stop()
+            raise SandboxUnavailable(f"worker {self.index} failed: {hello.get('msg')}")
+        self.zygote_nspid = int(hello["pid"])
+        self.layers = tuple(hello["layers"])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(OSError, ValueError):
+                wire.send(self.wfd, {"op": "exit"})
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            for f in (self.proc.stdin, self.proc.stdout):
+                if f is not None:
+                    with contextlib.suppress(OSError):
+                        f.close()
+            self.proc = None
+        if self.cg is not None:
+            self.cg.destroy()
+            self.cg = None
+
+    def child_host_pid(self, nspid: int) -> int | None:
+        assert self.proc is not None
+        for pid in _descendants(self.proc.pid):
+            if _nspid(pid) == nspid and _nspid(pid) != self.zygote_nspid:
+                return pid
+        return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Host pids of every descendant of ``pid`` (one scan of /proc)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{name}/stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            out.append(kid)
+            todo.append(kid)
+    return out
+
+
+def _nspid(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class WorkerPool:
+    """A pool of sandboxed workers. Use as a context manager."""
+
+    _counter = itertools.count()
+
+    def __init__(self, config: PoolConfig | None = None) -> None:
+        self.config = config or PoolConfig()
+        cfg = self.config
+        if cfg.mode not in ("fork", "lease"):
+            raise ValueError("mode must be 'fork' or 'lease'")
+        if cfg.device.startswith("cuda") and cfg.mode == "fork":
+            raise ValueError("CUDA cannot be used after fork: use mode='lease' on GPUs")
+        self.report = detect.check(cfg.keystores, device=cfg.device)
+        self.root = self.report.root
+        self.cgroup_kind = self.report.cgroup_kind
+        wanted = set(self.report.available)
+        if cfg.layers is not None:
+            wanted &= set(cfg.layers) | {"wallclock", "output_cap", "clean_env", "key_separation"}
+        self.layers = frozenset(wanted)
+        tier = detect.tier_of(self.layers)
+        if tier < cfg.min_tier and not cfg.insecure:
+            raise SandboxUnavailable(
+                f"sandbox tier {tier} is below the required {cfg.min_tier}; missing: "
+                + ", ".join(sorted(set(sandbox.LAYERS) - self.layers))
+                + " (run `gpunet runtime check`; override with insecure=True to advertise tier 0)"
+            )
+        self.tier = tier if tier >= cfg.min_tier else 0
+        self.name = f"gpunet-{os.getpid()}-{next(self._counter)}"
+        self._own_work = cfg.work_dir is None
+        self.work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="gpunet-rt-"))
+        self.work.chmod(0o711)
+        self.blobs = self.work / "blobs"
+        self.blobs.mkdir(exist_ok=True, mode=0o755)
+        self._slots: queue.Queue[_Slot] = queue.Queue()
+        self._all: list[_Slot] = []
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._device_class = ""
+
+    # ---------------------------------------------------------------- lifecycle
+    def __enter__(self) -> WorkerPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start every slot (in parallel: each pays one ``import torch``)."""
+        self.spawner = _Spawner()
+        slots = [_Slot(self, i) for i in range(self.config.slots)]
+        errors: list[BaseException] = []
+
+        def boot(s: _Slot) -> None:
+            try:
+                s.start()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after joining
+                errors.append(exc)
+
+        threads = [threading.Thread(target=boot, args=(s,)) for s in slots]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self._all = slots
+        if errors:
+            self.close()
+            raise errors[0]
+        for s in slots:
+            self._slots.put(s)
+
+    def close(self) -> None:
+        """Stop every worker and delete the work directory (if we made it)."""
+        for s in self._all:
+            s.stop()
+        self._all = []
+        if hasattr(self, "spawner"):
+            self.spawner.close()
+        if self._own_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def device_class(self) -> str:
+        """``cpu-<isa>`` or ``nvidia-<model>`` (see :mod:`devices`)."""
+        if not self._device_class:
+            from . import devices
+
+            if self.config.device.startswith("cuda"):
+                import torch
+
+                idx = int(self.config.device.partition(":")[2] or 0)
+                name = torch.cuda.get_device_name(idx)
+                self._device_class = devices.Device("cuda", idx, name, 0).device_class
+            else:
+                self._device_class = "cpu-" + devices.cpu_isa()
+        return self._device_class
+
+    def runtime_descriptor(self, determinism: int, fmt: str = "catalog-v1") -> str:
+        """The descriptor string of results produced here (see :mod:`descriptor`)."""
+        import torch
+
+        return descriptor.describe(
+            torch_version=torch.__version__,
+            device_class=self.device_class,
+            catalog=catalog.CATALOG_VERSION,
+            determinism=determinism,
+            threads=self.config.threads,
+            fmt=fmt,
+        )
+
+    # ---------------------------------------------------------------- jobs
+    def _admit(self, req: RunRequest) -> None:
+        if req.format not in ("catalog-v1", "export-v2"):
+            raise JobError("refused", f"unknown format {req.format!r:.40}")
+        if req.format == "export-v2":
+            if self.tier < 2:
+                raise JobError("refused", "export-v2 needs sandbox tier 2")
+            from . import pt2
+
+            pt2.validate(req.weights)
+        elif req.test_code is None:
+            catalog.build(req.arch, req.config, max_params=self.config.max_params)
+        if req.determinism == 0 and self.config.device != "cpu":
+            raise JobError("refused", "the exact tier runs on CPU only")
+        if req.determinism == 1 and not self.config.device.startswith("cuda"):
+            raise JobError("refused", "gpu-deterministic needs a GPU")
+
+    def _store_blob(self, data: bytes) -> str:
+        hexd = hashlib.sha256(data).hexdigest()
+        path = self.blobs / hexd
+        with self._lock:
+            if not path.exists():
+                tmp = self.blobs / f".{hexd}.{threading.get_ident()}"
+                tmp.write_bytes(data)
+                tmp.chmod(0o444)
+                tmp.rename(path)
+                self._evict_blobs()
+        return hexd
+
+    def _evict_blobs(self) -> None:
+        files = sorted(self.blobs.iterdir(), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for p in files:
+            if total <= self.config.blob_cache_bytes:
+                break
+            total -= p.stat().st_size
+            p.unlink()
+
+    def run(self, req: RunRequest) -> RunResult:
+        """Run one job in a sandboxed worker; raise :class:`JobError` on any failure."""
+        self._admit(req)
+        slot = self._slots.get()
+        try:
+            return self._run_on(slot, req)
+        finally:
+            if slot.proc is None or slot.proc.poll() is not None:
+                slot.stop()
+                try:
+                    slot.start()
+                except SandboxUnavailable:
+                    slot.stop()
+            self._slots.put(slot)
+
+    def _run_on(self, slot: _Slot, req: RunRequest) -> RunResult:
+        cfg = self.config
+        t0 = time.monotonic()
+        job_id = f"j{next(self._ids)}"
+        scratch = slot.scratch / job_id
+        scratch.mkdir(mode=0o700)
+        if "uid" in self.layers:
+            os.chown(scratch, slot.uid, slot.uid)
+        weights_hex = ""
+        if req.format == "export-v2":
+            (scratch / "model.pt2").write_bytes(req.weights)
+        elif req.test_code is None:
+            weights_hex = self._store_blob(req.weights)
+        (scratch / "inputs.safetensors").write_bytes(req.inputs)
+        max_out = min(req.max_output_bytes or cfg.max_output_bytes, cfg.max_output_bytes)
+        timeout = min(req.timeout_s or cfg.timeout_s, cfg.timeout_s)
+        cpu_rlimit = int(timeout * max(1, cfg.threads)) + 2
+        rl: dict[str, int | None] = {"cpu": cpu_rlimit, "fsize": max_out + (1 << 20), "nofile": 128}
+        if not cfg.device.startswith("cuda"):
+            rl["as"] = cfg.memory_bytes  # the child adds its inherited VmSize
+        msg = {
+            "op": "job",
+            "id": job_id,
+            "format": req.format,
+            "arch": req.arch,
+            "config": req.config,
+            "weights": weights_hex,
+            "device": cfg.device,
+            "threads": cfg.threads,
+            "deterministic": req.determinism in (0, 1),
+            "max_output_bytes": max_out,
+            "max_params": cfg.max_params,
+            "timeout_s": timeout,
+            "rlimits": rl,
+            "test_code": req.test_code,
+        }
+        job_cg: Cgroup | None = None
+        deadline = time.monotonic() + timeout + GRACE_S
+        try:
+            wire.send(slot.wfd, msg)
+            ev = slot.reader.recv(time.monotonic() + START_TIMEOUT_S)
+            if ev.get("ev") == "forked":
+                job_cg = self._confine(slot, int(ev["pid"]))
+                wire.send(slot.wfd, {"op": "go"})
+                ev = slot.reader.recv(deadline)
+            return self._result(
+                slot=slot, req=req, ev=ev, scratch=scratch, cg=job_cg, max_out=max_out, t0=t0
+            )
+        except TimeoutError:
+            if job_cg is not None:
+                job_cg.kill()
+            slot.stop()  # the worker missed its own deadline: replace it
+            raise JobError("timeout", f"no result within {timeout:.1f}s") from None
+        except (wire.WireError, OSError) as exc:
+            rc = slot.proc.poll() if slot.proc is not None else None
+            slot.stop()
+            raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
+        finally:
+            if job_cg is not None:
+                job_cg.destroy()
+            if not cfg.keep_scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def _confine(self, slot: _Slot, nspid: int) -> Cgroup | None:
+        if "cgroup" not in self.layers:
+            return None
+        host_pid = slot.child_host_pid(nspid)
+        if host_pid is None:
+            raise JobError("sandbox", "could not find the job process")
+        cg = Cgroup(self.cgroup_kind, f"{self.name}-slot{slot.index}-job")
+        cpus = self.config.cpus if self.config.cpus is not None else float(self.config.threads)
+        cg.limit(memory=self.config.memory_bytes, pids=self.config.pids_max, cpus=cpus)
+        cg.add(host_pid)
+        return cg
+
+    def _result(
+        self,
+        *,
+        slot: _Slot,
+        req: RunRequest,
+        ev: dict[str, Any],
+        scratch: Path,
+        cg: Cgroup | None,
+        max_out: int,
+        t0: float,
+    ) -> RunResult:
+        if ev.get("ev") != "done":
+            raise JobError("crashed", f"unexpected worker message {str(ev)[:100]}")
+        report = ev.get("report") or {}
+        status = int(ev.get("status", 0))
+        if ev.get("timed_out"):
+            raise JobError("timeout", "killed at the wall-clock deadline")
+        if cg is not None and cg.oom_killed():
+            raise JobError("oom", "killed by the job's memory limit")
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            code = "oom" if sig == signal.SIGKILL else "killed"
+            raise JobError(code, f"job died of signal {signal.Signals(sig).name}")
+        if not report.get("ok"):
+            raise JobError(str(report.get("code", "crashed")), str(report.get("msg", "no report")))
+        out_path = scratch / "output.safetensors"
+        data = _read_capped(out_path, max_out)
+        digest = hashlib.sha256(data).digest()
+        if digest.hex() != report.get("sha256"):
+            raise JobError("crashed", "output does not match the worker's hash")
+        device_ms = report.get("device_ms")
+        cpu_ms = float(ev.get("cpu_ms", 0.0))
+        metered = float(device_ms) if device_ms is not None else cpu_ms
+        peak = report.get("peak")
+        if peak is None:
+            peak = (cg.peak_memory() if cg is not None else None) or int(ev.get("maxrss", 0))
+        return RunResult(
+            output=data,
+            output_sha256=digest,
+            metered_millis=max(1, round(metered)),
+            peak_memory_bytes=int(peak),
+            wall_millis=round((time.monotonic() - t0) * 1000),
+            runtime=self.runtime_descriptor(req.determinism, req.format),
+            tier=self.tier,
+            layers=tuple(sorted(set(slot.layers) | (self.layers & {"bwrap", "cgroup"}))),
+            load_ms=float(report.get("load_ms", 0.0)),
+            infer_ms=float(report.get("infer_ms", 0.0)),
+        )
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    """Read a worker-written file: regular, not a symlink, at most ``cap`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise JobError("crashed", f"no output file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not (st.st_mode & 0o170000) == 0o100000:
+            raise JobError("crashed", "output is not a regular file")
+        if st.st_size > cap:
+            raise JobError("output_too_large", f"{st.st_size} bytes over the cap {cap}")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise JobError("output_too_large", "output grew over the cap")
+    return data

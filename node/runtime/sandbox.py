@@ -1,0 +1,145 @@
+"""The sandbox's shape: layer names, mounts and the bubblewrap command line of a worker.
+
+Mount layout inside a worker (everything else does not exist there):
+
+==================  ==========================================================
+``/usr`` (+ links)  host ``/usr`` read-only; ``/lib``, ``/bin`` ... symlinks
+python prefix       the interpreter's ``sys.base_prefix``, read-only, same path
+venv                ``sys.prefix`` (torch, safetensors), read-only, same path
+``/opt/gpunet``     this package's ``node/`` directory only, read-only
+``/blobs``          content-addressed weights (read-only)
+``/scratch``        this slot's scratch root (read-write); a job gets ``/scratch/<id>``
+``/tmp``            a private tmpfs
+``/proc`` ``/dev``  a new procfs (own pid namespace) and a minimal ``/dev``
+GPU                 only the assigned ``/dev/nvidia*`` nodes (+ driver files, ro)
+==================  ==========================================================
+
+The node's keystore, home directory, ``/etc`` (except ``ld.so.cache``) and the rest of
+the host are not mounted; the environment is cleared (``--clearenv``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+#: Every isolation layer, in the order of docs/runtime.md.
+LAYERS: Final = (
+    "key_separation",
+    "uid",
+    "bwrap",
+    "landlock",
+    "landlock_tcp",
+    "landlock_scope",
+    "seccomp",
+    "cgroup",
+    "rlimits",
+    "wallclock",
+    "output_cap",
+    "clean_env",
+)
+
+CODE_ROOT: Final = Path(__file__).resolve().parents[2]  # the directory holding node/
+IN_CODE: Final = "/opt/gpunet"
+BOOT: Final = (
+    f"import sys; sys.path.insert(0, {IN_CODE!r}); from node.runtime.zygote import main; main()"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimePaths:
+    """Host paths a worker needs read-only."""
+
+    python: str
+    prefix: str
+    venv: str
+
+    @classmethod
+    def current(cls) -> RuntimePaths:
+        """The running interpreter's paths (the worker uses the same interpreter)."""
+        venv = sys.prefix
+        python = str(Path(venv) / "bin" / "python") if venv != sys.base_prefix else sys.executable
+        return cls(python=python, prefix=sys.base_prefix, venv=venv)
+
+    def read_paths(self) -> list[str]:
+        """Read-only paths of the Landlock rules of a job."""
+        return sorted({"/usr", "/etc", self.prefix, self.venv, IN_CODE})
+
+
+def gpu_nodes(device: str) -> list[str]:
+    """``/dev/nvidia*`` nodes a worker on ``device`` (``cuda:N``) needs."""
+    if not device.startswith("cuda"):
+        return []
+    index = device.partition(":")[2] or "0"
+    names = [f"/dev/nvidia{index}", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+    return [n for n in names if os.path.exists(n)]
+
+
+def bwrap_argv(
+    *,
+    paths: RuntimePaths,
+    scratch_root: str,
+    blobs: str,
+    root_mode: bool,
+    uid: int,
+    device: str,
+    config: Mapping[str, object],
+    tmpfs_bytes: int = 256 << 20,
+) -> list[str]:
+    """The full ``bwrap ... python -I -B -c BOOT <config>`` command of one worker.
+
+    ``root_mode``: the supervisor is root, so bwrap runs without a user namespace and
+    keeps only CAP_SETUID/CAP_SETGID for the zygote's own uid drop to ``uid`` (a user
+    namespace would leave the job as host uid 0). Otherwise bwrap maps ``uid`` in a new
+    user namespace (no host uid separation).
+    """
+    bwrap = shutil.which("bwrap") or "bwrap"
+    argv = [bwrap, "--die-with-parent", "--new-session"]
+    argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+    argv += ["--unshare-cgroup-try"]
+    if root_mode:
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        argv += ["--unshare-user", "--uid", str(uid), "--gid", str(uid), "--cap-drop", "ALL"]
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for link in ("lib", "lib64", "bin", "sbin"):
+        target = os.readlink(f"/{link}") if os.path.islink(f"/{link}") else None
+        if target is not None:
+            argv += ["--symlink", target, f"/{link}"]
+    argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_bytes)]
+    argv += ["--perms", "1777", "--tmpfs", "/tmp"]
+    made: set[str] = {"/", "/usr", "/tmp", "/proc", "/dev"}
+    for p in sorted({paths.prefix, paths.venv}):
+        for parent in reversed(Path(p).parents):
+            if str(parent) not in made:  # bwrap would create it 0700: unreachable after uid drop
+                argv += ["--perms", "0755", "--dir", str(parent)]
+                made.add(str(parent))
+        argv += ["--ro-bind", p, p]
+    argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", IN_CODE]
+    argv += ["--ro-bind", str(CODE_ROOT / "node"), f"{IN_CODE}/node"]
+    argv += ["--ro-bind", blobs, "/blobs", "--bind", scratch_root, "/scratch"]
+    for node in gpu_nodes(device):
+        argv += ["--dev-bind", node, node]
+    if device.startswith("cuda"):
+        argv += ["--ro-bind-try", "/proc/driver/nvidia", "/proc/driver/nvidia"]
+        argv += ["--ro-bind-try", "/sys", "/sys"]
+    env = {
+        "PATH": "/usr/bin",
+        "HOME": "/tmp",
+        "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONHASHSEED": "0",
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+    }
+    argv += ["--clearenv"]
+    for k, v in env.items():
+        argv += ["--setenv", k, v]
+    argv += ["--chdir", "/tmp", "--", paths.python, "-I", "-B", "-c", BOOT, json.dumps(config)]
+    return argv

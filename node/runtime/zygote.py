@@ -1,0 +1,358 @@
+"""The worker inside the sandbox: a warm zygote that forks one child per job.
+
+Started by the supervisor (:mod:`node.runtime.pool`) as
+``bwrap ... python -I -B -c <boot> <config json>``. Order of events:
+
+1. stage-1 lockdown while single-threaded (:func:`lockdown.zygote_stage`), then
+   ``import torch`` with one intra-op thread (a zygote that ran a multi-threaded
+   OpenMP region would hang its forked children);
+2. ``hello`` to the supervisor; then per job: load the model into the cache (v1,
+   data-only safetensors, keyed by the weights' sha256), ``fork``; the child waits
+   for ``go`` (sent after the supervisor moved it into the job's cgroup), applies
+   stage-2 lockdown, runs the job, writes ``output.safetensors`` into its scratch
+   dir and a small JSON report into a pipe; the zygote kills it at the deadline
+   and reports exit status and ``wait4`` rusage.
+
+In ``lease`` mode (the GPU path: one worker per GPU per tenant lease) there is no
+fork: the worker applies Landlock (files + TCP, no scoping) before ``import torch``,
+creates the CUDA context, then installs the seccomp ``job`` profile on every thread
+(TSYNC) and runs the jobs itself. See docs/runtime.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from . import lockdown, wire
+
+REPORT_MAX = 60_000
+
+
+def _send(obj: dict[str, Any]) -> None:
+    wire.send(1, obj)
+
+
+class _Zygote:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self.reader = wire.Reader(0)
+
+    # ---------------------------------------------------------------- setup
+    def start(self) -> None:
+        cfg = self.cfg
+        lease = cfg["mode"] == "lease"
+        self.layers = lockdown.zygote_stage(
+            layers=cfg["layers"],
+            uid=cfg.get("uid"),
+            read=cfg["read"],
+            write=cfg["write"],
+            devices=cfg.get("devices", ()),
+            scope=not lease,
+            rlimits={"fsize": cfg["fsize"]},
+            seccomp_now=not lease,
+        )
+        import torch
+
+        torch.set_num_threads(1)
+        if lease:
+            if cfg["device"].startswith("cuda"):
+                torch.zeros(1, device=cfg["device"])  # CUDA context before seccomp
+            if "seccomp" in cfg["layers"]:
+                from . import seccomp
+
+                seccomp.install("job")
+                self.layers.append("seccomp")
+        from . import formats
+
+        self.formats = formats
+        self.torch = torch
+        _warm(torch, formats)
+        _send(
+            {"ev": "hello", "pid": os.getpid(), "layers": self.layers, "torch": torch.__version__}
+        )
+
+    # ---------------------------------------------------------------- jobs
+    def serve(self) -> None:
+        while True:
+            try:
+                req = self.reader.recv()
+            except wire.WireError:
+                return
+            if req.get("op") == "exit":
+                return
+            if req.get("op") == "job":
+                try:
+                    self.job(req)
+                except Exception as exc:  # noqa: BLE001 - the worker must answer, then exit
+                    traceback.print_exc()
+                    _send({"ev": "error", "msg": f"{type(exc).__name__}: {exc}"[:1000]})
+                    return
+
+    def _model(self, req: dict[str, Any]) -> Any:
+        key = f"{req['weights']}|{req['arch']}|{json.dumps(req['config'], sort_keys=True)}"
+        model = self.cache.get(key)
+        if model is not None:
+            self.cache.move_to_end(key)
+            return model
+        with open(f"/blobs/{req['weights']}", "rb") as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() != req["weights"]:
+            raise self.formats.JobError("bad_model", "weights blob does not match its hash")
+        model = self.formats.load_model(
+            req["arch"], req["config"], data, max_params=req["max_params"], device=req["device"]
+        )
+        self.cache[key] = model
+        while len(self.cache) > self.cfg["cache_entries"]:
+            self.cache.popitem(last=False)
+        return model
+
+    def job(self, req: dict[str, Any]) -> None:
+        model = None
+        if req["format"] == "catalog-v1" and req.get("test_code") is None:
+            try:
+                model = self._model(req)
+            except self.formats.JobError as exc:
+                _send({"ev": "done", "report": {"ok": False, "code": exc.code, "msg": exc.message}})
+                return
+        if self.cfg["mode"] == "lease":
+            t0 = time.process_time()
+            report = _execute(self, req, model)
+            report["cpu_ms"] = (time.process_time() - t0) * 1000
+            _send({"ev": "done", "report": report, "status": 0})
+            return
+        self._fork(req, model)
+
+    def _fork(self, req: dict[str, Any], model: Any) -> None:
+        r_go, w_go = os.pipe()
+        r_rep, w_rep = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 70
+            try:
+                os.close(w_go)
+                os.close(r_rep)
+                code = _child(self, req, model, r_go, w_rep)
+            finally:
+                os._exit(code)
+        os.close(r_go)
+        os.close(w_rep)
+        _send({"ev": "forked", "pid": pid})
+        try:
+            go = self.reader.recv(time.monotonic() + 30)
+        except (TimeoutError, wire.WireError):
+            go = {}
+        if go.get("op") == "go":
+            os.write(w_go, b"g")
+        os.close(w_go)
+        timed_out = _wait_deadline(pid, req["timeout_s"])
+        _, status, ru = os.wait4(pid, 0)
+        report = _read_report(r_rep)
+        _send(
+            {
+                "ev": "done",
+                "status": status,
+                "timed_out": timed_out,
+                "cpu_ms": (ru.ru_utime + ru.ru_stime) * 1000,
+                "maxrss": ru.ru_maxrss * 1024,
+                "report": report,
+            }
+        )
+
+
+#: Tiny configs run once in the zygote so children inherit every lazy import.
+_VIT = {"dim": 8, "depth": 1, "heads": 2, "mlp": 8}
+_TEXT = {**_VIT, "vocab": 8, "positions": 4}
+_WARM = (
+    ("mlp@1", {"in": 4, "hidden": 4, "depth": 1, "out": 2}, "x", (1, 4)),
+    ("resnet18@1", {"width": 4, "classes": 2, "image": 32}, "x", (1, 3, 32, 32)),
+    ("resnet50@1", {"width": 4, "classes": 2, "image": 32}, "x", (1, 3, 32, 32)),
+    ("vit@1", {**_VIT, "image": 8, "patch": 4, "classes": 2}, "x", (1, 3, 8, 8)),
+    ("gpt2@1", _TEXT, "ids", (1, 4)),
+    ("bert@1", _TEXT, "ids", (1, 4)),
+)
+
+
+def _warm(torch: Any, formats: Any) -> None:
+    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s)."""
+    torch.use_deterministic_algorithms(True)
+    for arch, cfg, kind, shape in _WARM:
+        model = formats.load_model(arch, cfg, formats.random_weights(arch, cfg))
+        x = torch.zeros(shape, dtype=torch.int64) if kind == "ids" else torch.zeros(shape)
+        name = "input_ids" if kind == "ids" else "x"
+        formats.encode_outputs(formats.run(arch, cfg, model, formats.save_safetensors({name: x})))
+    torch.use_deterministic_algorithms(False)
+
+
+def _wait_deadline(pid: int, timeout_s: float) -> bool:
+    """Wait for ``pid`` to exit; SIGKILL it at the deadline. True if it was killed."""
+    fd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout_s)
+        if ready:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _read_report(fd: int) -> dict[str, Any]:
+    data = b""
+    try:
+        while len(data) <= REPORT_MAX:
+            ready, _, _ = select.select([fd], [], [], 0)
+            if not ready:
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    try:
+        report = json.loads(data[:REPORT_MAX]) if data else {}
+    except ValueError:
+        report = {}
+    return report if isinstance(report, dict) else {}
+
+
+def _child(z: _Zygote, req: dict[str, Any], model: Any, r_go: int, w_rep: int) -> int:
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    if not z.cfg.get("debug"):
+        os.dup2(devnull, 2)
+    os.close(devnull)
+    if os.read(r_go, 1) != b"g":
+        return 71
+    os.close(r_go)
+    try:
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as f:
+            f.write("1000")  # the job, never the zygote, is the OOM victim
+    except OSError:
+        pass
+    cfg = z.cfg
+    scratch = f"/scratch/{req['id']}"
+    rlimits = dict(req["rlimits"])
+    try:
+        if rlimits.get("as"):
+            rlimits["as"] += _vmsize()  # the job's budget on top of the inherited mappings
+        lockdown.job_stage(
+            layers=cfg["layers"],
+            read=cfg["job_read"],
+            write=[scratch],
+            devices=cfg.get("devices", ()),
+            rlimits=rlimits,
+        )
+    except (OSError, lockdown.LockdownError) as exc:
+        _report(w_rep, {"ok": False, "code": "sandbox", "msg": str(exc)[:500]})
+        return 1
+    report = _execute(z, req, model)
+    _report(w_rep, report)
+    return 0
+
+
+def _vmsize() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _report(fd: int, report: dict[str, Any]) -> None:
+    data = json.dumps(report).encode()[:REPORT_MAX]
+    os.write(fd, data)
+    os.close(fd)
+
+
+def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
+    """Run one job in this process; never raises."""
+    torch, formats = z.torch, z.formats
+    scratch = f"/scratch/{req['id']}"
+    try:
+        torch.set_num_threads(req["threads"])
+        torch.use_deterministic_algorithms(bool(req["deterministic"]))
+        if req.get("test_code") is not None:
+            if not z.cfg.get("allow_test_code"):
+                raise formats.JobError("refused", "test code is disabled")
+            scope: dict[str, Any] = {"scratch": scratch, "torch": torch}
+            exec(compile(req["test_code"], "<test-job>", "exec"), scope)
+            outputs = scope.get("outputs", {"y": torch.zeros(1)})
+            t_load = t_infer = 0.0
+            device_ms = None
+        else:
+            with open(f"{scratch}/inputs.safetensors", "rb") as f:
+                inputs = f.read()
+            t0 = time.perf_counter()
+            if req["format"] == "export-v2":
+                from . import pt2
+
+                prog = pt2.load_guarded(f"{scratch}/model.pt2", device=req["device"])
+                t1 = time.perf_counter()
+                outputs, device_ms = pt2.run(prog, inputs, device=req["device"])
+            else:
+                t1 = time.perf_counter()
+                outputs, device_ms = _timed_run(z, req, model, inputs)
+            t_load, t_infer = t1 - t0, time.perf_counter() - t1
+        data, digest = formats.encode_outputs(outputs)
+        if len(data) > req["max_output_bytes"]:
+            raise formats.JobError("output_too_large", f"{len(data)} bytes")
+        with open(f"{scratch}/output.safetensors", "wb") as f:
+            f.write(data)
+        peak = None
+        if req["device"].startswith("cuda"):
+            peak = int(torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+        return {
+            "ok": True,
+            "sha256": digest.hex(),
+            "size": len(data),
+            "load_ms": t_load * 1000,
+            "infer_ms": t_infer * 1000,
+            "device_ms": device_ms,
+            "peak": peak,
+        }
+    except formats.JobError as exc:
+        return {"ok": False, "code": exc.code, "msg": exc.message[:500]}
+    except MemoryError:
+        return {"ok": False, "code": "oom", "msg": "MemoryError"}
+    except Exception as exc:  # noqa: BLE001 - the report is the only channel out
+        msg = f"{type(exc).__name__}: {exc}"[:500]
+        oom = "out of memory" in msg or "can't allocate memory" in msg
+        return {"ok": False, "code": "oom" if oom else "crashed", "msg": msg}
+
+
+def _timed_run(z: _Zygote, req: dict[str, Any], model: Any, inputs: bytes) -> tuple[Any, Any]:
+    torch = z.torch
+    if not req["device"].startswith("cuda"):
+        return z.formats.run(req["arch"], req["config"], model, inputs, device="cpu"), None
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    out = z.formats.run(req["arch"], req["config"], model, inputs, device=req["device"])
+    end.record()
+    torch.cuda.synchronize()
+    return out, float(start.elapsed_time(end))
+
+
+def main() -> None:
+    """Entry point inside the sandbox: ``argv[1]`` is the zygote config (JSON)."""
+    cfg = json.loads(sys.argv[1])
+    z = _Zygote(cfg)
+    try:
+        z.start()
+    except Exception as exc:  # noqa: BLE001 - report why the sandbox could not start
+        _send({"ev": "error", "msg": f"{type(exc).__name__}: {exc}"[:1000]})
+        traceback.print_exc()
+        sys.exit(3)
+    z.serve()
