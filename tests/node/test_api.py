@@ -387,6 +387,13 @@ async def test_metrics(node: Node, client: TestClient[Any, Any]) -> None:
     node.metrics.rpc_error("eth_call")
     node.metrics.rpc_error("weird method name!")
     node.metrics.transition("client", JobEvent.CREATE)
+    from node.p2p.metrics import P2PMetrics
+
+    p2p = P2PMetrics()
+    p2p.inc("blob_refused", reason="forbidden")
+    p2p.inc("blob_refused", 2, reason="not_found")
+    p2p.inc("blob_tickets_issued")
+    node.metrics.add_counters("p2p", p2p.snapshot)
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
     text = await resp.text()
@@ -402,6 +409,9 @@ async def test_metrics(node: Node, client: TestClient[Any, Any]) -> None:
         'gpunet_jobs_transitions_total{event="createJob",role="client"} 1.0',
         'gpunet_api_requests_total{route="/v1/jobs",status="202"} 1.0',
         'gpunet_node_info{version="test"} 1.0',
+        'gpunet_p2p_blob_refused_total{reason="not_found"} 2.0',
+        'gpunet_p2p_blob_refused_total{reason="forbidden"} 1.0',
+        "gpunet_p2p_blob_tickets_issued_total 1.0",
     ]:
         assert line in text, line
 
