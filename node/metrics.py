@@ -13,7 +13,9 @@ gpunet_p2p_peers                gauge   p2p: connected peers
 gpunet_rpc_errors_total         counter chain client: failed JSON-RPC calls, {method}
 gpunet_jobs_transitions_total   counter store users: lifecycle transitions, {role,event}
 gpunet_api_requests_total       counter the API: {route,status}
-gpunet_node_info                info    version, schema version
+gpunet_node_info                info    version
+gpunet_<prefix>_<name>_total    counter :meth:`Metrics.add_counters` (e.g. ``p2p``: the
+                                        ``node.p2p.metrics.P2PMetrics`` snapshot, per scrape)
 =============================== ======= ===================================================
 
 Label values that come from outside (an RPC method name) are reduced to a
@@ -23,7 +25,7 @@ bounded set so a misbehaving peer cannot blow up the series count.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from prometheus_client import (
@@ -34,6 +36,8 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from protocol.lifecycle import JobEvent, JobState
 
@@ -44,6 +48,8 @@ CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 ROLES: Final = ("provider", "client", "verifier")
 _LABEL: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _MAX_LABEL_VALUES: Final = 64
+_KEY: Final = re.compile(r"^(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)(?:\{(?P<labels>[^{}]*)\})?$")
+_PREFIX: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 class Metrics:
@@ -87,6 +93,17 @@ class Metrics:
         self.info.info({"version": version})
         self._rpc_methods: set[str] = set()
 
+    def add_counters(self, prefix: str, snapshot: Callable[[], Mapping[str, int]]) -> None:
+        """Export counters kept elsewhere, read at each scrape.
+
+        ``snapshot()`` returns ``{"name{k=v,...}": value}`` (the format of
+        ``node.p2p.metrics.P2PMetrics.snapshot``); each name becomes the counter
+        ``gpunet_<prefix>_<name>_total``. Malformed keys are skipped.
+        """
+        if not _PREFIX.match(prefix):
+            raise ValueError(f"bad metrics prefix {prefix!r}")
+        self.registry.register(_SnapshotCollector(f"gpunet_{prefix}", snapshot))
+
     def set_job_counts(self, counts: Mapping[tuple[str, JobState], int]) -> None:
         """Set ``gpunet_jobs`` from per-(role, state) counts; missing pairs are 0."""
         for role in ROLES:
@@ -115,3 +132,35 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _SnapshotCollector(Collector):
+    """Counters from a ``{"name{k=v}": value}`` snapshot, as Prometheus families."""
+
+    def __init__(self, prefix: str, snapshot: Callable[[], Mapping[str, int]]) -> None:
+        self.prefix = prefix
+        self.snapshot = snapshot
+
+    def describe(self) -> list[Metric]:
+        return []  # the names are only known at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        series: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for key, value in sorted(self.snapshot().items()):
+            match = _KEY.match(key)
+            if match is None:
+                continue
+            labels: dict[str, str] = {}
+            for part in filter(None, (match["labels"] or "").split(",")):
+                label, sep, label_value = part.partition("=")
+                if sep and _KEY.match(label) and not label.startswith("__"):
+                    labels[label] = label_value
+            series.setdefault(match["name"], []).append((labels, float(value)))
+        for name, samples in series.items():
+            names = sorted({k for labels, _ in samples for k in labels})
+            family = CounterMetricFamily(
+                f"{self.prefix}_{name}", f"{name} ({self.prefix})", labels=names
+            )
+            for labels, amount in samples:
+                family.add_metric([labels.get(n, "") for n in names], amount)
+            yield family

@@ -5,6 +5,7 @@ from node.api.auth import TokenError, check_bearer, load_or_create_token
 from node.api.models import (
     DeviceInfo,
     JobSubmitter,
+    LayerStatus,
     NodeInfo,
     NodeInfoSource,
     SandboxReport,
@@ -17,6 +18,7 @@ __all__ = [
     "ApiError",
     "DeviceInfo",
     "JobSubmitter",
+    "LayerStatus",
     "NodeInfo",
     "NodeInfoSource",
     "SandboxReport",

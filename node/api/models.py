@@ -24,6 +24,7 @@ __all__ = [
     "DETERMINISM_NAMES",
     "DeviceInfo",
     "JobSubmitter",
+    "LayerStatus",
     "ModelBody",
     "NodeInfo",
     "NodeInfoSource",
@@ -35,7 +36,8 @@ __all__ = [
 
 # Same bounds as the wire format (protocol/messages.py); the JobSpec built from
 # the body is validated once more against the protocol's own decoder.
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:+/-]+$")]
+# The protocol's character rules for names apply through that second check.
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _Cid = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
 _ConfigKey = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")]
 _ConfigValue = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
@@ -121,13 +123,26 @@ class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
     count: int = 1
 
 
+class LayerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One isolation layer: does it work here, and why not."""
+
+    ok: bool
+    detail: str = ""
+
+
 class SandboxReport(msgspec.Struct, frozen=True, kw_only=True):
-    """What isolation this host gives (detected at start by the runtime)."""
+    """What isolation this host gives, detected at start by the runtime.
+
+    The shape of ``node.runtime.detect.SandboxReport.to_dict()`` plus ``trusted``:
+    ``msgspec.convert(report.to_dict() | {"trusted": ...}, SandboxReport)``.
+    """
 
     tier: int
-    trusted: bool  # false when the operator overrode the minimum tier
-    layers: dict[str, bool] = {}
-    notes: list[str] = []
+    trusted: bool  # false when the operator allowed untrusted jobs below the minimum tier
+    formats: list[str] = []
+    layers: dict[str, LayerStatus] = {}
+    landlock_abi: int = 0
+    cgroup: str = ""
 
 
 class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):

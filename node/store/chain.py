@@ -58,6 +58,24 @@ class ChainCursor:
             )
             return Cursor(block, block_hash)
 
+    def set(
+        self, block: int, block_hash: bytes, *, name: str = DEFAULT_CURSOR, keep: int = 64
+    ) -> Cursor:
+        """Put the cursor at ``block`` whether that is forward or back (a follower that
+        finds reorgs itself, e.g. ``node.chain.follower``); recorded hashes above it go."""
+        check_i64("block", block)
+        check_bytes("block_hash", block_hash, 32)
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM chain_blocks WHERE name = ? AND number > ?", (name, block))
+            db.execute("DELETE FROM chain_cursor WHERE name = ?", (name,))
+            return self.advance(block, block_hash, name=name, keep=keep)
+
+    def clear(self, name: str = DEFAULT_CURSOR) -> None:
+        """Forget the cursor and its recorded blocks (start again from the first block)."""
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM chain_cursor WHERE name = ?", (name,))
+            db.execute("DELETE FROM chain_blocks WHERE name = ?", (name,))
+
     def block_hash(self, number: int, name: str = DEFAULT_CURSOR) -> bytes | None:
         """The recorded hash of processed block ``number``, if still kept."""
         rows = self._db.query(

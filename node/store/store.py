@@ -49,9 +49,15 @@ class Store:
         self.chain = ChainCursor(self._db)
 
     @classmethod
-    def open(cls, data_dir: Path, **kwargs: object) -> Store:
+    def open(
+        cls,
+        data_dir: Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        clock: Callable[[], float] = time.time,
+    ) -> Store:
         """The store of the node whose data directory is ``data_dir``."""
-        return cls(Path(data_dir) / STORE_FILE, **kwargs)  # type: ignore[arg-type]
+        return cls(Path(data_dir) / STORE_FILE, synchronous=synchronous, clock=clock)
 
     @property
     def schema_version(self) -> int:

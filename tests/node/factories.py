@@ -24,7 +24,7 @@ def h(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-def spec(label: str = "x", arch: str = "mlp-v1") -> JobSpec:
+def spec(label: str = "x", arch: str = "mlp@1") -> JobSpec:
     return JobSpec(
         model=ModelRef(arch=arch, config={"hidden": 64}, weights=h("w" + label), weights_size=4096),
         inputs=h("i" + label),

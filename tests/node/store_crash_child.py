@@ -1,12 +1,14 @@
 """Child process of the store crash test: writes to the store in a loop until killed.
 
-Every step is one transaction; its description is printed (and flushed) only
-after the commit returned, so the parent knows each printed step is committed.
-Usage: python store_crash_child.py <store path> <seed>
+Every step is one transaction; its description is appended to the log file
+(an unbuffered write, which never blocks the way a full pipe would) only after
+the commit returned, so the parent knows each logged step is committed.
+Usage: python store_crash_child.py <store path> <seed> <log path>
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 
@@ -17,6 +19,11 @@ from tests.node.factories import h, spec
 
 def main() -> None:
     path, seed = sys.argv[1], int(sys.argv[2])
+    log = os.open(sys.argv[3], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def report(line: str) -> None:
+        os.write(log, (line + "\n").encode())
+
     rng = random.Random(seed)
     store = Store(path)  # type: ignore[arg-type]
     cursor = store.chain.get()
@@ -38,7 +45,7 @@ def main() -> None:
                     request_id=h(label)[:16],
                 )
             )
-            print(f"C {job.id}", flush=True)
+            report(f"C {job.id}")
             continue
         job = rng.choice(live)
         event = rng.choice(sorted(allowed(job.state), key=lambda e: e.value))
@@ -52,7 +59,7 @@ def main() -> None:
             )
             store.jobs.set_error(job.id, f"step {block}")
             store.chain.advance(block, h(f"block{block}"), keep=1_000_000)
-        print(f"T {job.id} {event.name} {after.state.name} {block} {tx}", flush=True)
+        report(f"T {job.id} {event.name} {after.state.name} {block} {tx}")
 
 
 if __name__ == "__main__":

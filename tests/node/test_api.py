@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import jsonschema
+import msgspec
 import pytest
 import pytest_asyncio
 import yaml
@@ -43,6 +44,17 @@ TOKEN = "t" * 43
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NOW = 1_700_000_000.0
 CID = "sha256:" + "ab" * 32
+# what node.runtime.detect.SandboxReport.to_dict() gives
+RUNTIME_REPORT = {
+    "tier": 2,
+    "formats": ["catalog-v1", "export-v2"],
+    "landlock_abi": 4,
+    "cgroup": "v2",
+    "layers": {
+        "bwrap": {"ok": True, "detail": "bubblewrap 0.8"},
+        "seccomp": {"ok": False, "detail": "x"},
+    },
+}
 
 
 class Node:
@@ -62,7 +74,7 @@ class Node:
             roles=["provider", "client"],
             chain_id=31337,
             escrow_address="0x" + "00" * 20,
-            sandbox=SandboxReport(tier=2, trusted=True, layers={"bwrap": True, "seccomp": True}),
+            sandbox=msgspec.convert(RUNTIME_REPORT | {"trusted": True}, SandboxReport),
             devices=[DeviceInfo(name="cpu0", device_class="cpu")],
         )
 
@@ -92,7 +104,7 @@ class Node:
             submit=self.submit,
             config=config or ApiConfig(max_body_bytes=64 * 1024),
             client=ClientConfig(max_price_per_gpu_second=5000, default_deadline_s=900),
-            known_models=lambda: {"mlp-v1", "resnet18"},
+            known_models=lambda: {"mlp@1", "resnet18@1"},
             clock=lambda: NOW,
         )
 
@@ -120,7 +132,7 @@ def check_schema(path: str, method: str, status: int, body: Any) -> None:
 
 def body(**over: Any) -> dict[str, Any]:
     b: dict[str, Any] = {
-        "model": {"arch": "mlp-v1", "config": {"hidden": 64}, "weights": CID, "weights_size": 10},
+        "model": {"arch": "mlp@1", "config": {"hidden": 64}, "weights": CID, "weights_size": 10},
         "inputs": CID,
         "inputs_size": 20,
         "max_payment": "18446744073709551615",
@@ -185,7 +197,8 @@ async def test_reads_match_their_schemas(node: Node, client: TestClient[Any, Any
             assert [e["event"] for e in data["history"]] == ["createJob", "submitResult"]
             assert data["attestation"]["metered_millis"] == 1234
         if path == "/v1/node":
-            assert data["sandbox"]["tier"] == 2 and data["schema_version"] >= 1
+            assert data["sandbox"] == RUNTIME_REPORT | {"trusted": True}
+            assert data["schema_version"] >= 1
 
 
 @pytest.mark.asyncio
@@ -239,19 +252,26 @@ BAD_SUBMISSIONS: list[tuple[str, Any, int, str, str]] = [
     ("bad cid", body(inputs="sha256:XYZ"), 422, "invalid_field", "inputs"),
     ("amount as number", body(max_payment=5), 422, "invalid_field", "max_payment"),
     ("amount over u64", body(max_payment="99999999999999999999"), 422, "invalid_field", "2**64"),
+    (
+        "bad arch characters (protocol rule)",
+        body(model={"arch": "mlp 1", "weights": CID, "weights_size": 1}),
+        422,
+        "invalid_field",
+        "model.arch",
+    ),
     ("bad determinism", body(determinism="roughly"), 422, "invalid_field", "determinism"),
     ("tier out of range", body(min_sandbox_tier=9), 422, "invalid_field", "min_sandbox_tier"),
     ("deadline too long", body(deadline_s=10**9), 422, "invalid_field", "deadline_s"),
     (
         "bad config key (protocol rule)",
-        body(model={"arch": "mlp-v1", "config": {"Hidden": 1}, "weights": CID, "weights_size": 1}),
+        body(model={"arch": "mlp@1", "config": {"Hidden": 1}, "weights": CID, "weights_size": 1}),
         422,
         "invalid_field",
         "model.config",
     ),
     (
         "config value out of range",
-        body(model={"arch": "mlp-v1", "config": {"a": 10**24}, "weights": CID, "weights_size": 1}),
+        body(model={"arch": "mlp@1", "config": {"a": 10**24}, "weights": CID, "weights_size": 1}),
         422,
         "invalid_field",
         "model.config",
@@ -299,7 +319,7 @@ async def test_bad_submissions_change_nothing(node: Node, client: TestClient[Any
     assert "over 65536 bytes" in (await resp.json())["error"]["message"]
     resp = await client.post("/v1/jobs", data=b"x=1", headers=AUTH | {"Content-Type": "text/plain"})
     assert (resp.status, (await resp.json())["error"]["code"]) == (415, "unsupported_media_type")
-    node.reject = SubmitRejected("no_matching_offer", "no provider offers mlp-v1", status=409)
+    node.reject = SubmitRejected("no_matching_offer", "no provider offers mlp@1", status=409)
     resp = await client.post("/v1/jobs", json=body(), headers=AUTH)
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "no_matching_offer"
     assert node.store.jobs.count() == 0 and node.submitted == []
@@ -367,6 +387,13 @@ async def test_metrics(node: Node, client: TestClient[Any, Any]) -> None:
     node.metrics.rpc_error("eth_call")
     node.metrics.rpc_error("weird method name!")
     node.metrics.transition("client", JobEvent.CREATE)
+    from node.p2p.metrics import P2PMetrics
+
+    p2p = P2PMetrics()
+    p2p.inc("blob_refused", reason="forbidden")
+    p2p.inc("blob_refused", 2, reason="not_found")
+    p2p.inc("blob_tickets_issued")
+    node.metrics.add_counters("p2p", p2p.snapshot)
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
     text = await resp.text()
@@ -382,6 +409,9 @@ async def test_metrics(node: Node, client: TestClient[Any, Any]) -> None:
         'gpunet_jobs_transitions_total{event="createJob",role="client"} 1.0',
         'gpunet_api_requests_total{route="/v1/jobs",status="202"} 1.0',
         'gpunet_node_info{version="test"} 1.0',
+        'gpunet_p2p_blob_refused_total{reason="not_found"} 2.0',
+        'gpunet_p2p_blob_refused_total{reason="forbidden"} 1.0',
+        "gpunet_p2p_blob_tickets_issued_total 1.0",
     ]:
         assert line in text, line
 
@@ -421,3 +451,18 @@ def test_token_file(tmp_path: Path) -> None:
             node_info=None,  # type: ignore[arg-type]
             submit=None,  # type: ignore[arg-type]
         )
+
+
+def test_the_runtime_report_converts_to_the_api_shape() -> None:
+    from node.runtime import detect
+
+    report = detect.SandboxReport(
+        layers={"bwrap": detect.Layer(True, "ok"), "seccomp": detect.Layer(False, "no filter")},
+        tier=1,
+        landlock_abi=0,
+        cgroup_kind="none",
+        root=False,
+    )
+    converted = msgspec.convert(report.to_dict() | {"trusted": False}, SandboxReport)
+    assert converted.tier == 1 and converted.layers["seccomp"].detail == "no filter"
+    assert converted.formats == list(report.formats())

@@ -16,7 +16,7 @@ from node.metrics import Metrics
 
 CID = "sha256:" + "ab" * 32
 VALID: dict[str, Any] = {
-    "model": {"arch": "mlp-v1", "config": {"hidden": 64}, "weights": CID, "weights_size": 10},
+    "model": {"arch": "mlp@1", "config": {"hidden": 64}, "weights": CID, "weights_size": 10},
     "inputs": CID,
     "inputs_size": 20,
     "max_payment": "1000",
@@ -61,7 +61,7 @@ def api() -> _Api:
         submit=never,
         config=ApiConfig(),
         client=ClientConfig(),
-        known_models=lambda: {"mlp-v1"},
+        known_models=lambda: {"mlp@1"},
         clock=lambda: 0.0,
     )
 

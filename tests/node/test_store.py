@@ -292,6 +292,12 @@ def test_chain_cursor_and_reorg(store: Store) -> None:
     store.chain.advance(8, h("b8'"))
     assert store.chain.get().block_hash == h("b8'")  # type: ignore[union-attr]
     assert store.chain.get("other") is None
+    # set() moves either way (a follower that handles reorgs itself), clear() forgets
+    assert store.chain.set(4, h("b4'")).block == 4
+    assert store.chain.block_hash(6) is None and store.chain.block_hash(4) == h("b4'")
+    assert store.chain.set(20, h("b20")).block == 20
+    store.chain.clear()
+    assert store.chain.get() is None and store.chain.block_hash(6) is None
 
 
 def test_reopen_keeps_everything(tmp_path: Path) -> None:
@@ -386,3 +392,27 @@ def test_invalid_spec_is_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="invalid job spec"):
         store.jobs.create(new_job(spec=bad, spec_hash=bad.spec_hash()))
     assert store.jobs.count() == 0
+
+
+def test_threads_and_second_connection(tmp_path: Path) -> None:
+    """One Store shared by threads (the API's worker threads) and a second connection
+    to the same file (another process, e.g. the CLI) write concurrently without errors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = Store.open(tmp_path)
+    b = Store.open(tmp_path)
+
+    def work(store: Store, prefix: str) -> None:
+        for i in range(40):
+            job = store.jobs.create(new_job(label=f"{prefix}{i}"))
+            store.jobs.transition(job.id, JobEvent.CREATE, job_id=job.id)
+            store.jobs.select(limit=5)
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(work, s, p) for s, p in [(a, "a"), (a, "b"), (b, "c"), (b, "d")]]
+        for f in futures:
+            f.result()  # re-raises any error of the thread
+    assert a.jobs.count() == 160
+    assert all(replay(a, j.id) is JobState.MATCHED for j in a.jobs.select(limit=1000))
+    a.close()
+    b.close()
