@@ -54,9 +54,11 @@ def test_protocol_is_pure() -> None:
 
 
 def test_nothing_imports_a_role() -> None:
+    """Only the user interfaces (the CLI and its command modules) sit above the roles."""
     roles = {"node.provider", "node.client", "node.verifier", "node.cli"}
+    interfaces = {ROOT / "node" / "cli.py", *(ROOT / "node" / "commands").rglob("*.py")}
     for path in sorted((ROOT / "node").rglob("*.py")) + sorted((ROOT / "protocol").rglob("*.py")):
-        if path.stem in {"provider", "client", "verifier", "cli"} and path.parent.name == "node":
+        if path in interfaces:
             continue
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
