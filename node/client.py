@@ -425,17 +425,23 @@ class AsyncClient:
         return data
 
     async def _refund_after_deadline(self, job: ChainJob) -> str | None:
-        while True:
-            now = int((await asyncio.to_thread(self.rpc.block, "latest"))["timestamp"])
-            if now > job.deadline:
-                break
-            await asyncio.sleep(min(5.0, job.deadline - now + 0.5))
-        try:
-            tx = await asyncio.to_thread(self.escrow.refund, job)
-        except Exception as exc:  # noqa: BLE001 - reported: the job may have moved meanwhile
-            log.warning("refund of job %d failed: %s", job.job_id, exc)
-            return None
-        return "0x" + tx.receipt.tx_hash.hex()
+        """Claim the refund once the deadline has passed.
+
+        A chain's latest block may be old (anvil mines only on demand), so wait by
+        the wall clock and let the refund transaction's own block decide; a refund
+        that is still early reverts and is retried.
+        """
+        await asyncio.sleep(max(0.0, job.deadline - time.time() + 1))
+        last: Exception | None = None
+        for _ in range(30):
+            try:
+                tx = await asyncio.to_thread(self.escrow.refund, job)
+                return "0x" + tx.receipt.tx_hash.hex()
+            except Exception as exc:  # noqa: BLE001 - too early, or the job moved: retry, report
+                last = exc
+                await asyncio.sleep(2.0)
+        log.warning("refund of job %d failed: %s", job.job_id, last)
+        return None
 
     # ------------------------------------------------------------ callbacks
     async def _on_result(self, peer: str, manifest: ResultManifest) -> bool:
