@@ -37,6 +37,7 @@ from node.p2p.framing import FrameError, read_frame, write_frame
 from node.p2p.guard import PeerGuard, Refused
 from node.p2p.jobs import close_quietly, peer_of, reset_quietly
 from node.p2p.metrics import P2PMetrics
+from node.p2p.threads import run_in_thread
 from node.p2p.wire import Ticket, TicketRequest, decode_frame, encode_frame
 from protocol.content import CHUNK_SIZE, ContentId
 from protocol.errors import DecodeError
@@ -254,7 +255,7 @@ class BlobService:
         if not partial.complete():
             raise BlobFetchError(f"blob {cid} incomplete")
         try:
-            path = await trio.to_thread.run_sync(partial.finish)
+            path = await run_in_thread(partial.finish)
         except Exception as exc:
             self.metrics.inc("blob_fetch_refused", reason="corrupt")
             self.guard.strike(peer, "blob:corrupt")
