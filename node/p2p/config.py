@@ -26,6 +26,8 @@ class Limits:
     #: concurrent blob transfers served, in total and per peer
     max_blob_transfers: int = 16
     max_blob_transfers_per_peer: int = 8
+    #: open data-plane TCP connections (before a token is checked)
+    max_dataplane_connections: int = 64
     #: largest blob served or fetched
     max_blob_bytes: int = 4 << 30
     #: strikes (invalid messages, garbage frames) before a peer is banned

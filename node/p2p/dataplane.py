@@ -91,6 +91,7 @@ class DataPlaneServer:
         self.metrics = metrics
         self._clock = clock
         self._grants: dict[bytes, Grant] = {}
+        self._open = 0
 
     def grant(
         self, peer: str, cid: ContentId, path: Path, size: int, *, ip: str | None, ttl: int = 60
@@ -122,12 +123,20 @@ class DataPlaneServer:
         return bytes(buf)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        if self._open >= self.limits.max_dataplane_connections:
+            self.metrics.inc("dataplane_refused", reason="connections")
+            log.warning("data plane: %d connections open, refusing another", self._open)
+            await stream.aclose()
+            return
+        self._open += 1
         try:
             async with stream:
                 await self._serve(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.metrics.inc("dataplane_broken")
             log.info("data plane: connection broke: %r", exc)
+        finally:
+            self._open -= 1
 
     async def _refuse(self, stream: trio.SocketStream, status: DpStatus, why: str) -> None:
         self.metrics.inc("dataplane_refused", reason=status.name.lower())

@@ -20,8 +20,12 @@ PEER_SCRIPT = Path(__file__).with_name("p2p_peer.py")
 class PeerProcess:
     """One peer process; events arrive on a reader thread."""
 
-    def __init__(self, bootstrap: list[str] | None = None, *, dht: bool = True) -> None:
+    def __init__(
+        self, bootstrap: list[str] | None = None, *, dht: bool = True, store: str = ""
+    ) -> None:
         args = [sys.executable, str(PEER_SCRIPT)]
+        if store:
+            args += ["--store", store]
         for addr in bootstrap or []:
             args += ["--bootstrap", addr]
         if not dht:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import threading
@@ -105,7 +106,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", action="append", default=[])
     parser.add_argument("--no-dht", action="store_true")
-    parser.add_argument("--store", default="")
+    parser.add_argument("--store", default="", help="parent directory of the blob store")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
@@ -119,7 +120,8 @@ async def main() -> None:
         eclipse_protection=False,  # every peer is 127.0.0.1
         limits=Limits(requests_per_second=1000, request_burst=1000),
     )
-    store_dir = Path(args.store or tempfile.mkdtemp(prefix="gpunet-peer-"))
+    root = Path(tempfile.mkdtemp(prefix="gpunet-peer-", dir=args.store or None))
+    store_dir = root / "blobs"
 
     async def on_job(peer: str, req: JobRequest) -> JobAccept | JobDecline:
         offer = offer_of(identity, 1, client=req.client)
@@ -200,6 +202,7 @@ async def main() -> None:
         except Exception as exc:  # noqa: BLE001 - reported to the driver, the peer keeps running
             emit("error", message=repr(exc))
     await service.stop()
+    shutil.rmtree(root, ignore_errors=True)
     emit("bye", threads=[t.name for t in threading.enumerate() if not t.name.startswith("asyncio")])
 
 

@@ -11,7 +11,7 @@ from conftest import make_config
 from libp2p.peer.id import ID
 from nodes import wait_for
 
-from node.p2p.blobs import BLOB_PROTOCOL, BlobFetchError
+from node.p2p.blobs import BLOB_PROTOCOL, TICKET_PROTOCOL, BlobFetchError
 from node.p2p.blobstore import BlobStore
 from node.p2p.dataplane import HEADER, MAGIC, DataPlaneError, fetch_range
 from node.p2p.framing import encode_uvarint
@@ -188,6 +188,11 @@ def test_garbage_on_the_blob_paths(tmp_path: Path) -> None:
             stream = await client.host.new_stream(ID.from_base58(server.peer_id), [BLOB_PROTOCOL])
             await stream.write(encode_uvarint(1 << 30))
             await wait_for(lambda: server.metrics.total("blob_streams_refused") == 2)
+            # ticket stream: garbage -> strike + reset; no ticket issued
+            stream = await client.host.new_stream(ID.from_base58(server.peer_id), [TICKET_PROTOCOL])
+            await stream.write(encode_uvarint(4) + b"\x00\x01\x02\x03")
+            await wait_for(lambda: server.guard.strikes(client.peer_id) == 2)
+            assert server.metrics.get("blob_tickets_issued") == 0
             # still serving
             path = await client.blobs.fetch(server.peer_id, cid, JOB, max_size=1 << 20)
             assert path.read_bytes() == b"x" * 1000
