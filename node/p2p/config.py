@@ -59,6 +59,8 @@ class P2PConfig:
     #: our own pacing of outgoing gossip (the library drops silently above this)
     publish_per_second: float = 5.0
     publish_queue: int = 64
+    #: re-publish our current offer this often, so peers that joined later learn it
+    republish_seconds: float = 30.0
     #: the blob data plane (plain TCP, ticket-authenticated); port 0 = any
     data_plane_host: str = "127.0.0.1"
     data_plane_port: int = 0

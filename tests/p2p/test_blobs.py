@@ -199,3 +199,39 @@ def test_garbage_on_the_blob_paths(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_concurrent_transfer_limit(tmp_path: Path) -> None:
+    from node.p2p.config import Limits
+
+    limits = Limits(read_timeout=5.0, max_blob_transfers_per_peer=1)
+    server = P2PNode(
+        Identity.generate(),
+        make_config(enable_dht=False, limits=limits),
+        blob_store=BlobStore(tmp_path / "server"),
+        authorize=allow_job,
+    )
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            assert server.blob_store is not None and server.blobs.dataplane is not None
+            dp = server.blobs.dataplane
+            size = 64 * CHUNK_SIZE
+            cid = server.blob_store.put_bytes(os.urandom(size))
+            token = dp.grant("peer-x", cid, server.blob_store.path(cid), size, ip=None)
+            header = HEADER.pack(MAGIC, 1, token, cid.digest, 0, size)
+            # first transfer: read the status byte, then stall (the server keeps the slot)
+            first = await trio.open_tcp_stream("127.0.0.1", dp.port)
+            await first.send_all(header)
+            assert (await first.receive_some(1)) == b"\x00"
+            second = await trio.open_tcp_stream("127.0.0.1", dp.port)
+            await second.send_all(header)
+            with trio.fail_after(5):
+                assert (await second.receive_some(1)) == b"\x03"  # BUSY
+            assert server.metrics.get("dataplane_refused", reason="busy") == 1
+            await second.aclose()
+            await first.aclose()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

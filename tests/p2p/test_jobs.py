@@ -146,3 +146,43 @@ def test_garbage_oversized_and_invalid_input_on_the_job_stream() -> None:
                 await client.jobs.request(provider.peer_id, make_request(client.identity))
 
     trio.run(main)
+
+
+def test_rate_limit_and_stream_limit() -> None:
+    from node.p2p.config import Limits
+
+    box: list[P2PNode] = []
+    limits = Limits(
+        read_timeout=3.0, requests_per_second=0.5, request_burst=2, max_streams_per_peer=2
+    )
+
+    async def main() -> None:
+        async with running(2, on_job_request=provider_handler(box), config={"limits": limits}) as (
+            provider,
+            client,
+        ):
+            box.append(provider)
+            answers = [
+                await client.jobs.request(provider.peer_id, make_request(client.identity))
+                for _ in range(3)
+            ]
+            assert [type(a).__name__ for a in answers] == ["JobAccept", "JobAccept", "JobDecline"]
+            assert isinstance(answers[2], JobDecline)
+            assert answers[2].reason is DeclineReason.RATE_LIMITED
+            assert provider.metrics.get("refused_rate", kind="request") == 1
+            # two idle streams hold both slots; a third is reset at once, not after the timeout
+            pid = ID.from_base58(provider.peer_id)
+            idle = [await client.host.new_stream(pid, [JOB_PROTOCOL]) for _ in range(2)]
+            await wait_for(lambda: provider.guard._streams.get(client.peer_id, 0) == 2)
+            t0 = trio.current_time()
+            try:
+                got = await raw_exchange(client, provider, b"")
+            except Exception as exc:  # noqa: BLE001 - reset while negotiating is also fine
+                got = type(exc).__name__
+            assert got in ("StreamBroken", "StreamFailure"), got
+            assert trio.current_time() - t0 < 2.5
+            assert provider.metrics.get("refused_streams") == 1
+            for s in idle:
+                await s.reset()
+
+    trio.run(main)
