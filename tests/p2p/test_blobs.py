@@ -235,3 +235,30 @@ def test_concurrent_transfer_limit(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_several_fetches_in_parallel(tmp_path: Path) -> None:
+    server, client = two_nodes(tmp_path)
+    blobs = [os.urandom(2 * CHUNK_SIZE + i) for i in range(3)]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await start(nursery, server, client)
+            assert server.blob_store is not None
+            cids = [server.blob_store.put_bytes(b) for b in blobs]
+            results: dict[int, bytes] = {}
+
+            async def get(i: int, cid: ContentId, via: str) -> None:
+                path = await client.blobs.fetch(server.peer_id, cid, JOB, max_size=1 << 30, via=via)
+                results[i] = path.read_bytes()
+
+            async with trio.open_nursery() as fetches:
+                # the same blob twice at once (they share one partial file: serialised)
+                fetches.start_soon(get, 0, cids[0], "dataplane")
+                fetches.start_soon(get, 1, cids[0], "libp2p")
+                fetches.start_soon(get, 2, cids[1], "dataplane")
+                fetches.start_soon(get, 3, cids[2], "libp2p")
+            assert results == {0: blobs[0], 1: blobs[0], 2: blobs[1], 3: blobs[2]}
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
