@@ -110,7 +110,12 @@ class BlobService:
             await nursery.start(self.dataplane.serve)
 
     async def _allowed(self, peer: str, cid: ContentId, job_id: int) -> BlobStatus:
-        if not await self.authorize(peer, cid, job_id):
+        try:
+            allowed = await self.authorize(peer, cid, job_id)
+        except Exception:  # an authoriser bug refuses, never crashes
+            log.exception("blob authoriser failed")
+            allowed = False
+        if not allowed:
             self.metrics.inc("blob_refused", reason="forbidden")
             log.info("blob %s refused to %s (job %d): no reason to have it", cid, peer, job_id)
             return BlobStatus.FORBIDDEN

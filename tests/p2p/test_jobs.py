@@ -186,3 +186,17 @@ def test_rate_limit_and_stream_limit() -> None:
                 await s.reset()
 
     trio.run(main)
+
+
+def test_a_failing_handler_declines_and_the_node_survives() -> None:
+    async def broken(peer: str, req: JobRequest) -> JobAccept | JobDecline:
+        raise ZeroDivisionError("application bug")
+
+    async def main() -> None:
+        async with running(2, on_job_request=broken) as (provider, client):
+            for _ in range(2):
+                answer = await client.jobs.request(provider.peer_id, make_request(client.identity))
+                assert isinstance(answer, JobDecline) and answer.reason is DeclineReason.CAPACITY
+            assert provider.metrics.get("job_handler_errors") == 2
+
+    trio.run(main)
