@@ -153,9 +153,12 @@ class PartialBlob:
 
     def close(self) -> None:
         """Close the files (the partial state stays for a later resume)."""
-        for fd in (self._fd, self._map_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        # idempotent: closing a descriptor twice could close someone else's reused number
+        fds, self._fd, self._map_fd = (self._fd, self._map_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def finish(self) -> Path:
         """Verify the whole blob and move it into the store; raise :class:`BlobCorrupt`."""
