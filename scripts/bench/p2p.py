@@ -267,8 +267,8 @@ def render(r: dict[str, Any], command: str) -> str:
         "differs by more than 5 %; the box's load swung during the runs. "
         "Blob throughput is end to end: ticket over libp2p, transfer, write into the "
         "store's partial file, sha256 of the whole blob, move into the store. On disk the "
-        "figure is bounded by the VM disk's writeback (a plain 256 MB `pwrite` loop "
-        "measured 200–300 MB/s on this box at the time, 5 GB/s when it was idle). "
+        "figure also depends on the VM disk's writeback: a plain 256 MB `pwrite` loop "
+        "measured anywhere from 200 MB/s to 5 GB/s on this box, depending on other jobs. "
         "Propagation times are from the "
         "publisher's `publish` call to each receiver's order-book callback "
         "(wall clocks of one machine).",
