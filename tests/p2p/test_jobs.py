@@ -200,3 +200,27 @@ def test_a_failing_handler_declines_and_the_node_survives() -> None:
             assert provider.metrics.get("job_handler_errors") == 2
 
     trio.run(main)
+
+
+def test_client_refuses_a_forged_or_mismatched_accept() -> None:
+    other = Identity.generate()
+    mode: list[str] = ["forged"]
+
+    async def on_request(peer: str, req: JobRequest) -> JobAccept | JobDecline:
+        if mode[0] == "forged":  # an offer signed by someone else than the provider
+            offer = make_offer(other, client=req.client)
+        else:  # the provider's own offer, but bound to another client
+            offer = make_offer(box[0].identity, client=other.address)
+        return JobAccept(request_id=req.request_id, spec_hash=req.spec.spec_hash(), offer=offer)
+
+    box: list[P2PNode] = []
+
+    async def main() -> None:
+        async with running(2, on_job_request=on_request) as (provider, client):
+            box.append(provider)
+            for m, why in (("forged", "not the provider's own"), ("rebound", "another client")):
+                mode[0] = m
+                with pytest.raises(JobProtocolError, match=why):
+                    await client.jobs.request(provider.peer_id, make_request(client.identity))
+
+    trio.run(main)
