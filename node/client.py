@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from node.chain import lookup
 from node.chain.escrow import Escrow, NewJob, TxResult
 from node.chain.follower import EventFollower, MemoryCursorStore
 from node.chain.jobs import Job as ChainJob
@@ -47,10 +48,14 @@ from node.p2p.config import P2PConfig
 from node.p2p.service import P2PService
 from node.runtime.formats import parse_safetensors, save_safetensors
 from node.selection import Reliability, Requirements, rank_offers
+from node.store.records import NewJob as StoreNewJob
+from node.store.records import Role
+from node.store.store import Store
 from protocol import pricing
 from protocol.content import ContentId, cid_of
 from protocol.errors import BadSignature
 from protocol.identity import Identity, address_from_peer_id, checksum_address
+from protocol.lifecycle import JobEvent, JobState
 from protocol.messages import (
     Attestation,
     DeclineReason,
@@ -128,7 +133,10 @@ class AsyncClient:
         self.identity = identity
         self.rpc = Rpc(rpc_url)
         self.escrow = Escrow(self.rpc, escrow_address, Signer(self.rpc, identity.private_key))
-        self.blobs = BlobStore(Path(data_dir) / "blobs")
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs = BlobStore(self.data_dir / "blobs")
+        self.store = Store.open(self.data_dir)
         self.p2p = P2PService(
             identity,
             p2p_config,
@@ -148,6 +156,8 @@ class AsyncClient:
         self._request_gates: dict[bytes, asyncio.Semaphore] = {}
         self._stakes: dict[bytes, tuple[float, int]] = {}
         self._stop = asyncio.Event()
+        self._refunds: list[asyncio.Task[str | None]] = []
+        self._busy_lanes: set[int] = set()  # lanes holding a previous run's open job
         self._group: asyncio.TaskGroup | None = None
         self._follower_task: asyncio.Task[None] | None = None
 
@@ -160,20 +170,81 @@ class AsyncClient:
         await self.stop()
 
     async def start(self) -> None:
-        """Start libp2p and the chain follower."""
+        """Start libp2p and the chain follower, then settle jobs a previous run left open."""
         await self.p2p.start()
         start = await asyncio.to_thread(self.rpc.block_number)
         follower = EventFollower(self.escrow, MemoryCursorStore(), start_block=start)
         self._follower_task = asyncio.create_task(self._follow(follower), name="client-follower")
+        await self.resume()
 
     async def stop(self) -> None:
-        """Stop the follower (cancelled and awaited) and libp2p."""
+        """Stop the follower and pending refunds (cancelled and awaited), libp2p, the store."""
         self._stop.set()
-        if self._follower_task is not None:
-            self._follower_task.cancel()
+        tasks = [t for t in (self._follower_task, *self._refunds) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._follower_task
+                await task
         await self.p2p.stop()
+        self.store.close()
+
+    async def resume(self) -> list[int]:
+        """Settle client jobs left in flight by a previous run (a crash included).
+
+        Jobs that reached the chain are reconciled with it; a matched job with no
+        result is refunded once its deadline passes (now, or by a task this client
+        owns). A submitted job is left to finalize: its result was never checked
+        here, so the client does not accept it early. Returns the job ids touched.
+        """
+        touched: list[int] = []
+        for stored in await asyncio.to_thread(self.store.jobs.in_flight, Role.CLIENT):
+            job, local_id = stored, stored.id
+            if job.job_id is None:
+                assert job.counterparty is not None
+                created = await asyncio.to_thread(
+                    lookup.created_for, self.escrow, self.identity.address, job.counterparty
+                )
+                mine = [e for e in created if bytes(e.fields["specHash"]) == job.spec_hash]
+                if not mine:
+                    await asyncio.to_thread(self.store.jobs.abandon, local_id, "never matched")
+                    continue
+                job = await asyncio.to_thread(
+                    self.store.jobs.transition,
+                    local_id,
+                    JobEvent.CREATE,
+                    block=mine[-1].block_number,
+                    job_id=int(mine[-1].fields["jobId"]),
+                )
+            assert job.job_id is not None
+            events = await asyncio.to_thread(lookup.job_events, self.escrow, job.job_id)
+            chain_job = lookup.rebuild_job(self.escrow, events)
+            if chain_job is None:
+                continue
+            names = [e.name for e in events]
+            touched.append(job.job_id)
+            if "JobFinalized" not in names and "JobRefunded" not in names:
+                self._busy_lanes.add(chain_job.lane)
+            if "ResultSubmitted" in names and job.state is JobState.MATCHED:
+                job = await asyncio.to_thread(self.store.jobs.transition, local_id, JobEvent.SUBMIT)
+            if "JobFinalized" in names:
+                await asyncio.to_thread(self.store.jobs.transition, local_id, JobEvent.FINALIZE)
+            elif "JobRefunded" in names:
+                await asyncio.to_thread(self.store.jobs.transition, local_id, JobEvent.REFUND)
+            elif job.state is JobState.MATCHED:
+                self._refunds.append(
+                    asyncio.create_task(self._refund_and_record(local_id, chain_job))
+                )
+        return touched
+
+    async def _refund_and_record(self, local_id: int, chain_job: ChainJob) -> str | None:
+        refund_tx = await self._refund_after_deadline(chain_job)
+        if refund_tx is not None:
+            self._busy_lanes.discard(chain_job.lane)
+            await asyncio.to_thread(
+                self.store.jobs.transition, local_id, JobEvent.REFUND, tx_hash=refund_tx
+            )
+        return refund_tx
 
     async def connect(self, addr: str) -> str:
         """Dial a provider or bootstrap peer (``/ip4/…/tcp/…/p2p/<id>``)."""
@@ -341,6 +412,11 @@ class AsyncClient:
         ):
             raise AttestationInvalid("the provider's accept does not match the request")
         lane = await self._free_lanes.get()
+        for _ in range(self._free_lanes.qsize()):
+            if lane not in self._busy_lanes:
+                break
+            self._free_lanes.put_nowait(lane)  # still held by a job from a previous run
+            lane = await self._free_lanes.get()
         try:
             return await self._on_lane(
                 lane=lane, accept=accept, request=request, peer=peer, spec=spec, say=say
@@ -367,7 +443,28 @@ class AsyncClient:
             deadline=request.deadline,
             lane=lane,
         )
+        local = await asyncio.to_thread(
+            self.store.jobs.create,
+            StoreNewJob(
+                role=Role.CLIENT,
+                spec_hash=accept.spec_hash,
+                max_payment=request.max_payment,
+                price=offer.price_per_gpu_second,
+                deadline=request.deadline,
+                spec=spec,
+                request_id=request.request_id,
+                counterparty=offer.provider,
+            ),
+        )
         chain_job, created = await asyncio.to_thread(self.escrow.create_job, new)
+        await asyncio.to_thread(
+            self.store.jobs.transition,
+            local.id,
+            JobEvent.CREATE,
+            block=created.receipt.block_number,
+            tx_hash="0x" + created.receipt.tx_hash.hex(),
+            job_id=chain_job.job_id,
+        )
         say("matched", f"job {chain_job.job_id} with {checksum_address(offer.provider)}")
         loop = asyncio.get_running_loop()
         waiting = _Waiting(
@@ -387,12 +484,20 @@ class AsyncClient:
                     waiting.submitted, max(1.0, request.deadline - time.time() + 5)
                 )
             except TimeoutError:
-                refund_tx = await self._refund_after_deadline(chain_job)
+                refund_tx = await self._refund_and_record(local.id, chain_job)
                 raise DeadlineMissed(chain_job.job_id, refund_tx) from None
+            await asyncio.to_thread(self.store.jobs.transition, local.id, JobEvent.SUBMIT)
             output = await self._fetch_and_verify(waiting, manifest, submitted, say)
             after = chain_job.after_submit(submitted, manifest.attestation.digest())
             accepted = await asyncio.to_thread(self.escrow.accept_result, after)
             receipts["acceptResult"] = accepted
+            await asyncio.to_thread(
+                self.store.jobs.transition,
+                local.id,
+                JobEvent.ACCEPT,
+                block=accepted.receipt.block_number,
+                tx_hash="0x" + accepted.receipt.tx_hash.hex(),
+            )
             (final,) = accepted.named("JobFinalized")
             say("accepted", f"job {chain_job.job_id}: paid {final['payment']}")
             return Result(

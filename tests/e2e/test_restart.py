@@ -254,3 +254,68 @@ def test_client_that_never_accepts_still_pays_after_the_window(devnet: Devnet) -
                 prov.stop()
 
     asyncio.run(scenario())
+
+
+def test_client_restarted_after_create_job_claims_its_refund(devnet: Devnet) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        port = free_port()
+        actor = devnet.actor(deposit=100 * TOKEN)
+        dom = devnet.escrow.domain
+
+        def make_client() -> AsyncClient:
+            return AsyncClient(
+                actor.identity,
+                rpc_url=devnet.rpc.url,
+                escrow_address=devnet.escrow.address,
+                p2p_config=P2PConfig(
+                    chain_id=dom.chain_id,
+                    contract=dom.verifying_contract,
+                    listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",),
+                ),
+                data_dir=tmp / "client",
+            )
+
+        first = make_client()
+        await first.start()
+        bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{actor.identity.peer_id}"
+        prov = ProviderProcess(devnet, devnet.provider(), tmp / "provider", bootstrap)
+        prov.start()
+        try:
+            assert await first.wait_for_offers(1, 30) == 1
+            matched = asyncio.Event()
+            model, inputs = _job()
+            before = devnet.escrow.balance_of(actor.address)
+            run = asyncio.create_task(
+                first.run(
+                    model,
+                    inputs,
+                    max_price=2 * PRICE,
+                    deadline_s=32,
+                    progress=lambda stage, _: matched.set() if stage == "matched" else None,
+                )
+            )
+            await asyncio.wait_for(matched.wait(), 60)
+            prov.kill()  # the provider never delivers ...
+            run.cancel()  # ... and the client process goes away after createJob
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            await first.stop()
+            with Store.open(tmp / "client") as store:
+                assert [j.state for j in store.jobs.select(limit=10)] == [JobState.MATCHED]
+            second = make_client()  # a new process would do exactly this
+            await second.start()
+            try:
+                assert len(second._refunds) == 1
+                refund_tx = await asyncio.wait_for(second._refunds[0], 120)
+                assert refund_tx is not None
+                states = [j.state for j in second.store.jobs.select(limit=10)]
+                assert states == [JobState.REFUNDED]
+                penalty = devnet.params.refund_penalty
+                assert devnet.escrow.balance_of(actor.address) == before + penalty
+            finally:
+                await second.stop()
+        finally:
+            prov.stop()
+
+    asyncio.run(scenario())
