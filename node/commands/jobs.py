@@ -77,7 +77,7 @@ def jobs(
     in_flight: bool,
     limit: int,
 ) -> None:
-    """List this node's jobs, newest first (``gpunet jobs show ID`` for one job)."""
+    """List this node's jobs, newest first; `gpunet jobs show ID` shows one."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = config_path
         return

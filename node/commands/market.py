@@ -224,7 +224,12 @@ class _Display:
 @click.option(
     "--inputs", required=True, type=click.Path(path_type=Path), help="safetensors input tensors."
 )
-@click.option("--max-price", "max_price_text", metavar="N", help="Max price per GPU-second.")
+@click.option(
+    "--max-price",
+    "max_price_text",
+    metavar="N",
+    help="Max price per GPU-second (default [client]).",
+)
 @click.option(
     "--max-gpu-seconds",
     type=click.FloatRange(min=0.001, max=86_400),
@@ -232,8 +237,12 @@ class _Display:
     show_default=True,
     help="Metered time budget; the escrow locks max price x this.",
 )
-@click.option("--deadline", type=click.IntRange(10, 7 * 86_400), help="Seconds to finish.")
-@click.option("--min-tier", type=click.IntRange(0, 3), help="Lowest sandbox tier accepted.")
+@click.option(
+    "--deadline", type=click.IntRange(10, 7 * 86_400), help="Seconds to finish (default [client])."
+)
+@click.option(
+    "--min-tier", type=click.IntRange(0, 3), help="Lowest sandbox tier (default [client])."
+)
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Output safetensors file."
 )

@@ -18,7 +18,7 @@ from node.commands.common import (
     keystore_override,
     open_context,
 )
-from node.commands.provider_api import provider_api
+from node.commands.provider_api import check_api, provider_api
 
 if TYPE_CHECKING:
     from node.provider import ProviderDaemon
@@ -59,6 +59,7 @@ def start(
 
     ctx = open_context(config_path, keystore)
     cfg = ctx.config
+    check_api(cfg)  # fail fast on a busy [api] port
     logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

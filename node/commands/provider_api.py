@@ -22,7 +22,34 @@ if TYPE_CHECKING:
     from node.provider import ProviderDaemon
     from node.runtime.detect import SandboxReport
 
-__all__ = ["provider_api"]
+__all__ = ["check_api", "provider_api"]
+
+
+def check_api(config: Config) -> None:
+    """Fail fast, before the worker pool starts: the token file and the port are usable."""
+    if not config.api.enabled:
+        return
+    import socket
+
+    from node.api import TokenError, load_or_create_token
+
+    try:
+        load_or_create_token(config.api_token_path)
+    except TokenError as exc:
+        raise UserError(str(exc), "fix the file, or set [api] token_file") from None
+    if config.api.port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(config.api.host, config.api.port, type=socket.SOCK_STREAM)
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise UserError(
+            f"cannot serve the API on {config.api.host}:{config.api.port}: {exc.strerror or exc}",
+            "choose another [api] port, or set [api] enabled = false",
+        ) from None
 
 
 @contextlib.asynccontextmanager

@@ -149,3 +149,32 @@ def test_money_mistakes_change_nothing(devnet_state: dict[str, object], tmp_path
     broke = make_node(tmp_path / "broke", devnet_state)  # no ETH, no tokens
     assert_user_error(broke.run("stake", "--amount", "1"), "the wallet holds 0")
     assert _money(node, escrow, token) == before
+
+
+def test_chain_reverts_become_one_line_with_a_hint(
+    devnet_state: dict[str, object], tmp_path: Path
+) -> None:
+    import pytest
+
+    from node.chain.anvil import free_port
+    from node.chain.rpc import RetryPolicy
+    from node.commands.common import Failure, UserError, chain_errors
+
+    rpc, escrow, _ = _chain(devnet_state)
+    node = make_node(tmp_path / "p", devnet_state)
+    fund(devnet_state, node, "1e18")
+    mine = escrow.with_signer(Signer(rpc, node.identity.private_key))
+    # the contract reverts NothingUnbonding()
+    with pytest.raises(UserError) as info, chain_errors("withdrawing"):
+        mine.withdraw_stake()
+    assert info.value.message == "withdrawing: there is no unbonding stake"
+    assert info.value.hint == "start unbonding with: gpunet unstake"
+    with pytest.raises(UserError, match="the escrow balance is 0, 5 needed"), chain_errors("w"):
+        mine.withdraw(5)
+    with pytest.raises(UserError, match="the amount must be positive"), chain_errors("staking"):
+        mine.stake(0)
+    url = f"http://127.0.0.1:{free_port()}"
+    dead = Escrow(Rpc(url, retry=RetryPolicy(attempts=1)), escrow.address)
+    with pytest.raises(Failure, match="the chain does not answer") as failed, chain_errors("r"):
+        dead.balance_of(node.identity.address)
+    assert failed.value.exit_code == 1 and failed.value.hint

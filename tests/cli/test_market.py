@@ -282,3 +282,25 @@ def test_jobs_on_a_node_without_a_store(tmp_path: Path, devnet_state: dict[str, 
     assert not (node.home / "node.sqlite").exists()
     assert_user_error(node.run("jobs", "--state", "bogus"), "bogus")
     assert_user_error(node.run("jobs", "show", "x"), "x")
+
+
+def test_offers_and_provider_mistakes(market: Market, tmp_path: Path) -> None:
+    node = make_node(tmp_path / "viewer", market.state, "[p2p]\nmdns = false\n")
+    assert_user_error(node.run("offers", "--bootstrap", "not-an-addr"), "not a peer multiaddr")
+    bare = tmp_path / "bare.toml"
+    bare.write_text('[node]\ndata_dir = "/nonexistent"\n')
+    assert_user_error(invoke("offers", "--config", str(bare)), "no escrow contract")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[chain]\nescrow_address = 12\n")
+    assert_user_error(invoke("offers", "--config", str(bad)), "escrow_address")
+    # a second provider on the same API port: one clear line, and the first keeps serving
+    second = subprocess.run(
+        [sys.executable, "-m", "node.cli", "provider", "start", "--config",
+         str(market.provider.config)],
+        check=False, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "GPUNET_PASSWORD": PASSWORD},
+    )  # fmt: skip
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "error: cannot serve the API on 127.0.0.1:" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert _http(market.api_url + "/health")[0] == 200
