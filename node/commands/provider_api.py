@@ -4,25 +4,33 @@
 ``async with`` block: the provider's store, a fresh :class:`node.metrics.Metrics`
 with the p2p counters exported at each scrape, ``GET /v1/node`` from the
 sandbox report and the offer's capabilities, and the catalog as the known
-models. ``POST /v1/jobs`` answers ``422 not_a_client``: a provider node does
-not submit jobs (client submission through the API is a follow-up).
+models; ``gpunet_p2p_peers`` is sampled every few seconds. ``POST /v1/jobs``
+answers ``422 not_a_client``: a provider node does not submit jobs (client
+submission through the API is a follow-up).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from node.commands.common import UserError
 
 if TYPE_CHECKING:
     from node.api import NodeInfo, SubmitRequest
     from node.config import Config
+    from node.metrics import Metrics
     from node.provider import ProviderDaemon
     from node.runtime.detect import SandboxReport
 
 __all__ = ["check_api", "provider_api"]
+
+log = logging.getLogger("gpunet.api")
+#: Seconds between samples of the connected-peer gauge.
+PEER_SAMPLE_S: Final = 2.0
 
 
 def check_api(config: Config) -> None:
@@ -134,4 +142,21 @@ async def provider_api(
                 f"{exc.strerror or exc}",
                 "choose another [api] port, or set [api] enabled = false",
             ) from None
-        yield f"http://{config.api.host}:{port}"
+        peers = asyncio.create_task(_count_peers(daemon, metrics), name="api-peer-gauge")
+        try:
+            yield f"http://{config.api.host}:{port}"
+        finally:
+            peers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await peers
+
+
+async def _count_peers(daemon: ProviderDaemon, metrics: Metrics) -> None:
+    """Keep ``gpunet_p2p_peers`` current while the daemon runs (every few seconds)."""
+    await daemon.ready.wait()
+    while True:
+        try:
+            metrics.p2p_peers.set(len(await daemon.p2p.peers()))
+        except Exception as exc:  # noqa: BLE001 - a stopping p2p service just skips a sample
+            log.debug("peer count unavailable: %s", exc)
+        await asyncio.sleep(PEER_SAMPLE_S)

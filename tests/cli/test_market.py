@@ -6,6 +6,7 @@ One real provider process (``gpunet provider start``) on a devnet made by
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -217,7 +218,18 @@ def test_provider_serves_the_http_api(market: Market) -> None:
 
 def test_offers_prints_the_order_book(market: Market, tmp_path: Path) -> None:
     node = make_node(tmp_path / "viewer", market.state, "[p2p]\nmdns = false\n")
-    shown = node.run("offers", "--bootstrap", market.peer_addr, "--wait", "2")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(node.run, "offers", "--bootstrap", market.peer_addr, "--wait", "5")
+        # while the viewer is connected, the provider's peer gauge (sampled every 2 s) sees it
+        peers = 0.0
+        while not running.done() and peers < 1:
+            time.sleep(0.2)
+            found = re.search(
+                r"^gpunet_p2p_peers (\S+)$", _http(market.api_url + "/metrics")[1], re.M
+            )
+            peers = float(found.group(1)) if found else 0.0
+        shown = running.result()
+    assert peers >= 1
     assert shown.exit_code == 0, shown.output
     assert "1 offer(s)" in shown.output
     row = next(
