@@ -60,7 +60,10 @@ class GpunetGroup(click.Group):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                click.echo("interrupted", err=True)
+                sys.exit(130)
             click.echo("aborted", err=True)
             sys.exit(1)
         except OSError as exc:

@@ -157,14 +157,19 @@ def _snippet(state: dict[str, Any]) -> str:
     )
 
 
-def _start_anvil(state_dir: Path) -> tuple[subprocess.Popen[bytes], str, int]:
-    from node.chain.anvil import find_anvil, free_port
+def _find_anvil() -> str:
+    from node.chain.anvil import find_anvil
     from node.chain.errors import ChainError
 
     try:
-        binary = find_anvil()
+        return find_anvil()
     except ChainError:
         raise UserError("anvil is not installed", "run scripts/bootstrap.sh (npm ci)") from None
+
+
+def _start_anvil(state_dir: Path, binary: str) -> tuple[subprocess.Popen[bytes], str, int]:
+    from node.chain.anvil import free_port
+
     port = free_port()
     log_path = state_dir / LOG_FILE
     with log_path.open("ab") as log:
@@ -240,13 +245,14 @@ def up(state_dir: Path, fund: str | None, amount: str | None) -> None:
         if _group_alive(int(state["anvil_pid"])):
             _stop_group(int(state["anvil_pid"]))
         (state_dir / STATE_FILE).unlink(missing_ok=True)
+    binary = _find_anvil()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(
             f"cannot create {state_dir}: {exc.strerror or exc}", "use another --dir"
         ) from None
-    proc, url, port = _start_anvil(state_dir)
+    proc, url, port = _start_anvil(state_dir, binary)
     try:
         from node.chain.devnet import Devnet
 

@@ -6,6 +6,8 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
+
 from node.chain.deploy import Token
 from node.chain.escrow import Escrow
 from node.chain.rpc import Rpc, Signer
@@ -154,8 +156,6 @@ def test_money_mistakes_change_nothing(devnet_state: dict[str, object], tmp_path
 def test_chain_reverts_become_one_line_with_a_hint(
     devnet_state: dict[str, object], tmp_path: Path
 ) -> None:
-    import pytest
-
     from node.chain.anvil import free_port
     from node.chain.rpc import RetryPolicy
     from node.commands.common import Failure, UserError, chain_errors
@@ -178,3 +178,16 @@ def test_chain_reverts_become_one_line_with_a_hint(
     with pytest.raises(Failure, match="the chain does not answer") as failed, chain_errors("r"):
         dead.balance_of(node.identity.address)
     assert failed.value.exit_code == 1 and failed.value.hint
+
+
+def test_devnet_up_without_anvil_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.chain.anvil
+
+    monkeypatch.setattr(node.chain.anvil, "REPO_ROOT", tmp_path)  # no node_modules here
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no anvil on PATH
+    result = invoke("devnet", "up", "--dir", str(tmp_path / "dn"))
+    assert_user_error(result, "anvil is not installed")
+    assert "scripts/bootstrap.sh" in result.stderr
+    assert not (tmp_path / "dn").exists()
