@@ -435,8 +435,7 @@ def _report(result: Result, out: Path | None) -> None:
     att = result.attestation
     att.verify()  # the SDK checked it before accepting; say so only after checking again
     digest = hashlib.sha256(result.output_bytes).hexdigest()
-    path = out or Path(f"job-{result.job_id}.safetensors")
-    written = _write_new(path, result.output_bytes)
+    path = _write_new(out or Path(f"job-{result.job_id}.safetensors"), result.output_bytes)
     rows = [
         ("job id", str(result.job_id)),
         ("provider", checksum_address(result.provider)),
@@ -451,7 +450,7 @@ def _report(result: Result, out: Path | None) -> None:
         dtype = str(tensor.dtype).removeprefix("torch.")
         rows.append((f"  {name}", f"{dtype}{list(tensor.shape)}"))
     rows += [
-        ("written", str(path) if written else f"not written: {path} exists"),
+        ("written", str(path)),
         ("attestation", f"job {att.job_id}, signer {checksum_address(att.provider)}"),
         ("  output hash", "0x" + att.output_hash.hex()),
         ("  spec hash", "0x" + att.spec_hash.hex()),
@@ -467,17 +466,25 @@ def _report(result: Result, out: Path | None) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
-def _write_new(path: Path, data: bytes) -> bool:
-    """Write ``data`` to a new file (atomically); False if ``path`` already exists."""
+def _write_new(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new file (atomically, never overwriting); returns the path used.
+
+    If ``path`` exists by now, ``<stem>-2<suffix>``, ``-3`` … is used instead:
+    a paid-for result is never dropped.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
+        for n in range(1, 1000):
+            target = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                continue
+            return target
     finally:
         tmp.unlink()
-    return True
+    raise Failure(f"cannot write the output next to {path}", "free a file name there")
 
 
 # ---------------------------------------------------------------- offers

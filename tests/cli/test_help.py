@@ -1,10 +1,11 @@
-"""``gpunet --help`` and every subcommand's ``--help`` work, and stay fast."""
+"""`gpunet --help` and every subcommand's `--help` work and stay fast; small CLI helpers."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 from click.testing import CliRunner
@@ -54,3 +55,35 @@ def test_runtime_check_reports_a_tier() -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["tier"] in range(4) and "seccomp" in report["layers"]
+
+
+def test_outputs_are_never_overwritten(tmp_path: Path) -> None:
+    from node.commands.market import _write_new
+
+    path = tmp_path / "job-7.safetensors"
+    assert _write_new(path, b"one") == path
+    assert _write_new(path, b"two") == tmp_path / "job-7-2.safetensors"
+    assert path.read_bytes() == b"one"
+    assert (tmp_path / "job-7-2.safetensors").read_bytes() == b"two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "job-7-2.safetensors",
+        "job-7.safetensors",
+    ]
+
+
+def test_model_config_strings() -> None:
+    import pytest
+
+    from node.commands.common import UserError
+    from node.commands.market import parse_model_config
+
+    assert parse_model_config("width=8, classes=10,image=32") == {
+        "width": 8,
+        "classes": 10,
+        "image": 32,
+    }
+    assert parse_model_config("") == {}
+    assert parse_model_config("depth=-1") == {"depth": -1}
+    for bad in ("width", "width=", "=8", "Width=8", "width=8.5", "width=1e3", "w=99999999999"):
+        with pytest.raises(UserError):
+            parse_model_config(bad)
