@@ -21,11 +21,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import click
 
 from node.commands.common import (
+    Context,
     Failure,
     UserError,
     chain_errors,
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from node.client import Result
+    from node.p2p.config import P2PConfig
+    from node.p2p.orderbook import BookEntry
+    from protocol.identity import Identity
 
 __all__ = ["MAX_FILE_BYTES", "offers", "parse_model_config", "submit"]
 
@@ -59,6 +63,7 @@ STAGES: Final = (
 )
 _CONFIG_KEY: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CONFIG_VALUE: Final = re.compile(r"^-?[0-9]{1,10}$")
+_MULTIADDR: Final = re.compile(r"^(/[A-Za-z0-9._~:+-]+)+$")
 _PEER_ADDR: Final = re.compile(r"^(/[A-Za-z0-9._~:+-]+)+/p2p/[1-9A-HJ-NP-Za-km-z]+$")
 
 bootstrap_option = click.option(
@@ -94,6 +99,14 @@ def parse_model_config(text: str) -> dict[str, int]:
     return out
 
 
+def _check_listen_addrs(addrs: tuple[str, ...]) -> None:
+    for addr in addrs:
+        if len(addr) > 256 or not _MULTIADDR.match(addr):
+            raise UserError(
+                f"--listen: {addr[:60]!r} is not a multiaddr", "write e.g. /ip4/0.0.0.0/tcp/4041"
+            )
+
+
 def _check_peer_addrs(addrs: tuple[str, ...]) -> None:
     for addr in addrs:
         if len(addr) > 256 or not _PEER_ADDR.match(addr):
@@ -117,7 +130,9 @@ def _read_file(path: Path, what: str) -> bytes:
     except FileNotFoundError:
         raise UserError(f"--{what}: {path} does not exist", "check the path") from None
     except OSError as exc:
-        raise UserError(f"--{what}: cannot read {path}: {exc.strerror or exc}") from None
+        raise UserError(
+            f"--{what}: cannot read {path}: {exc.strerror or exc}", "check the file's permissions"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,6 +314,7 @@ def submit(
             "lower --max-price or --max-gpu-seconds",
         )
     _check_peer_addrs(bootstrap)
+    _check_listen_addrs(listen)
     if out is not None and out.exists():
         raise UserError(f"--out: {out} already exists", "remove it or choose another path")
     if out is not None and not out.parent.is_dir():
@@ -340,7 +356,7 @@ def _shapes_text(shapes: dict[str, tuple[tuple[int, ...], str]]) -> str:
 
 
 def _run(
-    ctx: Any,
+    ctx: Context,
     job: LocalJob,
     *,
     console: Console,
@@ -511,6 +527,7 @@ def offers(
 
     cfg = load_config_only(config_path)
     _check_peer_addrs(bootstrap)
+    _check_listen_addrs(listen)
     if not cfg.chain.escrow_address:
         raise UserError(
             "no escrow contract configured ([chain] escrow_address)",
@@ -532,7 +549,9 @@ def offers(
     _print_book(entries)
 
 
-async def _collect(identity: Any, p2p: Any, bootstrap: tuple[str, ...], wait: float) -> list[Any]:
+async def _collect(
+    identity: Identity, p2p: P2PConfig, bootstrap: tuple[str, ...], wait: float
+) -> list[BookEntry]:
     import asyncio
 
     from node.p2p.service import P2PService
@@ -554,7 +573,7 @@ async def _collect(identity: Any, p2p: Any, bootstrap: tuple[str, ...], wait: fl
         await service.stop()
 
 
-def _print_book(entries: list[Any]) -> None:
+def _print_book(entries: list[BookEntry]) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -270,6 +270,7 @@ def test_submit_mistakes_are_refused_before_any_transaction(market: Market, tmp_
         ({"--weights": str(other_weights)}, "--weights"),
         ({"--inputs": str(wrong_shape)}, "shape"),
         ({"--bootstrap": "/ip4/127.0.0.1/tcp/1"}, "not a peer multiaddr"),
+        ({"--listen": "tcp://0.0.0.0:1"}, "not a multiaddr"),
         ({"--out": str(exists)}, "already exists"),
         ({"--max-price": "cheap"}, "whole number"),
         ({"--max-price": "-1"}, "between 1 and"),
