@@ -6,9 +6,12 @@ line plus a hint and exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -31,7 +34,46 @@ keystore_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class GpunetGroup(click.Group):
+    """The top-level group: usage mistakes print like every other user error.
+
+    click's own format (usage, a blank line, ``Error: ...``) becomes
+    ``error: ...`` plus ``hint: see <command> --help``, exit status 2.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            path = exc.ctx.command_path if exc.ctx is not None else "gpunet"
+            UserError(exc.format_message(), f"see: {path} --help").show()
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                click.echo("interrupted", err=True)
+                sys.exit(130)
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                sys.exit(1)
+            raise
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=GpunetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gpunet")
 def cli() -> None:
     """gpunet: a decentralized GPU inference marketplace node."""
@@ -82,9 +124,26 @@ def keys_export_address(keystore: Path) -> None:
 
 
 def _register() -> None:
+    from node.commands.devnet import devnet
+    from node.commands.jobs import jobs
+    from node.commands.market import offers, submit
+    from node.commands.money import balance, stake, unstake, withdraw
     from node.commands.provider import provider
+    from node.commands.runtime import runtime
 
-    cli.add_command(provider)
+    for command in (
+        devnet,
+        provider,
+        submit,
+        offers,
+        jobs,
+        stake,
+        unstake,
+        withdraw,
+        balance,
+        runtime,
+    ):
+        cli.add_command(command)
 
 
 _register()

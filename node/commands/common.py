@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,11 +21,18 @@ if TYPE_CHECKING:  # imported when a command runs, so `gpunet --help` stays fast
     from node.p2p.config import P2PConfig
 
 __all__ = [
+    "MAX_AMOUNT",
     "Context",
+    "Failure",
     "UserError",
+    "chain_errors",
     "config_option",
+    "format_amount",
+    "format_time",
     "keystore_override",
+    "load_config_only",
     "open_context",
+    "parse_amount",
 ]
 
 
@@ -105,7 +114,9 @@ def open_context(config_path: Path | None, keystore: Path | None) -> Context:
     try:
         escrow_address = parse_address(config.chain.escrow_address)
     except IdentityError as exc:
-        raise UserError(f"[chain] escrow_address: {exc}") from None
+        raise UserError(
+            f"[chain] escrow_address: {exc}", "gpunet devnet up prints the [chain] section"
+        ) from None
     rpc = Rpc(config.chain.rpc_url)
     try:
         chain_id = rpc.chain_id()
@@ -117,7 +128,122 @@ def open_context(config_path: Path | None, keystore: Path | None) -> Context:
     if chain_id != config.chain.chain_id:
         raise UserError(
             f"the chain at {config.chain.rpc_url} has id {chain_id}, config says "
-            f"{config.chain.chain_id}"
+            f"{config.chain.chain_id}",
+            "fix [chain] chain_id or rpc_url in the config",
         )
     escrow = Escrow(rpc, escrow_address, Signer(rpc, identity.private_key))
     return Context(config, identity, data_dir, rpc, escrow)
+
+
+class Failure(UserError):
+    """The command could not do its work (not the user's mistake): same format, exit status 1."""
+
+    exit_code = 1
+
+
+#: Largest amount accepted on the command line (the escrow keeps stakes in uint96).
+MAX_AMOUNT = 2**96 - 1
+
+
+def parse_amount(text: str, what: str = "--amount", maximum: int = MAX_AMOUNT) -> int:
+    """A token amount in base units: ``1000``, ``1_000``, ``1e18`` or ``2.5e18`` (must be whole)."""
+    from decimal import Decimal, InvalidOperation
+
+    cleaned = text.strip().replace("_", "")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if len(cleaned) > 80 or not value.is_finite() or value != value.to_integral_value():
+        raise UserError(
+            f"{what}: {text[:40]!r} is not a whole number of token base units",
+            "write e.g. 1000, 1_000 or 100e18 (100 tokens of 18 decimals)",
+        )
+    amount = int(value)
+    if not 0 < amount <= maximum:
+        raise UserError(
+            f"{what}: must be between 1 and {maximum}, got {text[:40]}",
+            "amounts are positive token base units, e.g. 100e18",
+        )
+    return amount
+
+
+def format_amount(amount: int, decimals: int = 18) -> str:
+    """``amount`` base units, with the whole-token value for readability."""
+    whole, frac = divmod(amount, 10**decimals)
+    tokens = f"{whole:,}" + (f".{frac:0{decimals}d}".rstrip("0") if frac else "")
+    return f"{amount} ({tokens} tokens)"
+
+
+@contextlib.contextmanager
+def chain_errors(action: str) -> Iterator[None]:
+    """Turn typed chain failures during ``action`` into one clear line plus a hint."""
+    from node.chain import errors as e
+
+    try:
+        yield
+    except e.InsufficientBalance as exc:
+        raise UserError(
+            f"{action}: the escrow balance is {exc.fields.get('balance')}, "
+            f"{exc.fields.get('needed')} needed",
+            "check with: gpunet balance",
+        ) from None
+    except e.InsufficientStake as exc:
+        raise UserError(
+            f"{action}: the active stake is {exc.fields.get('stake')}, "
+            f"{exc.fields.get('minimum')} needed",
+            "check with: gpunet balance",
+        ) from None
+    except e.StakeLocked as exc:
+        unlock = int(exc.fields.get("unlockAt", 0))
+        raise UserError(
+            f"{action}: the unbonding stake is locked until {format_time(unlock)}",
+            "retry after the unlock time",
+        ) from None
+    except e.NothingUnbonding:
+        raise UserError(
+            f"{action}: there is no unbonding stake", "start unbonding with: gpunet unstake"
+        ) from None
+    except e.ZeroAmount:
+        raise UserError(f"{action}: the amount must be positive", "e.g. --amount 100e18") from None
+    except e.ContractRevert as exc:
+        raise Failure(
+            f"{action}: the contract refused: {exc}", "check the state with: gpunet balance"
+        ) from None
+    except e.RpcUnavailable as exc:
+        raise Failure(
+            f"{action}: the chain does not answer: {exc}", "is it running? (gpunet devnet status)"
+        ) from None
+    except e.TransactionTimeout as exc:
+        raise Failure(f"{action}: {exc}", "the chain may be congested; check later") from None
+    except e.RpcError as exc:
+        message = str(exc)
+        if "insufficient funds" in message.lower():
+            raise UserError(
+                f"{action}: the wallet has not enough ETH to pay for gas",
+                "on a devnet: gpunet devnet up --fund <address>",
+            ) from None
+        raise Failure(
+            f"{action}: the chain refused the request: {message[:200]}",
+            "is [chain] rpc_url an Ethereum JSON-RPC endpoint?",
+        ) from None
+    except e.ChainError as exc:
+        raise Failure(f"{action}: {exc}", "see the node's log for details") from None
+
+
+def format_time(unix: int) -> str:
+    """A unix time as UTC text plus how far away it is."""
+    import datetime
+    import time
+
+    when = datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    delta = int(unix - time.time())
+    return f"{when} (in {delta} s)" if delta > 0 else f"{when} ({-delta} s ago)"
+
+
+def load_config_only(config_path: Path | None) -> Config:
+    """The config alone (no key, no chain), every failure a :class:`UserError`."""
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        raise UserError(str(exc), "see docs/gpunet.example.toml for every key") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from node.commands.common import (
     keystore_override,
     open_context,
 )
+from node.commands.provider_api import check_api, provider_api
 
 if TYPE_CHECKING:
     from node.provider import ProviderDaemon
@@ -57,6 +59,7 @@ def start(
 
     ctx = open_context(config_path, keystore)
     cfg = ctx.config
+    check_api(cfg)  # fail fast on a busy [api] port
     logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -101,10 +104,19 @@ def start(
             data_dir=ctx.data_dir,
             settings=settings,
         )
-        asyncio.run(_serve(daemon))
+        # the HTTP API ([api] enabled) is served around the daemon's run
+        api = provider_api(daemon, cfg, report, trusted=tier_ok)
+        asyncio.run(_serve(daemon, api))
 
 
-async def _serve(daemon: ProviderDaemon) -> None:
+async def _serve(daemon: ProviderDaemon, api: AbstractAsyncContextManager[str | None]) -> None:
+    async with api as url:
+        if url is not None:
+            click.echo(f"api {url}")
+        await _run_daemon(daemon)
+
+
+async def _run_daemon(daemon: ProviderDaemon) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
