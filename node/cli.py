@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +79,11 @@ class GpunetGroup(click.Group):
 @click.version_option(__version__, prog_name="gpunet")
 def cli() -> None:
     """gpunet: a decentralized GPU inference marketplace node."""
+    # Library chatter (py-libp2p logs every failed dial at ERROR) is not for users of
+    # the CLI: our own code reports failures as one line; GPUNET_DEBUG=1 shows it all.
+    if not os.environ.get("GPUNET_DEBUG"):
+        for name in ("libp2p", "multiaddr", "trio", "aioquic", "async_service"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 @cli.group()
