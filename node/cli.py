@@ -83,8 +83,10 @@ def keys_export_address(keystore: Path) -> None:
 
 def _register() -> None:
     from node.commands.provider import provider
+    from node.commands.verify import verify
 
     cli.add_command(provider)
+    cli.add_command(verify)
 
 
 _register()

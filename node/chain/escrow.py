@@ -211,6 +211,11 @@ class Escrow(BoundContract):
             words[n >> 8] = words.get(n >> 8, 0) | (1 << (n & 0xFF))
         return [self.transact("cancelNonces", w, m, gas=gas) for w, m in sorted(words.items())]
 
+    def resolver(self) -> bytes:
+        """The dispute resolver (the VerifierCommittee once deployed)."""
+        (addr,) = self._call("resolver")
+        return _addr(addr)
+
     def set_resolver(self, resolver: bytes, *, gas: int | None = None) -> TxResult:
         """Owner: replace the resolver."""
         return self.transact("setResolver", "0x" + resolver.hex(), gas=gas)

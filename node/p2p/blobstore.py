@@ -140,10 +140,13 @@ class PartialBlob:
         return all(self.done)
 
     def close(self) -> None:
-        """Close the files (the partial state stays for a later resume)."""
-        for fd in (self._fd, self._map_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Close the files (the partial state stays for a later resume). Idempotent: a
+        second close must not close a descriptor number another open file reuses."""
+        fds, self._fd, self._map_fd = (self._fd, self._map_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def finish(self) -> Path:
         """Verify the whole blob and move it into the store; raise :class:`BlobCorrupt`."""
