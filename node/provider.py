@@ -302,7 +302,7 @@ class ProviderDaemon:
 
         try:
             ok = await asyncio.to_thread(lookup)
-        except (ChainError, ValueError) as exc:  # resolver is not a committee, RPC trouble
+        except ChainError as exc:  # the resolver is not a committee, or RPC trouble
             log.info("verifier lookup for %s failed: %s", address.hex(), exc)
             ok = False
         if len(self._verifier_cache) > 4096:

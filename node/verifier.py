@@ -91,6 +91,7 @@ class VerifierSettings:
     workers: int = 1
     poll_interval_s: float = 0.2
     fetch_timeout_s: float = 60.0
+    lookback_blocks: int = 2000  # replay this much history at start (jobs we may judge)
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -98,6 +99,8 @@ class VerifierSettings:
             raise ValueError("sample_rate must be within [0, 1]")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if self.lookback_blocks < 0:
+            raise ValueError("lookback_blocks must be >= 0")
 
 
 @dataclasses.dataclass
@@ -212,7 +215,9 @@ class VerifierDaemon:
         await self.p2p.start()
         try:
             start = await asyncio.to_thread(self.rpc.block_number)
-            escrow_follower = EventFollower(self.escrow, MemoryCursorStore(), start_block=start)
+            # replay recent history: a committee may judge a job created before we started
+            past = max(0, start - self.settings.lookback_blocks)
+            escrow_follower = EventFollower(self.escrow, MemoryCursorStore(), start_block=past)
             committee_follower = EventFollower(
                 self.committee, MemoryCursorStore(), start_block=start
             )
@@ -273,6 +278,8 @@ class VerifierDaemon:
             self._jobs[job_id] = job
             self._submitted[job_id] = dict(fields)
             self.stats.attestations_seen += 1
+            if job.challenge_end < time.time():
+                return  # history replayed at start: too late to challenge
             if job_id in self.settings.flagged or self._rng.random() < self.settings.sample_rate:
                 self.stats.sampled += 1
                 self._queue.put_nowait(job_id)

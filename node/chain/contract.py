@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from eth_abi.exceptions import DecodingError
+
 from node.chain.abi import Abi
 from node.chain.errors import ChainError, RpcError, UnknownRevert, decode_revert
 from node.chain.rpc import Receipt, Rpc, Signer, revert_data
@@ -66,7 +68,13 @@ class BoundContract:
             raw = self.rpc.call(self.address, fn.encode(*args))
         except RpcError as exc:
             raise self._revert(exc) from None
-        return fn.decode(raw)
+        try:
+            return fn.decode(raw)
+        except DecodingError as exc:  # e.g. empty data: no contract (of this kind) there
+            raise ChainError(
+                f"{name}: undecodable answer from 0x{self.address.hex()} "
+                f"({len(raw)} bytes; is a {type(self).__name__} deployed there?)"
+            ) from exc
 
     def _revert(self, exc: RpcError) -> ChainError:
         data = revert_data(exc)

@@ -117,7 +117,7 @@ def _check_committee(committee: Committee) -> None:
 
     try:
         committee.param("committeeSize")
-    except (ChainError, ValueError) as exc:
+    except ChainError as exc:
         raise UserError(
             f"the escrow's resolver 0x{committee.address.hex()} is not a verifier committee",
             "deploy VerifierCommittee and make it the resolver (escrow.setResolver)",
