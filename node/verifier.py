@@ -325,6 +325,10 @@ class VerifierDaemon:
                 outcome, detail = Outcome.ERROR, str(exc)
             fut.set_result(outcome)
             self.stats.outcomes[job_id] = outcome
+            while len(self._checks) > MAX_TRACKED_JOBS:  # oldest first (insertion order)
+                self._checks.pop(next(iter(self._checks)))
+            while len(self.stats.outcomes) > MAX_TRACKED_JOBS:
+                self.stats.outcomes.pop(next(iter(self.stats.outcomes)))
             self._record(job_id, outcome, detail)
         return await asyncio.shield(fut)
 
@@ -484,11 +488,11 @@ class VerifierDaemon:
                     return
 
     async def _decide(self, duty: _Duty) -> None:
+        """A member's vote: at fault on a mismatch, and when the provider does not serve
+        the job to a drawn member during the dispute (SPEC.md §9 obligation). A member
+        that cannot judge (other runtime, internal error) keeps the result."""
         outcome = await self.check(duty.job.job_id)
-        bad = outcome is Outcome.MISMATCH or (
-            outcome is Outcome.UNAVAILABLE and self.settings.challenge_unavailable
-        )
-        duty.vote = bad
+        duty.vote = outcome in (Outcome.MISMATCH, Outcome.UNAVAILABLE)
 
     def _drive_once(self) -> None:
         now = int(self.rpc.block("latest")["timestamp"])
