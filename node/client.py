@@ -68,6 +68,11 @@ __all__ = ["AsyncClient", "Client", "Progress", "Result"]
 log = logging.getLogger("gpunet.client")
 T = TypeVar("T")
 
+#: Open job-protocol streams to one provider at a time (its per-peer stream limit is 16).
+REQUESTS_PER_PROVIDER = 8
+#: Rounds over the candidate list when every provider was unreachable or at capacity.
+REQUEST_ROUNDS = 3
+
 #: ``progress(stage, detail)``; stages: selecting, requesting, matched, running,
 #: fetching, verifying, accepted.
 Progress = Callable[[str, str], None]
@@ -140,6 +145,7 @@ class AsyncClient:
         self._early: dict[int, ResultManifest] = {}
         self._reliability: dict[bytes, Reliability] = {}
         self._inflight: dict[bytes, int] = {}
+        self._request_gates: dict[bytes, asyncio.Semaphore] = {}
         self._stakes: dict[bytes, tuple[float, int]] = {}
         self._stop = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
@@ -249,45 +255,64 @@ class AsyncClient:
         ranked.sort(key=lambda c: c.expected_price * (1 + self._inflight.get(c.offer.provider, 0)))
         declined: list[tuple[str, DeclineReason]] = []
         last: GpunetError | None = None
-        for candidate in ranked:
-            provider = candidate.offer.provider
-            peer = peers[provider]
-            request = JobRequest(
-                request_id=os.urandom(16),
-                client=self.identity.address,
-                spec=spec,
-                max_price_per_gpu_second=max_price,
-                max_payment=max_payment,
-                deadline=int(time.time()) + deadline_s,
-            )
-            say("requesting", checksum_address(provider))
-            try:
-                answer = await self.p2p.request_job(
-                    peer, request, time_limit=self.request_timeout_s
+        for attempt in range(REQUEST_ROUNDS):
+            if attempt:  # every candidate was unreachable or busy: back off, try again
+                await asyncio.sleep(0.5 * attempt)
+            for candidate in ranked:
+                provider = candidate.offer.provider
+                request = JobRequest(
+                    request_id=os.urandom(16),
+                    client=self.identity.address,
+                    spec=spec,
+                    max_price_per_gpu_second=max_price,
+                    max_payment=max_payment,
+                    deadline=int(time.time()) + deadline_s,
                 )
-            except Exception as exc:  # noqa: BLE001 - any transport failure: next provider
-                self._record(provider, ok=False)
-                last = ProviderUnreachable(f"{checksum_address(provider)}: {exc}")
-                continue
-            if isinstance(answer, JobDecline):
-                self._record(provider, ok=False)
-                declined.append((checksum_address(provider), answer.reason))
-                last = ProviderDeclined(checksum_address(provider), answer.reason, answer.message)
-                continue
-            self._inflight[provider] = self._inflight.get(provider, 0) + 1
-            try:
-                result = await self._matched(answer, request, peer, spec, say)
-            except (AttestationInvalid, DeadlineMissed):
-                self._record(provider, ok=False)
-                raise
-            finally:
-                self._inflight[provider] -= 1
-            self._record(provider, ok=True)
-            return dataclasses.replace(
-                result, latency_s=time.monotonic() - started, declined_by=tuple(declined)
+                say("requesting", checksum_address(provider))
+                # reserve before the first await, so concurrent runs see the load and spread
+                self._inflight[provider] = self._inflight.get(provider, 0) + 1
+                try:
+                    answer = await self._request(provider, peers[provider], request)
+                    if isinstance(answer, GpunetError):
+                        last = answer
+                        continue
+                    if isinstance(answer, JobDecline):
+                        self._record(provider, ok=False)
+                        declined.append((checksum_address(provider), answer.reason))
+                        last = ProviderDeclined(
+                            checksum_address(provider), answer.reason, answer.message
+                        )
+                        continue
+                    try:
+                        result = await self._matched(answer, request, peers[provider], spec, say)
+                    except (AttestationInvalid, DeadlineMissed):
+                        self._record(provider, ok=False)
+                        raise
+                finally:
+                    self._inflight[provider] -= 1
+                self._record(provider, ok=True)
+                return dataclasses.replace(
+                    result, latency_s=time.monotonic() - started, declined_by=tuple(declined)
+                )
+            retryable = isinstance(last, ProviderUnreachable) or (
+                isinstance(last, ProviderDeclined) and last.reason is DeclineReason.CAPACITY
             )
+            if not retryable:
+                break
         assert last is not None
         raise last
+
+    async def _request(
+        self, provider: bytes, peer: str, request: JobRequest
+    ) -> JobAccept | JobDecline | ProviderUnreachable:
+        """One request, at most :data:`REQUESTS_PER_PROVIDER` in flight per provider."""
+        gate = self._request_gates.setdefault(provider, asyncio.Semaphore(REQUESTS_PER_PROVIDER))
+        async with gate:
+            try:
+                return await self.p2p.request_job(peer, request, time_limit=self.request_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any transport failure: next provider
+                self._record(provider, ok=False)
+                return ProviderUnreachable(f"{checksum_address(provider)}: {exc}")
 
     def _record(self, provider: bytes, *, ok: bool) -> None:
         rel = self._reliability.setdefault(provider, Reliability())
@@ -425,17 +450,23 @@ class AsyncClient:
         return data
 
     async def _refund_after_deadline(self, job: ChainJob) -> str | None:
-        while True:
-            now = int((await asyncio.to_thread(self.rpc.block, "latest"))["timestamp"])
-            if now > job.deadline:
-                break
-            await asyncio.sleep(min(5.0, job.deadline - now + 0.5))
-        try:
-            tx = await asyncio.to_thread(self.escrow.refund, job)
-        except Exception as exc:  # noqa: BLE001 - reported: the job may have moved meanwhile
-            log.warning("refund of job %d failed: %s", job.job_id, exc)
-            return None
-        return "0x" + tx.receipt.tx_hash.hex()
+        """Claim the refund once the deadline has passed.
+
+        A chain's latest block may be old (anvil mines only on demand), so wait by
+        the wall clock and let the refund transaction's own block decide; a refund
+        that is still early reverts and is retried.
+        """
+        await asyncio.sleep(max(0.0, job.deadline - time.time() + 1))
+        last: Exception | None = None
+        for _ in range(30):
+            try:
+                tx = await asyncio.to_thread(self.escrow.refund, job)
+                return "0x" + tx.receipt.tx_hash.hex()
+            except Exception as exc:  # noqa: BLE001 - too early, or the job moved: retry, report
+                last = exc
+                await asyncio.sleep(2.0)
+        log.warning("refund of job %d failed: %s", job.job_id, last)
+        return None
 
     # ------------------------------------------------------------ callbacks
     async def _on_result(self, peer: str, manifest: ResultManifest) -> bool:

@@ -24,11 +24,14 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
+import os
 import time
 from pathlib import Path
 
 from node.admission import Policy, admit
+from node.chain import lookup
 from node.chain.committee import Committee
 from node.chain.errors import ChainError
 from node.chain.escrow import Escrow, ResultArgs
@@ -39,12 +42,12 @@ from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.service import P2PService
 from node.runtime.descriptor import parse as parse_descriptor
-from node.runtime.pool import RunRequest, WorkerPool
+from node.runtime.pool import RunRequest, RunResult, WorkerPool
 from node.store.records import NewJob, Role
 from node.store.store import Store
 from protocol.content import ContentId
 from protocol.identity import Identity, address_from_peer_id
-from protocol.lifecycle import JobEvent
+from protocol.lifecycle import JobEvent, JobState
 from protocol.messages import (
     ADVERTISEMENT_CLIENT,
     Attestation,
@@ -58,6 +61,7 @@ from protocol.messages import (
     JobSpec,
     Offer,
     ResultManifest,
+    decode_as,
     encode,
     spec_bytes,
 )
@@ -145,6 +149,8 @@ class ProviderDaemon:
         self.completed = 0
         self.ready = asyncio.Event()
         self._capabilities: Capabilities | None = None
+        self._peers = _PeerLog(self.data_dir / "provider-peers.jsonl")
+        self._last_finalize = 0.0
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -169,7 +175,8 @@ class ProviderDaemon:
         """Serve until ``stop`` is set; every background task is cancelled and awaited."""
         await self.p2p.start()
         try:
-            start_block = await asyncio.to_thread(self.rpc.block_number)
+            start_block = await asyncio.to_thread(self._start_block)
+            await self._resume(start_block)
             follower = EventFollower(
                 self.escrow,
                 JsonCursorStore(self.data_dir / "provider-cursor.json"),
@@ -188,6 +195,86 @@ class ProviderDaemon:
             pass
         finally:
             await self.p2p.stop()
+
+    def _start_block(self) -> int:
+        """The block this node first started at (kept in the data dir across restarts)."""
+        path = self.data_dir / "provider-start.json"
+        try:
+            return int(json.loads(path.read_text())["block"])
+        except (OSError, ValueError, KeyError, TypeError):
+            block = self.rpc.block_number()
+            _write_atomic(path, json.dumps({"block": block}).encode())
+            return block
+
+    # ------------------------------------------------------------ restart
+    async def _resume(self, start_block: int) -> None:
+        """Drive every job left in flight by a previous run (kill -9 included) onward."""
+        jobs = await asyncio.to_thread(self.store.jobs.in_flight, Role.PROVIDER)
+        peers = self._peers.load()
+        for stored in jobs:
+            job = stored
+            peer = peers.get(job.id)
+            if job.spec is None or job.counterparty is None or peer is None:
+                await asyncio.to_thread(self.store.jobs.abandon, job.id, "cannot resume: no peer")
+                continue
+            if job.state is JobState.NONE:
+                created = await asyncio.to_thread(
+                    lookup.created_for,
+                    self.escrow,
+                    job.counterparty,
+                    self.identity.address,
+                    start_block,
+                )
+                mine = [e for e in created if bytes(e.fields["specHash"]) == job.spec_hash]
+                if not mine:
+                    request = JobRequest(
+                        request_id=job.request_id or bytes(16),
+                        client=job.counterparty,
+                        spec=job.spec,
+                        max_price_per_gpu_second=job.price,
+                        max_payment=job.max_payment,
+                        deadline=job.deadline,
+                    )
+                    self._pending[(job.counterparty, job.spec_hash)] = _Pending(
+                        request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s
+                    )
+                    continue
+                job = await asyncio.to_thread(
+                    self.store.jobs.transition,
+                    job.id,
+                    JobEvent.CREATE,
+                    block=mine[-1].block_number,
+                    job_id=int(mine[-1].fields["jobId"]),
+                )
+            assert job.job_id is not None and job.spec is not None
+            events = await asyncio.to_thread(
+                lookup.job_events, self.escrow, job.job_id, start_block
+            )
+            chain_job = lookup.rebuild_job(self.escrow, events)
+            if chain_job is None:
+                continue
+            running = _Running(chain_job, job.spec, peer, job.id)
+            names = {e.name for e in events}
+            if "JobFinalized" in names:
+                await asyncio.to_thread(self.store.jobs.transition, job.id, JobEvent.ACCEPT)
+            elif "JobRefunded" in names:
+                await asyncio.to_thread(self.store.jobs.transition, job.id, JobEvent.REFUND)
+            elif "ResultSubmitted" in names:
+                if job.state is JobState.MATCHED:
+                    await asyncio.to_thread(self.store.jobs.transition, job.id, JobEvent.SUBMIT)
+                self._submitted[chain_job.job_id] = running
+                if job.output_cid is not None:
+                    self._outputs[chain_job.job_id] = (chain_job.client, job.output_cid)
+                    self._keep_for_verifiers(chain_job.job_id, job.spec, job.output_cid)
+            elif job.attestation is not None and job.output_cid is not None:
+                # ran and signed before the crash: deliver and submit that same result
+                attestation = decode_as(job.attestation, Attestation)
+                self._outputs[chain_job.job_id] = (chain_job.client, job.output_cid)
+                self._keep_for_verifiers(chain_job.job_id, job.spec, job.output_cid)
+                await self._deliver_and_queue(running, attestation, job.output_cid, None)
+            else:
+                await self._queue.put(running)
+            log.info("resumed job %d in state %s", chain_job.job_id, job.state.name)
 
     async def _sleep_or_stop(self, stop: asyncio.Event, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -264,6 +351,7 @@ class ProviderDaemon:
                 counterparty=request.client,
             ),
         )
+        await asyncio.to_thread(self._peers.add, job.id, peer)
         self._pending[(request.client, spec_hash)] = _Pending(
             request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s
         )
@@ -401,24 +489,40 @@ class ProviderDaemon:
         )
         self._outputs[job.job_id] = (job.client, output)
         self._keep_for_verifiers(job.job_id, spec, output)
+        await self._deliver_and_queue(running, attestation, output, result)
+
+    async def _deliver_and_queue(
+        self,
+        running: _Running,
+        attestation: Attestation,
+        output: ContentId,
+        result: RunResult | None,
+    ) -> None:
+        """Queue the signed result for onchain submission and deliver it to the client."""
+        job = running.chain_job
         running.attestation = attestation
         running.result = ResultArgs(
             job=job,
-            output_hash=result.output_sha256,
+            output_hash=attestation.output_hash,
             runtime_id=attestation.runtime_id,
-            determinism=int(spec.determinism),
-            metered_millis=result.metered_millis,
+            determinism=int(attestation.determinism),
+            metered_millis=attestation.metered_millis,
         )
         self._to_submit.append(running)
+        size = self.blobs.size(output) or 0
         manifest = ResultManifest(
             job_id=job.job_id,
             output=output.digest,
-            output_size=len(result.output),
+            output_size=size,
             attestation=attestation,
-            peak_memory_bytes=result.peak_memory_bytes,
-            wall_millis=result.wall_millis,
+            peak_memory_bytes=result.peak_memory_bytes if result else 0,
+            wall_millis=result.wall_millis if result else 0,
         )
-        ack = await self.p2p.deliver_result(running.peer, manifest)
+        try:
+            ack = await self.p2p.deliver_result(running.peer, manifest)
+        except Exception as exc:  # noqa: BLE001 - the client can still fetch after the fact
+            log.warning("could not deliver result of job %d: %s", job.job_id, exc)
+            return
         if not ack.ok:
             log.warning("client refused result of job %d: %s", job.job_id, ack.reason)
 
@@ -440,6 +544,12 @@ class ProviderDaemon:
                 except Exception as exc:  # noqa: BLE001 - retried on the next round
                     log.warning("submitting %d results failed: %s", len(batch), exc)
                     self._to_submit.extend(batch)
+            if time.monotonic() - self._last_finalize > 1.0:
+                self._last_finalize = time.monotonic()
+                try:
+                    await self._finalize_due()
+                except Exception as exc:  # noqa: BLE001 - retried on the next round
+                    log.warning("finalizing failed: %s", exc)
             if await self._sleep_or_stop(stop, self.settings.settle_interval_s):
                 return
 
@@ -463,6 +573,73 @@ class ProviderDaemon:
                 block=tx.receipt.block_number,
                 tx_hash=tx_hash,
             )
+
+    async def _finalize_due(self) -> None:
+        """Finalize submitted jobs whose challenge window has ended (unclaimed by the client)."""
+        if not self._submitted:
+            return
+        # the next block's time: a chain that mines on demand has an old latest block
+        latest = int((await asyncio.to_thread(self.rpc.block, "latest"))["timestamp"])
+        now = max(latest, int(time.time()))
+        due = [r for r in self._submitted.values() if 0 < r.chain_job.challenge_end < now]
+        if not due:
+            return
+        states = await asyncio.gather(
+            *(asyncio.to_thread(self.escrow.job_state, r.chain_job) for r in due)
+        )
+        ready = [r for r, st in zip(due, states, strict=True) if st is JobState.SUBMITTED]
+        for r, st in zip(due, states, strict=True):
+            if st is JobState.FINALIZED:  # the client accepted while we were not looking
+                self._submitted.pop(r.chain_job.job_id, None)
+        if not ready:
+            return
+        tx = await asyncio.to_thread(self.escrow.finalize_many, [r.chain_job for r in ready])
+        for r in ready:
+            self._submitted.pop(r.chain_job.job_id, None)
+            await asyncio.to_thread(
+                self.store.jobs.transition,
+                r.local_id,
+                JobEvent.FINALIZE,
+                block=tx.receipt.block_number,
+                tx_hash="0x" + tx.receipt.tx_hash.hex(),
+            )
+            self.completed += 1
+
+
+class _PeerLog:
+    """local job id -> the client's peer id, appended durably (the store has no peer column)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add(self, local_id: int, peer: str) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"id": local_id, "peer": peer}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def load(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return out
+        for line in lines:
+            try:
+                row = json.loads(line)
+                out[int(row["id"])] = str(row["peer"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line after a crash
+        return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 class _Stop(Exception):

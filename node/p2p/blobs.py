@@ -37,6 +37,7 @@ from node.p2p.framing import FrameError, read_frame, write_frame
 from node.p2p.guard import PeerGuard, Refused
 from node.p2p.jobs import close_quietly, peer_of, reset_quietly
 from node.p2p.metrics import P2PMetrics
+from node.p2p.threads import run_in_thread
 from node.p2p.wire import Ticket, TicketRequest, decode_frame, encode_frame
 from protocol.content import CHUNK_SIZE, ContentId
 from protocol.errors import DecodeError
@@ -92,6 +93,7 @@ class BlobService:
         self.authorize = authorize
         self.limits = config.limits
         self.dataplane: DataPlaneServer | None = None
+        self._fetching: dict[ContentId, trio.Lock] = {}
         if config.enable_data_plane:
             self.dataplane = DataPlaneServer(
                 config.data_plane_host, config.data_plane_port, self.limits, guard, metrics
@@ -108,7 +110,12 @@ class BlobService:
             await nursery.start(self.dataplane.serve)
 
     async def _allowed(self, peer: str, cid: ContentId, job_id: int) -> BlobStatus:
-        if not await self.authorize(peer, cid, job_id):
+        try:
+            allowed = await self.authorize(peer, cid, job_id)
+        except Exception:  # an authoriser bug refuses, never crashes
+            log.exception("blob authoriser failed")
+            allowed = False
+        if not allowed:
             self.metrics.inc("blob_refused", reason="forbidden")
             log.info("blob %s refused to %s (job %d): no reason to have it", cid, peer, job_id)
             return BlobStatus.FORBIDDEN
@@ -149,7 +156,7 @@ class BlobService:
                         cid=req.cid,
                         status=status.value,
                         token=token,
-                        host=self.config.data_plane_host,
+                        host=_announce(self.config.data_plane_host),
                         port=self.dataplane.port,
                         total_size=size,
                         expires_in=60,
@@ -231,9 +238,22 @@ class BlobService:
         """Fetch ``cid`` from ``peer`` into the store (see module docstring); its path."""
         if self.store.has(cid):
             return self.store.path(cid)
+        lock = self._fetching.setdefault(cid, trio.Lock())
+        try:
+            async with lock:  # one fetch per blob at a time (they share the partial file)
+                return await self._fetch_locked(peer, cid, job_id, max_size, via, parallel)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._fetching.pop(cid, None)
+
+    async def _fetch_locked(  # noqa: PLR0917
+        self, peer: str, cid: ContentId, job_id: int, max_size: int, via: str, parallel: int
+    ) -> Path:
+        if self.store.has(cid):
+            return self.store.path(cid)
         max_size = min(max_size, self.limits.max_blob_bytes)
         if via == "dataplane":
-            ticket = await self._ticket(peer, cid, job_id)
+            ticket, server_ip = await self._ticket(peer, cid, job_id)
             size = ticket.total_size
         elif via == "libp2p":
             ticket = None
@@ -246,7 +266,10 @@ class BlobService:
         partial = self.store.partial(cid, size)
         try:
             if ticket is not None:
-                await self._fetch_dataplane(peer, ticket, partial, parallel)
+                # connect to the address the authenticated libp2p connection came from;
+                # the ticket's host is only a fallback (a server must not steer us elsewhere)
+                address = (server_ip or ticket.host or "127.0.0.1", ticket.port)
+                await self._fetch_dataplane(peer, ticket, address, partial, parallel)
             else:
                 await self._fetch_libp2p(peer, partial, job_id)
         finally:
@@ -254,7 +277,7 @@ class BlobService:
         if not partial.complete():
             raise BlobFetchError(f"blob {cid} incomplete")
         try:
-            path = await trio.to_thread.run_sync(partial.finish)
+            path = await run_in_thread(partial.finish)
         except Exception as exc:
             self.metrics.inc("blob_fetch_refused", reason="corrupt")
             self.guard.strike(peer, "blob:corrupt")
@@ -262,13 +285,14 @@ class BlobService:
         self.metrics.inc("blob_fetched", via=via)
         return path
 
-    async def _ticket(self, peer: str, cid: ContentId, job_id: int) -> Ticket:
+    async def _ticket(self, peer: str, cid: ContentId, job_id: int) -> tuple[Ticket, str | None]:
         lim = self.limits
         req = encode_frame(TicketRequest(cid=cid.digest, job_id=job_id))
         try:
             with trio.fail_after(lim.read_timeout):
                 stream = await self.host.new_stream(ID.from_base58(peer), [TICKET_PROTOCOL])
             try:
+                remote = stream.get_remote_address()
                 await write_frame(stream, req, time_limit=lim.read_timeout)
                 data = await read_frame(stream, max_bytes=512, time_limit=lim.read_timeout)
             finally:
@@ -280,14 +304,16 @@ class BlobService:
             raise BlobFetchError(f"{peer} refused blob {cid}: {ticket.status}")
         if len(ticket.token) != 32 or not ticket.port:
             raise BlobFetchError("malformed ticket")
-        return ticket
+        return ticket, (remote[0] if remote else None)
 
     async def _fetch_dataplane(
-        self, peer: str, ticket: Ticket, partial: PartialBlob, parallel: int
+        self,
+        peer: str,
+        ticket: Ticket,
+        address: tuple[str, int],
+        partial: PartialBlob,
+        parallel: int,
     ) -> None:
-        host = ticket.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
         segments = _split(partial.missing(), max(1, parallel))
         lim = self.limits
 
@@ -298,7 +324,7 @@ class BlobService:
 
             try:
                 await fetch_range(
-                    (host, ticket.port),
+                    address,
                     ticket.token,
                     partial.cid,
                     (offset, length),
@@ -397,3 +423,8 @@ def _split(runs: list[tuple[int, int]], parts: int) -> list[tuple[int, int]]:
             length -= target
         out.append((offset, length))
     return out
+
+
+def _announce(host: str) -> str:
+    """The data-plane host put in tickets ("" = the address of the libp2p connection)."""
+    return "" if host in ("", "0.0.0.0", "::") else host

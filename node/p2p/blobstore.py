@@ -90,9 +90,18 @@ class PartialBlob:
                 done = b""  # a different size was announced: start over
         self.done = bytearray(done or bytes(self.n_chunks))
         self._fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.ftruncate(self._fd, total_size)
+        if os.fstat(self._fd).st_size != total_size:
+            os.ftruncate(self._fd, total_size)
+        if total_size:
+            # allocate blocks up front: writes into a sparse file are much slower; a file
+            # system without fallocate just stays sparse
+            with contextlib.suppress(OSError):
+                os.posix_fallocate(self._fd, 0, total_size)
         self._map_fd = os.open(self.map_path, os.O_RDWR | os.O_CREAT, 0o600)
         os.pwrite(self._map_fd, bytes(self.done), 0)
+        # bytes arriving in order from offset 0 are hashed as they come (no second pass)
+        self._hasher = hashlib.sha256()
+        self._hashed = 0 if not any(self.done) else -1
 
     def missing(self) -> list[tuple[int, int]]:
         """Byte ranges ``(offset, length)`` still to fetch, merged into runs."""
@@ -121,6 +130,9 @@ class PartialBlob:
         if offset < 0 or offset + len(data) > self.total_size:
             raise ValueError("write outside the blob")
         os.pwrite(self._fd, data, offset)
+        if offset == self._hashed:
+            self._hasher.update(data)
+            self._hashed += len(data)
 
     def mark(self, start: int, end: int) -> None:
         """Mark every chunk lying entirely inside the written range ``[start, end)``."""
@@ -140,8 +152,8 @@ class PartialBlob:
         return all(self.done)
 
     def close(self) -> None:
-        """Close the files (the partial state stays for a later resume). Idempotent: a
-        second close must not close a descriptor number another open file reuses."""
+        """Close the files (the partial state stays for a later resume)."""
+        # idempotent: closing a descriptor twice could close someone else's reused number
         fds, self._fd, self._map_fd = (self._fd, self._map_fd), -1, -1
         for fd in fds:
             if fd >= 0:
@@ -154,7 +166,14 @@ class PartialBlob:
         if self.store.has(self.cid):
             self.discard()
             return self.store.path(self.cid)
-        digest = hash_file(self.part_path)
+        if self._hashed >= 0:  # hash the rest (out-of-order ranges) from the file
+            with self.part_path.open("rb") as f:
+                f.seek(self._hashed)
+                while block := f.read(_READ):
+                    self._hasher.update(block)
+            digest = self._hasher.digest()
+        else:
+            digest = hash_file(self.part_path)
         if digest != self.cid.digest:
             self.discard()
             raise BlobCorrupt(f"blob {self.cid} hashed to sha256:{digest.hex()}; deleted")

@@ -199,7 +199,11 @@ class TrioBridge(Generic[T]):
                 loop.call_soon_threadsafe(_set_exception, fut, self._closed_error())
                 loop.call_soon_threadsafe(finished.set)
                 return
-            nursery.start_soon(runner)
+            try:
+                nursery.start_soon(runner)
+            except RuntimeError:  # nursery closed by a concurrent shutdown
+                loop.call_soon_threadsafe(_set_exception, fut, self._closed_error())
+                loop.call_soon_threadsafe(finished.set)
 
         try:
             token.run_sync_soon(schedule)

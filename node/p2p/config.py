@@ -26,6 +26,8 @@ class Limits:
     #: concurrent blob transfers served, in total and per peer
     max_blob_transfers: int = 16
     max_blob_transfers_per_peer: int = 8
+    #: open data-plane TCP connections (before a token is checked)
+    max_dataplane_connections: int = 64
     #: largest blob served or fetched
     max_blob_bytes: int = 4 << 30
     #: strikes (invalid messages, garbage frames) before a peer is banned
@@ -57,6 +59,8 @@ class P2PConfig:
     #: our own pacing of outgoing gossip (the library drops silently above this)
     publish_per_second: float = 5.0
     publish_queue: int = 64
+    #: re-publish our current offer this often, so peers that joined later learn it
+    republish_seconds: float = 30.0
     #: the blob data plane (plain TCP, ticket-authenticated); port 0 = any
     data_plane_host: str = "127.0.0.1"
     data_plane_port: int = 0

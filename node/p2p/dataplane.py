@@ -91,6 +91,7 @@ class DataPlaneServer:
         self.metrics = metrics
         self._clock = clock
         self._grants: dict[bytes, Grant] = {}
+        self._open = 0
 
     def grant(
         self, peer: str, cid: ContentId, path: Path, size: int, *, ip: str | None, ttl: int = 60
@@ -122,12 +123,20 @@ class DataPlaneServer:
         return bytes(buf)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        if self._open >= self.limits.max_dataplane_connections:
+            self.metrics.inc("dataplane_refused", reason="connections")
+            log.warning("data plane: %d connections open, refusing another", self._open)
+            await stream.aclose()
+            return
+        self._open += 1
         try:
             async with stream:
                 await self._serve(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.metrics.inc("dataplane_broken")
             log.info("data plane: connection broke: %r", exc)
+        finally:
+            self._open -= 1
 
     async def _refuse(self, stream: trio.SocketStream, status: DpStatus, why: str) -> None:
         self.metrics.inc("dataplane_refused", reason=status.name.lower())
@@ -170,18 +179,21 @@ class DataPlaneServer:
             if os.fstat(fd).st_size < offset + length:
                 raise FileNotFoundError("blob is shorter than granted")
             await stream.send_all(bytes([DpStatus.OK]))
-            buf = bytearray(min(_BUF, length))
-            view = memoryview(buf)
+            sock = stream.socket
             sent = 0
             while sent < length:
-                n = os.preadv(fd, [view[: min(len(buf), length - sent)]], offset + sent)
-                if n <= 0:  # shrank mid-transfer: close early; the client sees a truncation
+                try:  # zero-copy from the page cache; the socket is non-blocking
+                    n = os.sendfile(sock.fileno(), fd, offset + sent, min(_BUF, length - sent))
+                except BlockingIOError:
+                    with trio.fail_after(self.limits.read_timeout):  # a stalled reader is dropped
+                        await sock.wait_writable()
+                    continue
+                if n == 0:  # shrank mid-transfer: close early; the client sees a truncation
                     self.metrics.inc("dataplane_broken")
                     log.warning("data plane: %s shrank while being sent", path)
                     return
-                with trio.fail_after(self.limits.read_timeout):  # a stalled reader is dropped
-                    await stream.send_all(view[:n])
                 sent += n
+                await trio.lowlevel.checkpoint()
             self.metrics.inc("dataplane_bytes_sent", sent)
         finally:
             os.close(fd)

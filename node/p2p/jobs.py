@@ -172,7 +172,13 @@ class JobService:
             return
         answer: JobAccept | JobDecline | None = None
         with trio.move_on_after(self._limits.read_timeout):
-            answer = await self.on_request(peer, req)
+            try:
+                answer = await self.on_request(peer, req)
+            except Exception:  # an application bug must not kill the node
+                log.exception("job request handler failed")
+                self.metrics.inc("job_handler_errors")
+                await self._decline(stream, req.request_id, DeclineReason.CAPACITY, "internal")
+                return
         if answer is None:
             await self._decline(stream, req.request_id, DeclineReason.CAPACITY, "handler timeout")
             return
@@ -197,7 +203,11 @@ class JobService:
         else:
             accepted = False
             with trio.move_on_after(self._limits.read_timeout):
-                accepted = await self.on_result(peer, manifest)
+                try:
+                    accepted = await self.on_result(peer, manifest)
+                except Exception:  # an application bug must not kill the node
+                    log.exception("result handler failed")
+                    self.metrics.inc("job_handler_errors")
             ok, reason = accepted, "" if accepted else "refused by the client"
         self.metrics.inc("job_results_received", ok=str(ok).lower())
         ack = ResultAck(job_id=manifest.job_id, ok=ok, reason=reason[:256])

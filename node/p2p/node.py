@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from node.p2p.gossip import (
     OFFERS_TOPIC,
     OfferPublisher,
     OfferValidator,
+    PublishQueueFull,
     apply_offer,
     make_router,
 )
@@ -112,6 +114,7 @@ class P2PNode:
         self.blob_store = blob_store
         self._authorize = authorize
         self._blacklisted: set[str] = set()
+        self._own_offer: Offer | None = None
         self.extensions: list[Callable[[P2PNode], Awaitable[None]]] = []
 
     # ------------------------------------------------------------ accessors
@@ -212,6 +215,7 @@ class P2PNode:
                 nursery.start_soon(self._publisher.run)
                 nursery.start_soon(self._pump_offers, subscription)
                 nursery.start_soon(self._housekeeping)
+                nursery.start_soon(self._republish)
                 for addr in cfg.bootstrap:
                     nursery.start_soon(self._bootstrap, addr)
                 task_status.started(self)
@@ -255,6 +259,19 @@ class P2PNode:
                 if not self.guard.is_banned(peer):
                     self._blacklisted.discard(peer)
                     self.pubsub.remove_from_blacklist(ID.from_base58(peer))
+
+    async def _republish(self) -> None:
+        while True:
+            await trio.sleep(self.config.republish_seconds)
+            offer = self._own_offer
+            if offer is None or self._publisher is None:
+                continue
+            if offer.expiry <= time.time():
+                self._own_offer = None
+                continue
+            with contextlib.suppress(PublishQueueFull):  # logged and counted by submit
+                self._publisher.submit(offer)
+        self._own_offer = offer
 
     async def _bootstrap(self, addr: str) -> None:
         delay = 0.2
@@ -310,6 +327,7 @@ class P2PNode:
         if offer.provider != self.identity.address:
             raise ValueError("a node publishes only its own offers")
         self._publisher.submit(offer)
+        self._own_offer = offer
 
     def mesh_size(self) -> int:
         """Peers subscribed to the offer topic."""

@@ -168,3 +168,33 @@ def test_no_matching_offer_says_why(devnet: Devnet, pool: WorkerPool) -> None:
                 )
 
     asyncio.run(scenario())
+
+
+def test_three_providers_fifty_concurrent_jobs_conserve_money(
+    devnet: Devnet, pool: WorkerPool
+) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        actors = [devnet.provider() for _ in range(3)]
+        escrow_before = devnet.token_balance_of_escrow()
+        async with (
+            provider(devnet, pool, tmp, actors[0], max_concurrent_jobs=4, queue_size=64) as a,
+            provider(devnet, pool, tmp, actors[1], max_concurrent_jobs=4, queue_size=64) as b,
+            provider(devnet, pool, tmp, actors[2], max_concurrent_jobs=4, queue_size=64) as d,
+            client(devnet, tmp, [a, b, d]) as c,
+        ):
+            earned_before = sum(devnet.escrow.balance_of(p.address) for p in actors)
+            weights = formats.random_weights("mlp@1", MLP, seed=9)
+            xs = [torch.randn(2, 12, generator=torch.Generator().manual_seed(i)) for i in range(50)]
+            results = await asyncio.gather(
+                *(c.run(("mlp@1", MLP, weights), {"x": x}, max_price=PRICE) for x in xs)
+            )
+            assert len({r.job_id for r in results}) == 50
+            assert {r.provider for r in results} == {p.address for p in actors}
+            for x, r in zip(xs, results, strict=True):
+                assert torch.allclose(r.outputs["logits"], _local(weights, x), atol=1e-5)
+            earned = sum(devnet.escrow.balance_of(p.address) for p in actors) - earned_before
+            assert earned == sum(r.cost for r in results)
+            assert devnet.token_balance_of_escrow() == escrow_before + 100 * TOKEN  # the deposit
+
+    asyncio.run(scenario())

@@ -11,7 +11,7 @@ from conftest import make_config
 from libp2p.peer.id import ID
 from nodes import wait_for
 
-from node.p2p.blobs import BLOB_PROTOCOL, BlobFetchError
+from node.p2p.blobs import BLOB_PROTOCOL, TICKET_PROTOCOL, BlobFetchError
 from node.p2p.blobstore import BlobStore
 from node.p2p.dataplane import HEADER, MAGIC, DataPlaneError, fetch_range
 from node.p2p.framing import encode_uvarint
@@ -188,9 +188,77 @@ def test_garbage_on_the_blob_paths(tmp_path: Path) -> None:
             stream = await client.host.new_stream(ID.from_base58(server.peer_id), [BLOB_PROTOCOL])
             await stream.write(encode_uvarint(1 << 30))
             await wait_for(lambda: server.metrics.total("blob_streams_refused") == 2)
+            # ticket stream: garbage -> strike + reset; no ticket issued
+            stream = await client.host.new_stream(ID.from_base58(server.peer_id), [TICKET_PROTOCOL])
+            await stream.write(encode_uvarint(4) + b"\x00\x01\x02\x03")
+            await wait_for(lambda: server.guard.strikes(client.peer_id) == 2)
+            assert server.metrics.get("blob_tickets_issued") == 0
             # still serving
             path = await client.blobs.fetch(server.peer_id, cid, JOB, max_size=1 << 20)
             assert path.read_bytes() == b"x" * 1000
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_concurrent_transfer_limit(tmp_path: Path) -> None:
+    from node.p2p.config import Limits
+
+    limits = Limits(read_timeout=5.0, max_blob_transfers_per_peer=1)
+    server = P2PNode(
+        Identity.generate(),
+        make_config(enable_dht=False, limits=limits),
+        blob_store=BlobStore(tmp_path / "server"),
+        authorize=allow_job,
+    )
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            assert server.blob_store is not None and server.blobs.dataplane is not None
+            dp = server.blobs.dataplane
+            size = 64 * CHUNK_SIZE
+            cid = server.blob_store.put_bytes(os.urandom(size))
+            token = dp.grant("peer-x", cid, server.blob_store.path(cid), size, ip=None)
+            header = HEADER.pack(MAGIC, 1, token, cid.digest, 0, size)
+            # first transfer: read the status byte, then stall (the server keeps the slot)
+            first = await trio.open_tcp_stream("127.0.0.1", dp.port)
+            await first.send_all(header)
+            assert (await first.receive_some(1)) == b"\x00"
+            second = await trio.open_tcp_stream("127.0.0.1", dp.port)
+            await second.send_all(header)
+            with trio.fail_after(5):
+                assert (await second.receive_some(1)) == b"\x03"  # BUSY
+            assert server.metrics.get("dataplane_refused", reason="busy") == 1
+            await second.aclose()
+            await first.aclose()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_several_fetches_in_parallel(tmp_path: Path) -> None:
+    server, client = two_nodes(tmp_path)
+    blobs = [os.urandom(2 * CHUNK_SIZE + i) for i in range(3)]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await start(nursery, server, client)
+            assert server.blob_store is not None
+            cids = [server.blob_store.put_bytes(b) for b in blobs]
+            results: dict[int, bytes] = {}
+
+            async def get(i: int, cid: ContentId, via: str) -> None:
+                path = await client.blobs.fetch(server.peer_id, cid, JOB, max_size=1 << 30, via=via)
+                results[i] = path.read_bytes()
+
+            async with trio.open_nursery() as fetches:
+                # the same blob twice at once (they share one partial file: serialised)
+                fetches.start_soon(get, 0, cids[0], "dataplane")
+                fetches.start_soon(get, 1, cids[0], "libp2p")
+                fetches.start_soon(get, 2, cids[1], "dataplane")
+                fetches.start_soon(get, 3, cids[2], "libp2p")
+            assert results == {0: blobs[0], 1: blobs[0], 2: blobs[1], 3: blobs[2]}
             nursery.cancel_scope.cancel()
 
     trio.run(main)

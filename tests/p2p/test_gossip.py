@@ -7,7 +7,7 @@ import time
 import msgspec
 import pytest
 import trio
-from conftest import CHAIN_ID, make_offer
+from conftest import CHAIN_ID, make_config, make_offer
 from nodes import mesh_ready, running, wait_for
 
 from node.p2p.gossip import OFFERS_TOPIC, PublishQueueFull
@@ -124,3 +124,23 @@ def test_guard_rates_and_ban_expiry() -> None:
 
 def test_node_type_is_exported() -> None:
     assert P2PNode.__name__ == "P2PNode"
+
+
+def test_late_joiner_learns_offers_from_republishing() -> None:
+    async def main() -> None:
+        cfg = {"enable_dht": False, "republish_seconds": 1.0}
+        async with running(2, config=cfg) as (a, b):
+            await mesh_ready([a, b])
+            a.publish_offer(make_offer(a.identity, nonce=3))
+            await wait_for(lambda: len(b.book) == 1)
+            late = P2PNode(Identity.generate(), make_config(**cfg))
+            async with trio.open_nursery() as nursery:
+                await nursery.start(late.run)
+                await late.connect(b.addrs()[0])
+                await wait_for(lambda: late.book.get(a.identity.address) is not None, 15)
+                nursery.cancel_scope.cancel()
+            # the current offer goes out again every second (same nonce: a refresh)
+            await wait_for(lambda: a.metrics.get("gossip_published") >= 3, 10)
+            await wait_for(lambda: b.metrics.get("book_updates", result="refreshed") >= 1, 10)
+
+    trio.run(main)

@@ -146,3 +146,81 @@ def test_garbage_oversized_and_invalid_input_on_the_job_stream() -> None:
                 await client.jobs.request(provider.peer_id, make_request(client.identity))
 
     trio.run(main)
+
+
+def test_rate_limit_and_stream_limit() -> None:
+    from node.p2p.config import Limits
+
+    box: list[P2PNode] = []
+    limits = Limits(
+        read_timeout=3.0, requests_per_second=0.5, request_burst=2, max_streams_per_peer=2
+    )
+
+    async def main() -> None:
+        async with running(2, on_job_request=provider_handler(box), config={"limits": limits}) as (
+            provider,
+            client,
+        ):
+            box.append(provider)
+            answers = [
+                await client.jobs.request(provider.peer_id, make_request(client.identity))
+                for _ in range(3)
+            ]
+            assert [type(a).__name__ for a in answers] == ["JobAccept", "JobAccept", "JobDecline"]
+            assert isinstance(answers[2], JobDecline)
+            assert answers[2].reason is DeclineReason.RATE_LIMITED
+            assert provider.metrics.get("refused_rate", kind="request") == 1
+            # two idle streams hold both slots; a third is reset at once, not after the timeout
+            pid = ID.from_base58(provider.peer_id)
+            idle = [await client.host.new_stream(pid, [JOB_PROTOCOL]) for _ in range(2)]
+            await wait_for(lambda: provider.guard._streams.get(client.peer_id, 0) == 2)
+            t0 = trio.current_time()
+            try:
+                got = await raw_exchange(client, provider, b"")
+            except Exception as exc:  # noqa: BLE001 - reset while negotiating is also fine
+                got = type(exc).__name__
+            assert got in ("StreamBroken", "StreamFailure"), got
+            assert trio.current_time() - t0 < 2.5
+            assert provider.metrics.get("refused_streams") == 1
+            for s in idle:
+                await s.reset()
+
+    trio.run(main)
+
+
+def test_a_failing_handler_declines_and_the_node_survives() -> None:
+    async def broken(peer: str, req: JobRequest) -> JobAccept | JobDecline:
+        raise ZeroDivisionError("application bug")
+
+    async def main() -> None:
+        async with running(2, on_job_request=broken) as (provider, client):
+            for _ in range(2):
+                answer = await client.jobs.request(provider.peer_id, make_request(client.identity))
+                assert isinstance(answer, JobDecline) and answer.reason is DeclineReason.CAPACITY
+            assert provider.metrics.get("job_handler_errors") == 2
+
+    trio.run(main)
+
+
+def test_client_refuses_a_forged_or_mismatched_accept() -> None:
+    other = Identity.generate()
+    mode: list[str] = ["forged"]
+
+    async def on_request(peer: str, req: JobRequest) -> JobAccept | JobDecline:
+        if mode[0] == "forged":  # an offer signed by someone else than the provider
+            offer = make_offer(other, client=req.client)
+        else:  # the provider's own offer, but bound to another client
+            offer = make_offer(box[0].identity, client=other.address)
+        return JobAccept(request_id=req.request_id, spec_hash=req.spec.spec_hash(), offer=offer)
+
+    box: list[P2PNode] = []
+
+    async def main() -> None:
+        async with running(2, on_job_request=on_request) as (provider, client):
+            box.append(provider)
+            for m, why in (("forged", "not the provider's own"), ("rebound", "another client")):
+                mode[0] = m
+                with pytest.raises(JobProtocolError, match=why):
+                    await client.jobs.request(provider.peer_id, make_request(client.identity))
+
+    trio.run(main)
