@@ -137,6 +137,7 @@ def _register() -> None:
     from node.commands.money import balance, stake, unstake, withdraw
     from node.commands.provider import provider
     from node.commands.runtime import runtime
+    from node.commands.verify import verify
 
     for command in (
         devnet,
@@ -149,6 +150,7 @@ def _register() -> None:
         withdraw,
         balance,
         runtime,
+        verify,
     ):
         cli.add_command(command)
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from node.admission import Policy, admit
 from node.chain import lookup
+from node.chain.committee import Committee
+from node.chain.errors import ChainError
 from node.chain.escrow import Escrow, ResultArgs
 from node.chain.follower import EventFollower, JsonCursorStore
 from node.chain.jobs import Job as ChainJob
@@ -61,6 +63,7 @@ from protocol.messages import (
     ResultManifest,
     decode_as,
     encode,
+    spec_bytes,
 )
 
 __all__ = ["ProviderDaemon", "ProviderSettings"]
@@ -140,6 +143,9 @@ class ProviderDaemon:
         self._to_submit: list[_Running] = []
         self._submitted: dict[int, _Running] = {}
         self._outputs: dict[int, tuple[bytes, ContentId]] = {}  # job id -> (client, output)
+        # --- verification (issue 7): what verifiers of a job may fetch, and who they are
+        self._job_blobs: dict[int, frozenset[bytes]] = {}  # job id -> spec, weights, inputs, output
+        self._verifier_cache: dict[bytes, tuple[float, bool]] = {}
         self.completed = 0
         self.ready = asyncio.Event()
         self._capabilities: Capabilities | None = None
@@ -259,10 +265,12 @@ class ProviderDaemon:
                 self._submitted[chain_job.job_id] = running
                 if job.output_cid is not None:
                     self._outputs[chain_job.job_id] = (chain_job.client, job.output_cid)
+                    self._keep_for_verifiers(chain_job.job_id, job.spec, job.output_cid)
             elif job.attestation is not None and job.output_cid is not None:
                 # ran and signed before the crash: deliver and submit that same result
                 attestation = decode_as(job.attestation, Attestation)
                 self._outputs[chain_job.job_id] = (chain_job.client, job.output_cid)
+                self._keep_for_verifiers(chain_job.job_id, job.spec, job.output_cid)
                 await self._deliver_and_queue(running, attestation, job.output_cid, None)
             else:
                 await self._queue.put(running)
@@ -356,12 +364,39 @@ class ProviderDaemon:
         )
 
     async def _authorize(self, peer: str, cid: ContentId, job_id: int) -> bool:
-        """Serve an output only to the job's client (verifiers: the verification issue)."""
+        """The job's client may fetch its output; a staked verifier may fetch the job's
+        spec, weights, inputs and output (SPEC.md §9: served through the challenge window)."""
         entry = self._outputs.get(job_id)
         if entry is None:
             return False
         client, output = entry
-        return output == cid and address_from_peer_id(peer) == client
+        address = address_from_peer_id(peer)
+        if output == cid and address == client:
+            return True
+        if cid.digest not in self._job_blobs.get(job_id, frozenset()):
+            return False
+        return await self._is_verifier(address)
+
+    async def _is_verifier(self, address: bytes) -> bool:
+        """Whether ``address`` has stake in the escrow's resolver committee (cached 30 s)."""
+        now = time.monotonic()
+        cached = self._verifier_cache.get(address)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+
+        def lookup() -> bool:
+            committee = Committee(self.rpc, self.escrow.resolver())
+            return committee.verifier(address).stake > 0
+
+        try:
+            ok = await asyncio.to_thread(lookup)
+        except ChainError as exc:  # the resolver is not a committee, or RPC trouble
+            log.info("verifier lookup for %s failed: %s", address.hex(), exc)
+            ok = False
+        if len(self._verifier_cache) > 4096:
+            self._verifier_cache.clear()
+        self._verifier_cache[address] = (now + 30.0, ok)
+        return ok
 
     # ------------------------------------------------------------ chain
     async def _follow(self, follower: EventFollower, stop: asyncio.Event) -> None:
@@ -453,6 +488,7 @@ class ProviderDaemon:
             self.store.jobs.set_result, running.local_id, output, encode(attestation)
         )
         self._outputs[job.job_id] = (job.client, output)
+        self._keep_for_verifiers(job.job_id, spec, output)
         await self._deliver_and_queue(running, attestation, output, result)
 
     async def _deliver_and_queue(
@@ -489,6 +525,14 @@ class ProviderDaemon:
             return
         if not ack.ok:
             log.warning("client refused result of job %d: %s", job.job_id, ack.reason)
+
+    def _keep_for_verifiers(self, job_id: int, spec: JobSpec, output: ContentId) -> None:
+        """Keep serving what a verifier needs to re-run the job: the spec (a blob named by
+        the spec hash), weights, inputs (already in the blob store) and the output."""
+        spec_cid = self.blobs.put_bytes(spec_bytes(spec))
+        self._job_blobs[job_id] = frozenset(
+            {spec_cid.digest, spec.model.weights, spec.inputs, output.digest}
+        )
 
     # ------------------------------------------------------------ settlement
     async def _settle(self, stop: asyncio.Event) -> None:

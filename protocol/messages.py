@@ -583,6 +583,36 @@ def decode(data: bytes | bytearray | memoryview, *, expect: tuple[str, ...] = ()
     return message
 
 
+#: Largest canonical JobSpec a node accepts when it fetches one as a blob (SPEC.md §9).
+MAX_SPEC_BYTES: Final = 4096
+_SPEC_DECODER: Final = msgspec.msgpack.Decoder(JobSpec)
+
+
+def spec_bytes(spec: JobSpec) -> bytes:
+    """Canonical bytes of a job spec: sha256 of them is the onchain ``specHash``, so a
+    provider serves them as a blob whose content id is the spec hash."""
+    return _ENCODER.encode(spec)
+
+
+def decode_spec(data: bytes | bytearray | memoryview, spec_hash: bytes) -> JobSpec:
+    """Strictly decode a spec fetched by its hash: bounded, canonical, hash checked."""
+    if len(data) > MAX_SPEC_BYTES:
+        raise MessageTooLarge("JobSpec", len(data), MAX_SPEC_BYTES)
+    if hashlib.sha256(data).digest() != spec_hash:
+        raise InvalidField("JobSpec: bytes do not hash to the spec hash")
+    try:
+        spec = _SPEC_DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidField(f"JobSpec: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise GarbageInput(f"JobSpec: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise InvalidField(f"JobSpec: {exc}") from None
+    if _ENCODER.encode(spec) != bytes(data):
+        raise NonCanonicalEncoding("JobSpec: bytes are not the canonical encoding")
+    return spec
+
+
 def decode_as(data: bytes | bytearray | memoryview, cls: type[M]) -> M:
     """Decode and require a specific message type."""
     tag = cls.__struct_config__.tag

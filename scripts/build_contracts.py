@@ -30,6 +30,7 @@ SHIM = ROOT / "contracts" / "solc-shim.js"
 #: contracts whose artifacts are committed: source unit -> contract names
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "contracts/src/GpunetEscrow.sol": ("GpunetEscrow",),
+    "contracts/src/VerifierCommittee.sol": ("VerifierCommittee",),
     "contracts/src/test/TestToken.sol": ("TestToken",),
     "contracts/src/test/ReentrantToken.sol": ("ReentrantToken",),
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+from node.chain.committee import Committee, CommitteeParams, deploy_committee
 from node.chain.deploy import EscrowParams, Token, deploy_escrow, deploy_test_token
 from node.chain.escrow import Escrow, NewJob, ResultArgs
 from node.chain.jobs import Job
@@ -74,6 +75,50 @@ class Devnet:
         )
         self.actors: list[Actor] = [self.resolver]
         self._lane = 0
+        self.committee: Committee | None = None
+
+    # ------------------------------------------------------------ committee
+    def deploy_committee(self, params: CommitteeParams | None = None) -> Committee:
+        """Deploy a VerifierCommittee and make it the escrow's resolver."""
+        params = params or CommitteeParams(
+            min_stake=100 * TOKEN,
+            committee_size=3,
+            draw_delay=1,
+            commit_window=60,
+            reveal_window=60,
+            unbonding_delay=1000,
+            no_vote_penalty=5 * TOKEN,
+            vote_reward=TOKEN,
+        )
+        self.committee = deploy_committee(self.deployer, self.escrow.address, params)
+        self.escrow.set_resolver(self.committee.address)
+        return self.committee
+
+    def verifier(self, *, stake: int = 100 * TOKEN, deposit: int = 100 * TOKEN) -> Actor:
+        """A fresh account staked ``stake`` in the committee, ``deposit`` in the escrow
+        (for challenge bonds)."""
+        if self.committee is None:
+            raise RuntimeError("deploy_committee first")
+        a = self.actor(deposit=deposit)
+        if stake:
+            token = self.token.with_signer(a.signer)
+            token.mint(a.address, stake)
+            token.approve(self.committee.address, stake)
+            self.committee.with_signer(a.signer).stake(stake)
+        return a
+
+    def fund_rewards(self, amount: int) -> None:
+        """Mint ``amount`` to the deployer and put it in the committee's reward reserve."""
+        if self.committee is None:
+            raise RuntimeError("deploy_committee first")
+        self.token.mint(self.deployer.address, amount)
+        self.token.approve(self.committee.address, amount)
+        self.committee.fund_rewards(amount)
+
+    def mine(self, blocks: int = 1) -> None:
+        """Mine ``blocks`` empty blocks."""
+        for _ in range(blocks):
+            self.rpc.request("evm_mine", [])
 
     # ------------------------------------------------------------ accounts
     def _funded_signer(self, ident: Identity) -> Signer:

@@ -244,6 +244,102 @@ class ZeroAmount(ContractRevert):
     error_name = "ZeroAmount"
 
 
+class AlreadyCommitted(ContractRevert):
+    """The committee member already committed a vote."""
+
+    error_name = "AlreadyCommitted"
+
+
+class AlreadyExiting(ContractRevert):
+    """The verifier already requested its exit."""
+
+    error_name = "AlreadyExiting"
+
+
+class AlreadyRevealed(ContractRevert):
+    """The committee member already revealed its vote."""
+
+    error_name = "AlreadyRevealed"
+
+
+class BadParameter(ContractRevert):
+    """A committee constructor parameter is out of range."""
+
+    error_name = "BadParameter"
+
+
+class BadReveal(ContractRevert):
+    """The revealed vote and salt do not match the commitment."""
+
+    error_name = "BadReveal"
+
+
+class CommitClosed(ContractRevert):
+    """The dispute's commit window has closed."""
+
+    error_name = "CommitClosed"
+
+
+class DisputeExists(ContractRevert):
+    """A dispute for this job was already opened."""
+
+    error_name = "DisputeExists"
+
+
+class DrawTooEarly(ContractRevert):
+    """The block whose hash seeds the committee draw is not mined yet."""
+
+    error_name = "DrawTooEarly"
+
+
+class NoCommitment(ContractRevert):
+    """The member reveals without having committed."""
+
+    error_name = "NoCommitment"
+
+
+class NotDisputed(ContractRevert):
+    """The job is not Disputed on the escrow with this struct."""
+
+    error_name = "NotDisputed"
+
+
+class NotExiting(ContractRevert):
+    """The verifier has not requested its exit."""
+
+    error_name = "NotExiting"
+
+
+class NotMember(ContractRevert):
+    """The caller is not on this dispute's committee."""
+
+    error_name = "NotMember"
+
+
+class RevealClosed(ContractRevert):
+    """The dispute's reveal window has closed."""
+
+    error_name = "RevealClosed"
+
+
+class RevealNotOpen(ContractRevert):
+    """Reveals open after the commit window (or once every member committed)."""
+
+    error_name = "RevealNotOpen"
+
+
+class VotingOpen(ContractRevert):
+    """The dispute cannot be finalized while members may still reveal."""
+
+    error_name = "VotingOpen"
+
+
+class WrongPhase(ContractRevert):
+    """The dispute is not in the phase this call needs."""
+
+    error_name = "WrongPhase"
+
+
 class RevertString(ContractRevert):
     """``Error(string)`` (require with a message)."""
 

@@ -16,40 +16,20 @@ from typing import Any, ClassVar
 
 from node.chain.abi import Abi
 from node.chain.artifacts import load_artifact
-from node.chain.errors import ChainError, RpcError, UnknownRevert, decode_revert
+from node.chain.contract import BoundContract, EventRecord, TxResult
 from node.chain.jobs import Job
-from node.chain.rpc import Receipt, Rpc, Signer, revert_data
+from node.chain.rpc import Rpc, Signer
 from protocol import eip712
 from protocol.lifecycle import JobState
 
-GAS_MARGIN_PERCENT = 25
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EventRecord:
-    """A decoded escrow event from a receipt or a log query."""
-
-    name: str
-    fields: dict[str, Any]
-    block_number: int
-    log_index: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TxResult:
-    """A mined, successful transaction and the escrow events it emitted."""
-
-    receipt: Receipt
-    events: tuple[EventRecord, ...]
-
-    @property
-    def gas_used(self) -> int:
-        """Gas used by the whole transaction."""
-        return self.receipt.gas_used
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        """Fields of every event called ``name``, in log order."""
-        return [e.fields for e in self.events if e.name == name]
+__all__ = [
+    "Escrow",
+    "EventRecord",
+    "NewJob",
+    "ResultArgs",
+    "StakeInfo",
+    "TxResult",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,7 +92,7 @@ def _addr(value: str) -> bytes:
     return bytes.fromhex(value.removeprefix("0x"))
 
 
-class Escrow:
+class Escrow(BoundContract):
     """A deployed GpunetEscrow, optionally with a signer for transactions."""
 
     abi = Abi(load_artifact("GpunetEscrow").abi)
@@ -122,11 +102,7 @@ class Escrow:
     }
 
     def __init__(self, rpc: Rpc, address: bytes, signer: Signer | None = None) -> None:
-        if len(address) != 20:
-            raise ValueError("escrow address must be 20 bytes")
-        self.rpc = rpc
-        self.address = address
-        self.signer = signer
+        super().__init__(rpc, address, signer)
         self._domain: eip712.Domain | None = None
 
     def with_signer(self, signer: Signer) -> Escrow:
@@ -139,59 +115,6 @@ class Escrow:
         if self._domain is None:
             self._domain = eip712.Domain(self.rpc.chain_id(), self.address)
         return self._domain
-
-    # ------------------------------------------------------------ plumbing
-    def _call(self, name: str, *args: Any) -> tuple[Any, ...]:
-        fn = self.abi.functions[name]
-        try:
-            raw = self.rpc.call(self.address, fn.encode(*args))
-        except RpcError as exc:
-            raise self._revert(exc) from None
-        return fn.decode(raw)
-
-    def _revert(self, exc: RpcError) -> ChainError:
-        data = revert_data(exc)
-        if data is None:
-            return exc
-        return decode_revert(data, self._revert_errors)
-
-    def decode_events(self, receipt: Receipt) -> tuple[EventRecord, ...]:
-        """Escrow events in a receipt."""
-        out = []
-        for lg in receipt.logs:
-            if lg.address != self.address or not lg.topics:
-                continue
-            ev = self.abi.events_by_topic.get(lg.topics[0])
-            if ev is not None:
-                fields = ev.decode(lg.topics[1:], lg.data)
-                out.append(EventRecord(ev.name, fields, lg.block_number, lg.log_index))
-        return tuple(out)
-
-    def transact(self, name: str, *args: Any, gas: int | None = None) -> TxResult:
-        """Send ``name(*args)`` and wait; raise a typed :class:`ContractRevert` on revert."""
-        if self.signer is None:
-            raise ChainError("this Escrow has no signer")
-        data = self.abi.functions[name].encode(*args)
-        if gas is None:
-            try:
-                estimate = self.signer.estimate_gas(self.address, data)
-            except RpcError as exc:
-                raise self._revert(exc) from None
-            gas = estimate + estimate * GAS_MARGIN_PERCENT // 100
-        receipt = self.signer.wait(self.signer.send(self.address, data, gas=gas))
-        if receipt.status != 1:
-            raise self._replay_revert(data, receipt)
-        return TxResult(receipt, self.decode_events(receipt))
-
-    def _replay_revert(self, data: bytes, receipt: Receipt) -> ChainError:
-        assert self.signer is not None
-        tx = {"from": self.signer.account.address, "to": "0x" + self.address.hex()}
-        tx["data"] = "0x" + data.hex()
-        try:
-            self.rpc.request("eth_call", [tx, hex(max(receipt.block_number - 1, 0))])
-        except RpcError as exc:
-            return self._revert(exc)
-        return UnknownRevert("revert", {"tx": "0x" + receipt.tx_hash.hex()}, b"")
 
     # ------------------------------------------------------------ views
     def lane_state(self, client: bytes, lane: int) -> JobState:
@@ -287,6 +210,11 @@ class Escrow:
                 raise ValueError(f"nonce {n} out of uint64 range")
             words[n >> 8] = words.get(n >> 8, 0) | (1 << (n & 0xFF))
         return [self.transact("cancelNonces", w, m, gas=gas) for w, m in sorted(words.items())]
+
+    def resolver(self) -> bytes:
+        """The dispute resolver (the VerifierCommittee once deployed)."""
+        (addr,) = self._call("resolver")
+        return _addr(addr)
 
     def set_resolver(self, resolver: bytes, *, gas: int | None = None) -> TxResult:
         """Owner: replace the resolver."""

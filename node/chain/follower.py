@@ -31,8 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from node.chain.contract import BoundContract, EventRecord
 from node.chain.errors import ChainError, RpcError
-from node.chain.escrow import Escrow, EventRecord
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,11 +105,11 @@ class ReorgTooDeep(ChainError):
 
 
 class EventFollower:
-    """Follows one escrow's events from a stored cursor."""
+    """Follows one contract's events (the escrow's, or the committee's) from a stored cursor."""
 
     def __init__(
         self,
-        escrow: Escrow,
+        escrow: BoundContract,
         store: CursorStore,
         *,
         start_block: int = 0,
