@@ -149,18 +149,25 @@ class Cgroup:
         except (OSError, ValueError, IndexError):
             return None
 
-    def oom_killed(self) -> bool:
-        """True if the kernel OOM-killed a process of this cgroup."""
+    def reset_peak(self) -> None:
+        """Restart peak-memory tracking (between two jobs of one reused cgroup)."""
+        mem = self._dir("memory")
+        name = "memory.max_usage_in_bytes" if self.kind == "v1" else "memory.peak"
+        with contextlib.suppress(OSError):
+            (mem / name).write_text("0")
+
+    def oom_kills(self) -> int:
+        """How many processes of this cgroup the kernel OOM-killed so far."""
         mem = self._dir("memory")
         name = "memory.oom_control" if self.kind == "v1" else "memory.events"
         try:
             for line in (mem / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
+                if key == "oom_kill":
+                    return int(value)
         except (OSError, ValueError):
-            return False
-        return False
+            return 0
+        return 0
 
     def kill(self) -> None:
         """SIGKILL everything in the cgroup (``cgroup.kill`` on v2)."""

@@ -54,6 +54,7 @@ class PoolConfig:
     max_output_bytes: int = 64 << 20
     max_params: int = catalog.MAX_PARAMS
     cache_entries: int = 4
+    warm_max_elements: int = 4 << 20  # warm a model's kernels per input shape up to this
     blob_cache_bytes: int = 8 << 30
     min_tier: int = 2
     insecure: bool = False  # explicit operator override: run below min_tier, advertise 0
@@ -61,6 +62,7 @@ class PoolConfig:
     work_dir: str | None = None
     keystores: tuple[str, ...] = ()
     layers: frozenset[str] | None = None  # None: every layer the host has
+    enable_v2: bool = False  # export-v2 (.pt2) jobs: opt-in, tier 2 only
     allow_test_code: bool = False  # tests only: jobs may carry Python (the attacker model)
     debug: bool = False
     keep_scratch: bool = False  # tests only: leave job dirs for host-side inspection
@@ -172,6 +174,9 @@ class _Slot:
         self.scratch = pool.work / f"slot{index}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.cg: Cgroup | None = None
+        self.job_cg: Cgroup | None = None
+        self.zygote_pid = 0
+        self.oom_before = 0
         self.layers: tuple[str, ...] = ()
 
     def start(self) -> None:
@@ -194,7 +199,9 @@ class _Slot:
             "devices": devices,
             "fsize": cfg.max_output_bytes + (16 << 20),
             "cache_entries": cfg.cache_entries,
+            "warm_max_elements": cfg.warm_max_elements,
             "allow_test_code": cfg.allow_test_code,
+            "enable_v2": cfg.enable_v2 and pool.tier >= 2,
             "debug": cfg.debug,
         }
         argv = sandbox.bwrap_argv(
@@ -224,8 +231,19 @@ class _Slot:
         if hello.get("ev") != "hello":
             self.stop()
             raise SandboxUnavailable(f"worker {self.index} failed: {hello.get('msg')}")
-        self.zygote_nspid = int(hello["pid"])
+        nspid = int(hello["pid"])
+        found = [p for p in _descendants(self.proc.pid) if _nspid(p) == nspid]
+        if len(found) != 1:
+            self.stop()
+            raise SandboxUnavailable(f"worker {self.index}: cannot find the zygote process")
+        self.zygote_pid = found[0]
         self.layers = tuple(hello["layers"])
+        if "cgroup" in pool.layers:
+            # one job cgroup per slot, emptied and reset between jobs (creating and
+            # removing three v1 directories per job cost ~10 ms)
+            self.job_cg = Cgroup(pool.cgroup_kind, f"{pool.name}-slot{self.index}-job")
+            cpus = cfg.cpus if cfg.cpus is not None else float(cfg.threads)
+            self.job_cg.limit(memory=cfg.memory_bytes, pids=cfg.pids_max, cpus=cpus)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -240,16 +258,19 @@ class _Slot:
                     with contextlib.suppress(OSError):
                         f.close()
             self.proc = None
-        if self.cg is not None:
-            self.cg.destroy()
-            self.cg = None
+        for cg in (self.job_cg, self.cg):
+            if cg is not None:
+                cg.destroy()
+        self.cg = self.job_cg = None
 
-    def child_host_pid(self, nspid: int) -> int | None:
-        assert self.proc is not None
-        for pid in _descendants(self.proc.pid):
-            if _nspid(pid) == nspid and _nspid(pid) != self.zygote_nspid:
-                return pid
-        return None
+    def child_host_pid(self) -> int | None:
+        """Host pid of the zygote's (only) child: the running job."""
+        try:
+            kids = Path(f"/proc/{self.zygote_pid}/task/{self.zygote_pid}/children").read_text()
+        except OSError:
+            return None
+        pids = [int(k) for k in kids.split()]
+        return pids[0] if len(pids) == 1 else None
 
 
 def _descendants(pid: int) -> list[int]:
@@ -397,11 +418,13 @@ class WorkerPool:
         if req.format not in ("catalog-v1", "export-v2"):
             raise JobError("refused", f"unknown format {req.format!r:.40}")
         if req.format == "export-v2":
-            if self.tier < 2:
-                raise JobError("refused", "export-v2 needs sandbox tier 2")
+            if self.tier < 2 or not self.config.enable_v2:
+                raise JobError("refused", "export-v2 needs sandbox tier 2 and enable_v2")
+            import torch
+
             from . import pt2
 
-            pt2.validate(req.weights)
+            pt2.validate(req.weights, torch_version=torch.__version__)
         elif req.test_code is None:
             catalog.build(req.arch, req.config, max_params=self.config.max_params)
         if req.determinism == 0 and self.config.device != "cpu":
@@ -487,7 +510,7 @@ class WorkerPool:
             wire.send(slot.wfd, msg)
             ev = slot.reader.recv(time.monotonic() + START_TIMEOUT_S)
             if ev.get("ev") == "forked":
-                job_cg = self._confine(slot, int(ev["pid"]))
+                job_cg = self._confine(slot)
                 wire.send(slot.wfd, {"op": "go"})
                 ev = slot.reader.recv(deadline)
             return self._result(
@@ -504,19 +527,20 @@ class WorkerPool:
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
         finally:
             if job_cg is not None:
-                job_cg.destroy()
+                job_cg.kill()
             if not cfg.keep_scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-    def _confine(self, slot: _Slot, nspid: int) -> Cgroup | None:
-        if "cgroup" not in self.layers:
+    def _confine(self, slot: _Slot) -> Cgroup | None:
+        cg = slot.job_cg
+        if cg is None:
             return None
-        host_pid = slot.child_host_pid(nspid)
+        host_pid = slot.child_host_pid()
         if host_pid is None:
             raise JobError("sandbox", "could not find the job process")
-        cg = Cgroup(self.cgroup_kind, f"{self.name}-slot{slot.index}-job")
-        cpus = self.config.cpus if self.config.cpus is not None else float(self.config.threads)
-        cg.limit(memory=self.config.memory_bytes, pids=self.config.pids_max, cpus=cpus)
+        cg.kill()  # nothing may be left from an earlier job
+        cg.reset_peak()
+        slot.oom_before = cg.oom_kills()
         cg.add(host_pid)
         return cg
 
@@ -537,7 +561,7 @@ class WorkerPool:
         status = int(ev.get("status", 0))
         if ev.get("timed_out"):
             raise JobError("timeout", "killed at the wall-clock deadline")
-        if cg is not None and cg.oom_killed():
+        if cg is not None and cg.oom_kills() > slot.oom_before:
             raise JobError("oom", "killed by the job's memory limit")
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)

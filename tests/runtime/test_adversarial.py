@@ -43,7 +43,7 @@ def leaked(res: RunResult) -> bytes:
 
 
 def _job_dirs(pool: WorkerPool) -> list[Path]:
-    return sorted(pool.work.glob("slot*/j*"), key=lambda p: p.stat().st_mtime)
+    return sorted(pool.work.glob("slot*/j*"), key=lambda p: int(p.name[1:]))
 
 
 def _last_job_dir(pool: WorkerPool) -> Path:
