@@ -137,6 +137,9 @@ def bwrap_argv(
         "OMP_NUM_THREADS": "1",
         "PYTHONHASHSEED": "0",
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        # transparent huge pages for large CPU tensors: a forked child starts with a
+        # cold heap, and 4 KiB faults doubled ResNet-50 batch-64 time (880k -> 65k faults)
+        "THP_MEM_ALLOC_ENABLE": "1",
     }
     argv += ["--clearenv"]
     for k, v in env.items():

@@ -21,6 +21,7 @@ a fresh pool (host probe, worker start, first job). Prints a Markdown table and,
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -78,6 +79,7 @@ def bench_warm(
     for name in args.models:
         arch, config, kind, shape = MODELS[name]
         weights = _weights(arch, config, dtype)
+        wsha = hashlib.sha256(weights).digest()  # a node knows it from the job spec
         model = formats.load_model(arch, config, weights, device=args.device)
         for batch in args.batches:
             inputs = _inputs(kind, shape, batch, dtype)
@@ -89,7 +91,9 @@ def bench_warm(
                 formats.encode_outputs(out)
                 if i:  # the first is warm-up
                     bare.append(time.perf_counter() - t0)
-            req = RunRequest("catalog-v1", arch, config, weights, inputs, determinism=det)
+            req = RunRequest(
+                "catalog-v1", arch, config, weights, inputs, determinism=det, weights_sha256=wsha
+            )
             sand: list[float] = []
             for i in range(n + 1):
                 t0 = time.perf_counter()
