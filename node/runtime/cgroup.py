@@ -196,3 +196,20 @@ class Cgroup:
                     break
                 except OSError:
                     time.sleep(0.01)
+
+
+def sweep_stale(kind: str) -> list[str]:
+    """Remove empty ``gpunet-<pid>-*`` cgroups whose supervisor process is gone."""
+    roots = [V1_ROOT / c for c in _CONTROLLERS_V1] if kind == "v1" else [v2_root()]
+    removed: list[str] = []
+    for root in roots:
+        if root is None or not root.is_dir():
+            continue
+        for d in sorted(root.glob("gpunet-*-*"), reverse=True):  # jobs before slots
+            pid = d.name.split("-")[1]
+            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue
+            with contextlib.suppress(OSError):
+                d.rmdir()
+                removed.append(str(d))
+    return removed

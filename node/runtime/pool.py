@@ -14,7 +14,6 @@ period), reads at most ``max_output_bytes`` of output, and deletes scratch and c
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -22,20 +21,18 @@ import os
 import queue
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from . import catalog, descriptor, detect, sandbox, wire
-from .cgroup import Cgroup, CgroupError
+from . import catalog, cgroup, descriptor, detect, sandbox, wire
+from .cgroup import Cgroup
 from .errors import JobError, SandboxUnavailable
+from .workers import START_TIMEOUT_S, Slot, Spawner
 
 GRACE_S = 3.0
-START_TIMEOUT_S = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,191 +127,6 @@ class RunResult:
     infer_ms: float = 0.0
 
 
-class _Spawner:
-    """One long-lived thread that starts every worker.
-
-    bwrap's ``--die-with-parent`` is PR_SET_PDEATHSIG, which fires when the *thread*
-    that forked it exits; so workers are forked from a thread that lives as long as
-    the pool, never from a caller's (possibly short-lived) thread.
-    """
-
-    def __init__(self) -> None:
-        self._q: queue.Queue[tuple[list[str], Path, bool, Future[subprocess.Popen[bytes]]] | None]
-        self._q = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="gpunet-spawner", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while (item := self._q.get()) is not None:
-            argv, log_path, debug, fut = item
-            try:
-                with open(log_path, "ab") as log:
-                    fut.set_result(
-                        subprocess.Popen(
-                            argv,
-                            stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE,
-                            stderr=log if debug else subprocess.DEVNULL,
-                            close_fds=True,
-                            env={"PATH": "/usr/bin:/bin"},
-                            start_new_session=True,
-                        )
-                    )
-            except OSError as exc:
-                fut.set_exception(exc)
-
-    def spawn(self, argv: list[str], log: Path, debug: bool) -> subprocess.Popen[bytes]:
-        """Start ``argv`` from the spawner thread and return its Popen."""
-        fut: Future[subprocess.Popen[bytes]] = Future()
-        self._q.put((argv, log, debug, fut))
-        return fut.result()
-
-    def close(self) -> None:
-        """Stop the thread (workers it started must already be stopped)."""
-        self._q.put(None)
-        self._thread.join()
-
-
-class _Slot:
-    """One sandboxed worker."""
-
-    def __init__(self, pool: WorkerPool, index: int) -> None:
-        self.pool = pool
-        self.index = index
-        self.uid = pool.config.base_uid + index
-        self.scratch = pool.work / f"slot{index}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.cg: Cgroup | None = None
-        self.job_cg: Cgroup | None = None
-        self.zygote_pid = 0
-        self.oom_before = 0
-        self.layers: tuple[str, ...] = ()
-
-    def start(self) -> None:
-        cfg, pool = self.pool.config, self.pool
-        if self.scratch.exists():
-            shutil.rmtree(self.scratch)
-        self.scratch.mkdir(mode=0o700)
-        if "uid" in pool.layers:
-            os.chown(self.scratch, self.uid, self.uid)
-        paths = sandbox.RuntimePaths.current()
-        devices = sandbox.gpu_nodes(cfg.device)
-        zcfg = {
-            "mode": cfg.mode,
-            "device": cfg.device,
-            "uid": self.uid if "uid" in pool.layers else None,
-            "layers": sorted(pool.layers & {"uid", "landlock", "seccomp", "rlimits"}),
-            "read": [*paths.read_paths(), "/blobs", "/proc", "/dev", "/sys"],
-            "write": ["/scratch", "/tmp", "/dev/null"],
-            "job_read": paths.read_paths(),
-            "devices": devices,
-            "fsize": cfg.max_output_bytes + (16 << 20),
-            "cache_entries": cfg.cache_entries,
-            "warm_max_elements": cfg.warm_max_elements,
-            "allow_test_code": cfg.allow_test_code,
-            "enable_v2": cfg.enable_v2 and pool.tier >= 2,
-            "debug": cfg.debug,
-        }
-        argv = sandbox.bwrap_argv(
-            paths=paths,
-            scratch_root=str(self.scratch),
-            blobs=str(pool.blobs),
-            root_mode=pool.root,
-            uid=self.uid,
-            device=cfg.device,
-            config=zcfg,
-        )
-        self.proc = pool.spawner.spawn(argv, pool.work / f"slot{self.index}.log", cfg.debug)
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.wfd = self.proc.stdin.fileno()
-        self.reader = wire.Reader(self.proc.stdout.fileno())
-        if "cgroup" in pool.layers:
-            self.cg = Cgroup(pool.cgroup_kind, f"{pool.name}-slot{self.index}")
-            self.cg.limit(memory=cfg.zygote_memory_bytes, pids=cfg.pids_max * 2, cpus=None)
-            for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
-                with contextlib.suppress(CgroupError):
-                    self.cg.add(pid)
-        try:
-            hello = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
-        except (TimeoutError, wire.WireError) as exc:
-            self.stop()
-            raise SandboxUnavailable(f"worker {self.index} did not start: {exc}") from None
-        if hello.get("ev") != "hello":
-            self.stop()
-            raise SandboxUnavailable(f"worker {self.index} failed: {hello.get('msg')}")
-        nspid = int(hello["pid"])
-        found = [p for p in _descendants(self.proc.pid) if _nspid(p) == nspid]
-        if len(found) != 1:
-            self.stop()
-            raise SandboxUnavailable(f"worker {self.index}: cannot find the zygote process")
-        self.zygote_pid = found[0]
-        self.layers = tuple(hello["layers"])
-        if "cgroup" in pool.layers:
-            # one job cgroup per slot, emptied and reset between jobs (creating and
-            # removing three v1 directories per job cost ~10 ms)
-            self.job_cg = Cgroup(pool.cgroup_kind, f"{pool.name}-slot{self.index}-job")
-            # a quota of exactly `threads` cores throttled a 1-thread ResNet-18 job from
-            # 70 to 150 ms here (CFS bandwidth slices): leave one core of headroom
-            cpus = cfg.cpus if cfg.cpus is not None else float(cfg.threads) + 1.0
-            self.job_cg.limit(memory=cfg.memory_bytes, pids=cfg.pids_max, cpus=cpus)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(OSError, ValueError):
-                wire.send(self.wfd, {"op": "exit"})
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
-            for f in (self.proc.stdin, self.proc.stdout):
-                if f is not None:
-                    with contextlib.suppress(OSError):
-                        f.close()
-            self.proc = None
-        for cg in (self.job_cg, self.cg):
-            if cg is not None:
-                cg.destroy()
-        self.cg = self.job_cg = None
-
-    def child_host_pid(self) -> int | None:
-        """Host pid of the zygote's (only) child: the running job."""
-        try:
-            kids = Path(f"/proc/{self.zygote_pid}/task/{self.zygote_pid}/children").read_text()
-        except OSError:
-            return None
-        pids = [int(k) for k in kids.split()]
-        return pids[0] if len(pids) == 1 else None
-
-
-def _descendants(pid: int) -> list[int]:
-    """Host pids of every descendant of ``pid`` (one scan of /proc)."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{name}/stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(name))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for kid in children.get(todo.pop(), []):
-            out.append(kid)
-            todo.append(kid)
-    return out
-
-
-def _nspid(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("NSpid:"):
-                return int(line.split()[-1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
 class WorkerPool:
     """A pool of sandboxed workers. Use as a context manager."""
 
@@ -342,14 +154,16 @@ class WorkerPool:
                 + " (run `gpunet runtime check`; override with insecure=True to advertise tier 0)"
             )
         self.tier = tier if tier >= cfg.min_tier else 0
+        if self.report.cgroup_kind:
+            cgroup.sweep_stale(self.report.cgroup_kind)
         self.name = f"gpunet-{os.getpid()}-{next(self._counter)}"
         self._own_work = cfg.work_dir is None
         self.work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="gpunet-rt-"))
         self.work.chmod(0o711)
         self.blobs = self.work / "blobs"
         self.blobs.mkdir(exist_ok=True, mode=0o755)
-        self._slots: queue.Queue[_Slot] = queue.Queue()
-        self._all: list[_Slot] = []
+        self._slots: queue.Queue[Slot] = queue.Queue()
+        self._all: list[Slot] = []
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._device_class = ""
@@ -365,11 +179,11 @@ class WorkerPool:
 
     def start(self) -> None:
         """Start every slot (in parallel: each pays one ``import torch``)."""
-        self.spawner = _Spawner()
-        slots = [_Slot(self, i) for i in range(self.config.slots)]
+        self.spawner = Spawner()
+        slots = [Slot(self, i) for i in range(self.config.slots)]
         errors: list[BaseException] = []
 
-        def boot(s: _Slot) -> None:
+        def boot(s: Slot) -> None:
             try:
                 s.start()
             except BaseException as exc:  # noqa: BLE001 - re-raised below, after joining
@@ -522,7 +336,7 @@ class WorkerPool:
                 slot.stop()
             self._slots.put(slot)
 
-    def _run_on(self, slot: _Slot, req: RunRequest) -> RunResult:
+    def _run_on(self, slot: Slot, req: RunRequest) -> RunResult:
         cfg = self.config
         t0 = time.monotonic()
         job_id = f"j{next(self._ids)}"
@@ -589,7 +403,7 @@ class WorkerPool:
             if not cfg.keep_scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-    def _confine(self, slot: _Slot) -> Cgroup | None:
+    def _confine(self, slot: Slot) -> Cgroup | None:
         cg = slot.job_cg
         if cg is None:
             return None
@@ -605,7 +419,7 @@ class WorkerPool:
     def _result(
         self,
         *,
-        slot: _Slot,
+        slot: Slot,
         req: RunRequest,
         ev: dict[str, Any],
         scratch: Path,
@@ -655,7 +469,8 @@ class WorkerPool:
 def _read_capped(path: Path, cap: int) -> bytes:
     """Read a worker-written file: regular, not a symlink, at most ``cap`` bytes."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted by the job must not hang the supervisor
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise JobError("crashed", f"no output file: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as f:

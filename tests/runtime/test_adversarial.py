@@ -245,9 +245,9 @@ outputs = {'forks': torch.tensor([n])}
     assert int(parse_safetensors(res.output, "inputs")["forks"]) == 0
     assert _worker_pids(pool) == before
     for pid in before:  # nothing left behind under any worker
-        from node.runtime.pool import _descendants
+        from node.runtime.workers import descendants
 
-        assert len(_descendants(pid)) <= 2  # bwrap's init + the zygote
+        assert len(descendants(pid)) <= 2  # bwrap's init + the zygote
 
 
 def test_allocate_30_gb(pool: WorkerPool) -> None:
