@@ -54,7 +54,7 @@ class Spawner:
                             stdout=subprocess.PIPE,
                             stderr=log if debug else subprocess.DEVNULL,
                             close_fds=True,
-                            env={"PATH": "/usr/bin:/bin"},
+                            env=dict(sandbox.ENV),
                             start_new_session=True,
                         )
                     )
@@ -97,14 +97,28 @@ class Slot:
             os.chown(self.scratch, self.uid, self.uid)
         paths = sandbox.RuntimePaths.current()
         devices = sandbox.gpu_nodes(cfg.device)
+        jailed = "bwrap" in pool.layers
+        if jailed:
+            scratch, blobs, code = "/scratch", "/blobs", sandbox.IN_CODE
+            writable = ["/scratch", "/tmp", "/dev/null"]
+        else:  # no mount namespace: host paths, and no shared /tmp
+            scratch, blobs, code = (
+                str(self.scratch),
+                str(pool.blobs),
+                str(sandbox.CODE_ROOT / "node"),
+            )
+            writable = [scratch, "/dev/null"]
         zcfg = {
             "mode": cfg.mode,
             "device": cfg.device,
             "uid": self.uid if "uid" in pool.layers else None,
             "layers": sorted(pool.layers & {"uid", "landlock", "seccomp", "rlimits"}),
-            "read": [*paths.read_paths(), "/blobs", "/proc", "/dev", "/sys"],
-            "write": ["/scratch", "/tmp", "/dev/null"],
-            "job_read": paths.read_paths(),
+            "scratch": scratch,
+            "blobs": blobs,
+            "pdeathsig": not jailed,
+            "read": [*paths.read_paths(code), blobs, "/proc", "/dev", "/sys"],
+            "write": writable,
+            "job_read": paths.read_paths(code),
             "devices": devices,
             "fsize": cfg.max_output_bytes + (16 << 20),
             "cache_entries": cfg.cache_entries,
@@ -113,15 +127,25 @@ class Slot:
             "enable_v2": cfg.enable_v2 and pool.tier >= 2,
             "debug": cfg.debug,
         }
-        argv = sandbox.bwrap_argv(
-            paths=paths,
-            scratch_root=str(self.scratch),
-            blobs=str(pool.blobs),
-            root_mode=pool.root,
-            uid=self.uid,
-            device=cfg.device,
-            config=zcfg,
-        )
+        if jailed:
+            argv = sandbox.bwrap_argv(
+                paths=paths,
+                scratch_root=str(self.scratch),
+                blobs=str(pool.blobs),
+                root_mode=pool.root,
+                uid=self.uid,
+                device=cfg.device,
+                config=zcfg,
+            )
+        else:
+            blocked = sandbox.unreachable_for_other_uids(paths.read_paths(code))
+            if zcfg["uid"] is not None and blocked:
+                raise SandboxUnavailable(
+                    "without bwrap the worker uid cannot reach "
+                    + "; ".join(blocked)
+                    + " (install bubblewrap, or the interpreter and venv in a world-readable path)"
+                )
+            argv = sandbox.direct_argv(paths=paths, config=zcfg)
         self.proc = pool.spawner.spawn(argv, pool.work / f"slot{self.index}.log", cfg.debug)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.wfd = self.proc.stdin.fileno()
@@ -141,7 +165,7 @@ class Slot:
             self.stop()
             raise SandboxUnavailable(f"worker {self.index} failed: {hello.get('msg')}")
         nspid = int(hello["pid"])
-        found = [p for p in descendants(self.proc.pid) if _nspid(p) == nspid]
+        found = [p for p in [self.proc.pid, *descendants(self.proc.pid)] if _nspid(p) == nspid]
         if len(found) != 1:
             self.stop()
             raise SandboxUnavailable(f"worker {self.index}: cannot find the zygote process")

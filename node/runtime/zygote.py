@@ -52,6 +52,10 @@ class _Zygote:
     def start(self) -> None:
         cfg = self.cfg
         lease = cfg["mode"] == "lease"
+        if cfg.get("pdeathsig"):  # without bwrap's --die-with-parent
+            lockdown.die_with_parent()
+        if cfg["scratch"] != "/scratch":
+            os.environ["TMPDIR"] = cfg["scratch"]
         self.layers = lockdown.zygote_stage(
             layers=cfg["layers"],
             uid=cfg.get("uid"),
@@ -107,7 +111,7 @@ class _Zygote:
         if model is not None:
             self.cache.move_to_end(key)
             return model
-        with open(f"/blobs/{req['weights']}", "rb") as f:
+        with open(f"{self.cfg['blobs']}/{req['weights']}", "rb") as f:
             data = f.read()
         if hashlib.sha256(data).hexdigest() != req["weights"]:
             raise self.formats.JobError("bad_model", "weights blob does not match its hash")
@@ -128,7 +132,7 @@ class _Zygote:
         """
         torch = self.torch
         try:
-            shapes = _header_shapes(f"/scratch/{req['id']}/inputs.safetensors")
+            shapes = _header_shapes(f"{self.cfg['scratch']}/{req['id']}/inputs.safetensors")
         except (OSError, ValueError, KeyError, TypeError):
             return
         numel = sum(n for _, _, n in shapes.values())
@@ -297,8 +301,9 @@ def _child(z: _Zygote, req: dict[str, Any], model: Any, r_go: int, w_rep: int) -
     except OSError:
         pass
     cfg = z.cfg
-    scratch = f"/scratch/{req['id']}"
+    scratch = f"{z.cfg['scratch']}/{req['id']}"
     rlimits = dict(req["rlimits"])
+    os.environ["TMPDIR"] = scratch
     try:
         if rlimits.get("as"):
             rlimits["as"] += _vmsize()  # the job's budget on top of the inherited mappings
@@ -334,7 +339,7 @@ def _report(fd: int, report: dict[str, Any]) -> None:
 def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
     """Run one job in this process; never raises."""
     torch, formats = z.torch, z.formats
-    scratch = f"/scratch/{req['id']}"
+    scratch = f"{z.cfg['scratch']}/{req['id']}"
     try:
         torch.set_num_threads(req["threads"])
         torch.use_deterministic_algorithms(bool(req["deterministic"]))
