@@ -382,7 +382,7 @@ class WorkerPool:
             lease = cfg.mode == "lease"
             ev = slot.reader.recv(deadline if lease else time.monotonic() + START_TIMEOUT_S)
             if ev.get("ev") == "forked":
-                job_cg = self._confine(slot)
+                job_cg = self._confine(slot, int(ev["pid"]))
                 wire.send(slot.wfd, {"op": "go"})
                 ev = slot.reader.recv(deadline)
             return self._result(
@@ -403,11 +403,11 @@ class WorkerPool:
             if not cfg.keep_scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-    def _confine(self, slot: Slot) -> Cgroup | None:
+    def _confine(self, slot: Slot, nspid: int) -> Cgroup | None:
         cg = slot.job_cg
         if cg is None:
             return None
-        host_pid = slot.child_host_pid()
+        host_pid = slot.child_host_pid(nspid)
         if host_pid is None:
             raise JobError("sandbox", "could not find the job process")
         cg.kill()  # nothing may be left from an earlier job

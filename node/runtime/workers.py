@@ -198,14 +198,16 @@ class Slot:
                 cg.destroy()
         self.cg = self.job_cg = None
 
-    def child_host_pid(self) -> int | None:
-        """Host pid of the zygote's (only) child: the running job."""
+    def child_host_pid(self, nspid: int) -> int | None:
+        """Host pid of the zygote's child whose pid in the sandbox is ``nspid``."""
         try:
             kids = Path(f"/proc/{self.zygote_pid}/task/{self.zygote_pid}/children").read_text()
         except OSError:
             return None
-        pids = [int(k) for k in kids.split()]
-        return pids[0] if len(pids) == 1 else None
+        for kid in (int(k) for k in kids.split()):
+            if _nspid(kid) == nspid:
+                return kid
+        return None
 
 
 def descendants(pid: int) -> list[int]:

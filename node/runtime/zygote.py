@@ -22,6 +22,7 @@ creates the CUDA context, then installs the seccomp ``job`` profile on every thr
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -46,6 +47,8 @@ class _Zygote:
         self.cfg = cfg
         self.cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.warmed: set[str] = set()
+        self.spare: tuple[int, int, int] | None = None
+        self.zombies: list[int] = []
         self.reader = wire.Reader(0)
 
     # ---------------------------------------------------------------- setup
@@ -105,12 +108,18 @@ class _Zygote:
                     _send({"ev": "error", "msg": f"{type(exc).__name__}: {exc}"[:1000]})
                     return
 
-    def _model(self, req: dict[str, Any]) -> Any:
-        key = f"{req['weights']}|{req['arch']}|{json.dumps(req['config'], sort_keys=True)}"
+    @staticmethod
+    def cache_key(req: dict[str, Any]) -> str:
+        """Model cache key: weights sha256, arch and config."""
+        return f"{req['weights']}|{req['arch']}|{json.dumps(req['config'], sort_keys=True)}"
+
+    def _model(self, req: dict[str, Any]) -> tuple[Any, bool]:
+        """The cached model for ``req`` and whether it was loaded just now."""
+        key = self.cache_key(req)
         model = self.cache.get(key)
         if model is not None:
             self.cache.move_to_end(key)
-            return model
+            return model, False
         with open(f"{self.cfg['blobs']}/{req['weights']}", "rb") as f:
             data = f.read()
         if hashlib.sha256(data).hexdigest() != req["weights"]:
@@ -121,9 +130,9 @@ class _Zygote:
         self.cache[key] = model
         while len(self.cache) > self.cfg["cache_entries"]:
             self.cache.popitem(last=False)
-        return model
+        return model, True
 
-    def _warm_shapes(self, req: dict[str, Any], model: Any) -> None:
+    def _warm_shapes(self, req: dict[str, Any], model: Any) -> bool:
         """Run the cached model once on zeros of this job's input shapes, single-threaded.
 
         Children then inherit oneDNN's per-shape kernels and the allocator's warm heap
@@ -134,11 +143,11 @@ class _Zygote:
         try:
             shapes = _header_shapes(f"{self.cfg['scratch']}/{req['id']}/inputs.safetensors")
         except (OSError, ValueError, KeyError, TypeError):
-            return
+            return False
         numel = sum(n for _, _, n in shapes.values())
         key = f"{id(model)}|{sorted(shapes.items())}|{req['deterministic']}"
         if key in self.warmed or numel > self.cfg["warm_max_elements"]:
-            return
+            return False
         dtypes = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
         dtypes.update({"I64": torch.int64, "BOOL": torch.bool})
         try:
@@ -147,32 +156,39 @@ class _Zygote:
             torch.use_deterministic_algorithms(bool(req["deterministic"]))
             self.formats.run(req["arch"], req["config"], model, data, device=req["device"])
         except (self.formats.JobError, KeyError, RuntimeError, ValueError):
-            return
+            return False
         finally:
             torch.use_deterministic_algorithms(False)
         self.warmed.add(key)
         if len(self.warmed) > 64:
             self.warmed.clear()
+        return True
 
     def job(self, req: dict[str, Any]) -> None:
         model = None
+        changed = False
         if req["format"] == "catalog-v1" and req.get("test_code") is None:
             try:
-                model = self._model(req)
+                model, changed = self._model(req)
             except self.formats.JobError as exc:
                 _send({"ev": "done", "report": {"ok": False, "code": exc.code, "msg": exc.message}})
                 return
-            if model is not None:
-                self._warm_shapes(req, model)
+            changed = self._warm_shapes(req, model) or changed
+            req["cache_key"] = self.cache_key(req)
         if self.cfg["mode"] == "lease":
             t0 = time.process_time()
             report = _execute(self, req, model)
             report["cpu_ms"] = (time.process_time() - t0) * 1000
             _send({"ev": "done", "report": report, "status": 0})
             return
-        self._fork(req, model)
+        self._run_child(req, fresh=changed)
 
-    def _fork(self, req: dict[str, Any], model: Any) -> None:
+    # ------------------------------------------------------------- children
+    def spawn_spare(self) -> None:
+        """Fork the child for the next job now, off the critical path.
+
+        It inherits the cache as it is at this moment and blocks until it is handed a job.
+        """
         r_go, w_go = os.pipe()
         r_rep, w_rep = os.pipe()
         pid = os.fork()
@@ -181,32 +197,128 @@ class _Zygote:
             try:
                 os.close(w_go)
                 os.close(r_rep)
-                code = _child(self, req, model, r_go, w_rep)
+                code = _child(self, r_go, w_rep)
             finally:
                 os._exit(code)
         os.close(r_go)
         os.close(w_rep)
+        self.spare = (pid, w_go, r_rep)
+
+    def _drop_spare(self) -> None:
+        if self.spare is not None:
+            pid, w_go, r_rep = self.spare
+            os.close(w_go)
+            os.close(r_rep)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self.zombies.append(pid)
+            self.spare = None
+
+    def reap(self) -> None:
+        """Collect children that were answered for before they finished exiting."""
+        for pid in list(self.zombies):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.zombies.remove(pid)
+
+    def _run_child(self, req: dict[str, Any], *, fresh: bool) -> None:
+        if fresh or self.spare is None:  # the spare's snapshot lacks this model or warm-up
+            self._drop_spare()
+            self.spawn_spare()
+        assert self.spare is not None
+        pid, w_go, r_rep = self.spare
+        self.spare = None
         _send({"ev": "forked", "pid": pid})
         try:
             go = self.reader.recv(time.monotonic() + 30)
         except (TimeoutError, wire.WireError):
             go = {}
         if go.get("op") == "go":
-            os.write(w_go, b"g")
+            with contextlib.suppress(OSError):
+                wire.send(w_go, req)
         os.close(w_go)
-        timed_out = _wait_deadline(pid, req["timeout_s"])
-        _, status, ru = os.wait4(pid, 0)
-        report = _read_report(r_rep)
+        report, exited, timed_out = _await_child(pid, r_rep, req["timeout_s"])
+        if exited:
+            _, status, ru = os.wait4(pid, 0)
+            cpu_ms, maxrss = (ru.ru_utime + ru.ru_stime) * 1000, ru.ru_maxrss * 1024
+        else:  # reported and closed its pipe: meter, kill, answer, reap later
+            cpu_ms, maxrss, status = _cpu_ms(pid), 0, 0
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self.zombies.append(pid)
         _send(
             {
                 "ev": "done",
                 "status": status,
                 "timed_out": timed_out,
-                "cpu_ms": (ru.ru_utime + ru.ru_stime) * 1000,
-                "maxrss": ru.ru_maxrss * 1024,
+                "cpu_ms": cpu_ms,
+                "maxrss": maxrss,
                 "report": report,
             }
         )
+        self.reap()
+        self.spawn_spare()
+
+
+def _await_child(pid: int, r_rep: int, timeout_s: float) -> tuple[dict[str, Any], bool, bool]:
+    """Wait for the report (pipe closed) or the exit; kill at the deadline.
+
+    Returns (report, exited, timed_out); ``exited`` False means the child reported and is
+    still being torn down.
+    """
+    pidfd = os.pidfd_open(pid)
+    deadline = time.monotonic() + timeout_s
+    data = b""
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                return {}, True, True
+            ready, _, _ = select.select([r_rep, pidfd], [], [], left)
+            if r_rep in ready:
+                chunk = os.read(r_rep, 65536)
+                if chunk and len(data) <= REPORT_MAX:
+                    data += chunk
+                    continue
+                if not chunk:  # EOF: the child closed its report pipe (or died)
+                    exited = pidfd in select.select([pidfd], [], [], 0)[0]
+                    return _parse_report(data), exited, False
+            if pidfd in ready:
+                while chunk := _read_nowait(r_rep):
+                    data += chunk[: max(0, REPORT_MAX - len(data))]
+                return _parse_report(data), True, False
+    finally:
+        os.close(pidfd)
+        os.close(r_rep)
+
+
+def _read_nowait(fd: int) -> bytes:
+    if not select.select([fd], [], [], 0)[0]:
+        return b""
+    return os.read(fd, 65536)
+
+
+def _parse_report(data: bytes) -> dict[str, Any]:
+    try:
+        report = json.loads(data[:REPORT_MAX]) if data else {}
+    except ValueError:
+        report = {}
+    return report if isinstance(report, dict) else {}
+
+
+def _cpu_ms(pid: int) -> float:
+    """CPU time of every thread of ``pid`` so far (``schedstat``: ns resolution)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            path = f"/proc/{pid}/task/{tid}/schedstat"
+            with contextlib.suppress(OSError, ValueError, IndexError), open(path) as f:
+                total += int(f.read().split()[0])
+    return total / 1e6
 
 
 #: Tiny configs run once in the zygote so children inherit every lazy import.
@@ -252,49 +364,22 @@ def _header_shapes(path: str) -> dict[str, tuple[str, tuple[int, ...], int]]:
     return out
 
 
-def _wait_deadline(pid: int, timeout_s: float) -> bool:
-    """Wait for ``pid`` to exit; SIGKILL it at the deadline. True if it was killed."""
-    fd = os.pidfd_open(pid)
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout_s)
-        if ready:
-            return False
-        os.kill(pid, signal.SIGKILL)
-        return True
-    finally:
-        os.close(fd)
-
-
-def _read_report(fd: int) -> dict[str, Any]:
-    data = b""
-    try:
-        while len(data) <= REPORT_MAX:
-            ready, _, _ = select.select([fd], [], [], 0)
-            if not ready:
-                break
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    try:
-        report = json.loads(data[:REPORT_MAX]) if data else {}
-    except ValueError:
-        report = {}
-    return report if isinstance(report, dict) else {}
-
-
-def _child(z: _Zygote, req: dict[str, Any], model: Any, r_go: int, w_rep: int) -> int:
+def _child(z: _Zygote, r_go: int, w_rep: int) -> int:
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     if not z.cfg.get("debug"):
         os.dup2(devnull, 2)
     os.close(devnull)
-    if os.read(r_go, 1) != b"g":
+    try:  # blocks until the zygote hands over a job (after the cgroup move)
+        req = wire.Reader(r_go).recv()
+    except wire.WireError:
         return 71
     os.close(r_go)
+    model = z.cache.get(req["cache_key"]) if "cache_key" in req else None
+    if "cache_key" in req and model is None:
+        _report(w_rep, {"ok": False, "code": "crashed", "msg": "model missing in the child"})
+        return 1
     try:
         with open("/proc/self/oom_score_adj", "w", encoding="ascii") as f:
             f.write("1000")  # the job, never the zygote, is the OOM victim
