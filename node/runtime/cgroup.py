@@ -169,20 +169,22 @@ class Cgroup:
             return 0
         return 0
 
-    def kill(self) -> None:
-        """SIGKILL everything in the cgroup (``cgroup.kill`` on v2)."""
+    def kill(self, *, wait: bool = True) -> None:
+        """SIGKILL everything in the cgroup (``cgroup.kill`` on v2); with ``wait``, until empty."""
         if self.kind == "v2" and (self.dirs[0] / "cgroup.kill").exists():
             with contextlib.suppress(OSError):
                 _write(self.dirs[0] / "cgroup.kill", "1")
-            return
-        for _ in range(20):
+            if not wait:
+                return
+        for _ in range(20 if wait else 1):
             pids = self.pids()
             if not pids:
                 return
             for p in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
-            time.sleep(0.005)
+            if wait:
+                time.sleep(0.005)
 
     def destroy(self) -> None:
         """Kill what is left and remove the directories."""

@@ -399,7 +399,7 @@ class WorkerPool:
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
         finally:
             if job_cg is not None:
-                job_cg.kill()
+                job_cg.kill(wait=False)  # the next job's _confine waits until it is empty
             if not cfg.keep_scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
 

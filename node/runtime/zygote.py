@@ -132,7 +132,7 @@ class _Zygote:
             self.cache.popitem(last=False)
         return model, True
 
-    def _warm_shapes(self, req: dict[str, Any], model: Any) -> bool:
+    def _warm_shapes(self, req: dict[str, Any], model: Any, shapes: Any) -> bool:
         """Run the cached model once on zeros of this job's input shapes, single-threaded.
 
         Children then inherit oneDNN's per-shape kernels and the allocator's warm heap
@@ -140,9 +140,7 @@ class _Zygote:
         Only the *shapes* come from the client (the safetensors header), never values.
         """
         torch = self.torch
-        try:
-            shapes = _header_shapes(f"{self.cfg['scratch']}/{req['id']}/inputs.safetensors")
-        except (OSError, ValueError, KeyError, TypeError):
+        if shapes is None:
             return False
         numel = sum(n for _, _, n in shapes.values())
         key = f"{id(model)}|{sorted(shapes.items())}|{req['deterministic']}"
@@ -165,7 +163,7 @@ class _Zygote:
         return True
 
     def job(self, req: dict[str, Any]) -> None:
-        model = None
+        model = shapes = None
         changed = False
         if req["format"] == "catalog-v1" and req.get("test_code") is None:
             try:
@@ -173,8 +171,11 @@ class _Zygote:
             except self.formats.JobError as exc:
                 _send({"ev": "done", "report": {"ok": False, "code": exc.code, "msg": exc.message}})
                 return
-            changed = self._warm_shapes(req, model) or changed
             req["cache_key"] = self.cache_key(req)
+            try:
+                shapes = _header_shapes(f"{self.cfg['scratch']}/{req['id']}/inputs.safetensors")
+            except (OSError, ValueError, KeyError, TypeError):
+                shapes = None
         if self.cfg["mode"] == "lease":
             t0 = time.process_time()
             report = _execute(self, req, model)
@@ -182,6 +183,12 @@ class _Zygote:
             _send({"ev": "done", "report": report, "status": 0})
             return
         self._run_child(req, fresh=changed)
+        # after the answer, off this job's critical path: reap, warm kernels for this
+        # input shape (first sighting), fork the next job's child (it inherits both)
+        self.reap()
+        if model is not None:
+            self._warm_shapes(req, model, shapes)
+        self.spawn_spare()
 
     # ------------------------------------------------------------- children
     def spawn_spare(self) -> None:
@@ -259,8 +266,6 @@ class _Zygote:
                 "report": report,
             }
         )
-        self.reap()
-        self.spawn_spare()
 
 
 def _await_child(pid: int, r_rep: int, timeout_s: float) -> tuple[dict[str, Any], bool, bool]:
