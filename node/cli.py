@@ -13,27 +13,13 @@ from pathlib import Path
 import click
 
 from node import __version__
+from node.commands.common import UserError
 from node.keys import KeystoreError, create_keystore, load_keystore, read_password
 from node.runtime import detect
 from protocol.errors import IdentityError
 from protocol.identity import checksum_address, parse_address
 
 DEFAULT_KEYSTORE = Path.home() / ".gpunet" / "keystore.json"
-
-
-class UserError(click.ClickException):
-    """A mistake the user can fix: printed as one line plus a hint."""
-
-    exit_code = 2
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
-
-    def show(self, file: object = None) -> None:
-        click.secho(f"error: {self.message}", fg="red", err=True)
-        if self.hint:
-            click.echo(f"hint: {self.hint}", err=True)
 
 
 keystore_option = click.option(
@@ -125,6 +111,15 @@ def runtime_check(keystore: Path, device: str, min_tier: int, as_json: bool) -> 
             err=True,
         )
         sys.exit(1)
+
+
+def _register() -> None:
+    from node.commands.provider import provider
+
+    cli.add_command(provider)
+
+
+_register()
 
 
 def main() -> None:

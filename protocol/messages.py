@@ -46,6 +46,7 @@ from protocol.errors import (
 from protocol.identity import Identity
 
 __all__ = [
+    "ADVERTISEMENT_CLIENT",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "Attestation",
@@ -80,13 +81,17 @@ Address = Annotated[bytes, msgspec.Meta(min_length=20, max_length=20)]
 Hash32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Signature = Annotated[bytes, msgspec.Meta(min_length=65, max_length=65)]
 RequestId = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:+/-]+$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@+/-]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=256)]
 ConfigKey = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")]
 ConfigValue = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 Chunk = Annotated[bytes, msgspec.Meta(max_length=1 << 20)]
 
 ZERO_ADDRESS: Final = bytes(20)
+#: ``Offer.client`` of a gossiped advertisement: nobody holds this address's key,
+#: so an advertisement can never be matched onchain; a client sends a JobRequest
+#: and matches the client-bound offer in the JobAccept instead.
+ADVERTISEMENT_CLIENT: Final = bytes(19) + b"\x01"
 
 
 class Determinism(enum.IntEnum):
@@ -142,6 +147,11 @@ class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     MAX_BYTES: ClassVar[int] = 4096
     #: versions this node decodes
     VERSIONS: ClassVar[tuple[int, ...]] = (PROTOCOL_VERSION,)
+
+    def __post_init__(self) -> None:
+        # Top-level versions are checked before parsing; this catches nested messages.
+        if self.v not in self.VERSIONS:
+            raise ValueError(f"{type(self).__name__} version {self.v} is not supported")
 
 
 # ---------------------------------------------------------------- offers
@@ -294,7 +304,8 @@ class JobAccept(Message, frozen=True, kw_only=True, tag="job_accept"):
     queue_position: U32 = 0
 
     def __post_init__(self) -> None:
-        if self.offer.client == ZERO_ADDRESS:
+        super().__post_init__()
+        if self.offer.client in (ZERO_ADDRESS, ADVERTISEMENT_CLIENT):
             raise ValueError("the offer in a JobAccept must be bound to the client")
 
 
@@ -399,6 +410,7 @@ class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
     wall_millis: U64 = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.attestation.job_id != self.job_id:
             raise ValueError("attestation is for another job")
         if self.attestation.output_hash != self.output:
@@ -434,6 +446,7 @@ class BlobResponse(Message, frozen=True, kw_only=True, tag="blob_response"):
     data: Chunk = b""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.status is not BlobStatus.OK and self.data:
             raise ValueError("only an OK response carries data")
         if self.offset + len(self.data) > self.total_size and self.status is BlobStatus.OK:
@@ -458,13 +471,63 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
 _MAX_ANY: Final = max(t.MAX_BYTES for t in MESSAGE_TYPES.values())
 
 
-class _Header(msgspec.Struct):
-    t: str
-    v: int
+_HEADER_PEEK: Final = 320
+
+
+def _peek_header(head: bytes) -> tuple[str, int]:
+    """Read ``t`` and ``v`` from the start of an envelope without parsing the rest.
+
+    The envelope is a map whose first two keys are ``t`` (a string) and ``v``
+    (an unsigned integer); anything else is :class:`GarbageInput`. Integer
+    widths are accepted here so that a non-canonical width is reported as
+    :class:`NonCanonicalEncoding` by the full decode.
+    """
+    try:
+        pos = 0
+        first = head[pos]
+        if 0x80 <= first <= 0x8F:
+            pos += 1
+        elif first == 0xDE:
+            pos += 3
+        elif first == 0xDF:
+            pos += 5
+        else:
+            raise GarbageInput("a message is a MessagePack map")
+        if head[pos : pos + 2] != b"\xa1t":
+            raise GarbageInput("a message's first key must be 't'")
+        pos += 2
+        kind = head[pos]
+        if 0xA0 <= kind <= 0xBF:
+            length, pos = kind & 0x1F, pos + 1
+        elif kind == 0xD9:
+            length, pos = head[pos + 1], pos + 2
+        else:
+            raise GarbageInput("a message's type must be a short string")
+        raw_tag = head[pos : pos + length]
+        if len(raw_tag) != length:
+            raise GarbageInput("truncated message header")
+        tag = raw_tag.decode("utf-8")
+        pos += length
+        if head[pos : pos + 2] != b"\xa1v":
+            raise GarbageInput("a message's second key must be 'v'")
+        pos += 2
+        kind = head[pos]
+        if kind <= 0x7F:
+            return tag, kind
+        width = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(kind)
+        if width is None:
+            raise GarbageInput("a message's version must be an unsigned integer")
+        raw_v = head[pos + 1 : pos + 1 + width]
+        if len(raw_v) != width:
+            raise GarbageInput("truncated message header")
+        return tag, int.from_bytes(raw_v, "big")
+    except IndexError:
+        raise GarbageInput("truncated message header") from None
+    except UnicodeDecodeError:
+        raise GarbageInput("message type is not UTF-8") from None
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder(order="deterministic")
-_HEADER_DECODER: Final = msgspec.msgpack.Decoder(_Header)
 _DECODERS: Final[dict[str, msgspec.msgpack.Decoder[Any]]] = {
     tag: msgspec.msgpack.Decoder(cls) for tag, cls in MESSAGE_TYPES.items()
 }
@@ -472,11 +535,22 @@ _DECODERS: Final[dict[str, msgspec.msgpack.Decoder[Any]]] = {
 M = TypeVar("M", bound=Message)
 
 
-def encode(message: Message) -> bytes:
-    """Canonical bytes of ``message`` (raises :class:`InvalidField` if over its size limit)."""
-    data = _ENCODER.encode(message)
+def encode(message: Message, *, validate: bool = True) -> bytes:
+    """Canonical bytes of ``message``.
+
+    Structs are not validated when built in Python, so by default the bytes are
+    decoded once more to prove the receiver will accept them (raising the same
+    :class:`DecodeError` it would). Hot paths that build messages from already
+    validated values may pass ``validate=False``.
+    """
+    try:
+        data = _ENCODER.encode(message)
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise InvalidField(f"{type(message).__name__}: cannot encode: {exc}") from None
     if len(data) > message.MAX_BYTES:
         raise MessageTooLarge(type(message).__name__, len(data), message.MAX_BYTES)
+    if validate:
+        decode(data)
     return data
 
 
@@ -488,21 +562,16 @@ def decode(data: bytes | bytearray | memoryview, *, expect: tuple[str, ...] = ()
     size = len(data)
     if size > _MAX_ANY:
         raise MessageTooLarge("message", size, _MAX_ANY)
-    try:
-        header = _HEADER_DECODER.decode(data)
-    except msgspec.ValidationError as exc:
-        raise GarbageInput(f"no valid message header: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise GarbageInput(f"not a MessagePack message: {exc}") from None
-    cls = MESSAGE_TYPES.get(header.t)
-    if cls is None or (expect and header.t not in expect):
-        raise UnknownMessageType(f"unexpected message type {header.t[:40]!r}")
+    tag, version = _peek_header(bytes(data[:_HEADER_PEEK]))
+    cls = MESSAGE_TYPES.get(tag)
+    if cls is None or (expect and tag not in expect):
+        raise UnknownMessageType(f"unexpected message type {tag[:40]!r}")
     if size > cls.MAX_BYTES:
         raise MessageTooLarge(cls.__name__, size, cls.MAX_BYTES)
-    if header.v not in cls.VERSIONS:
-        raise UnsupportedVersion(cls.__name__, header.v, cls.VERSIONS)
+    if version not in cls.VERSIONS:
+        raise UnsupportedVersion(cls.__name__, version, cls.VERSIONS)
     try:
-        message: Message = _DECODERS[header.t].decode(data)
+        message: Message = _DECODERS[tag].decode(data)
     except msgspec.ValidationError as exc:
         raise InvalidField(f"{cls.__name__}: {exc}") from None
     except msgspec.DecodeError as exc:

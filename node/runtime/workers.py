@@ -1,7 +1,7 @@
 """Sandboxed worker processes: the spawner thread and one slot (a bwrap'd zygote).
 
 A slot owns one worker (``bwrap ... python -I -B -c <boot>`` running :mod:`.zygote`),
-its slot cgroup, the reusable job cgroup and its scratch root. :mod:`node.runtime.pool` drives slots.
+its slot cgroup, the reusable job cgroup and its scratch root; :mod:`.pool` drives slots.
 """
 
 from __future__ import annotations

@@ -1,0 +1,391 @@
+"""Typed wrapper of the GpunetEscrow contract: one method per function.
+
+Transactions are encoded with cached selectors and ``eth_abi``; gas is
+estimated (which also surfaces reverts as typed exceptions before anything is
+sent) unless the caller passes ``gas=``. A transaction mined with status 0 is
+replayed with ``eth_call`` on its parent block to recover the custom error.
+Methods that move a job return the job's new :class:`~node.chain.jobs.Job`,
+rebuilt from the events, ready to pass to the next call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from node.chain.abi import Abi
+from node.chain.artifacts import load_artifact
+from node.chain.errors import ChainError, RpcError, UnknownRevert, decode_revert
+from node.chain.jobs import Job
+from node.chain.rpc import Receipt, Rpc, Signer, revert_data
+from protocol import eip712
+from protocol.lifecycle import JobState
+
+GAS_MARGIN_PERCENT = 25
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A decoded escrow event from a receipt or a log query."""
+
+    name: str
+    fields: dict[str, Any]
+    block_number: int
+    log_index: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxResult:
+    """A mined, successful transaction and the escrow events it emitted."""
+
+    receipt: Receipt
+    events: tuple[EventRecord, ...]
+
+    @property
+    def gas_used(self) -> int:
+        """Gas used by the whole transaction."""
+        return self.receipt.gas_used
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """Fields of every event called ``name``, in log order."""
+        return [e.fields for e in self.events if e.name == name]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StakeInfo:
+    """A provider's stake."""
+
+    active: int
+    unbonding: int
+    unlock_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewJob:
+    """Arguments of one createJob (also the batch item)."""
+
+    offer: eip712.OfferData
+    offer_sig: bytes
+    spec_hash: bytes
+    max_payment: int
+    deadline: int
+    lane: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResultArgs:
+    """Arguments of one submitResult (the batch form ignores ``sig``)."""
+
+    job: Job
+    output_hash: bytes
+    runtime_id: bytes
+    determinism: int
+    metered_millis: int
+    sig: bytes = b""
+
+
+def _offer_tuple(o: eip712.OfferData) -> tuple[Any, ...]:
+    return (
+        "0x" + o.provider.hex(),
+        "0x" + o.client.hex(),
+        o.capabilities_hash,
+        o.price_per_gpu_second,
+        o.nonce,
+        o.expiry,
+    )
+
+
+def _attestation_tuple(a: eip712.AttestationData) -> tuple[Any, ...]:
+    return (
+        a.job_id,
+        "0x" + a.provider.hex(),
+        a.spec_hash,
+        a.output_hash,
+        a.runtime_id,
+        a.determinism,
+        a.metered_millis,
+    )
+
+
+def _addr(value: str) -> bytes:
+    return bytes.fromhex(value.removeprefix("0x"))
+
+
+class Escrow:
+    """A deployed GpunetEscrow, optionally with a signer for transactions."""
+
+    abi = Abi(load_artifact("GpunetEscrow").abi)
+    _revert_errors: ClassVar[dict[bytes, Any]] = {
+        **abi.errors,
+        **Abi(load_artifact("TestToken").abi).errors,
+    }
+
+    def __init__(self, rpc: Rpc, address: bytes, signer: Signer | None = None) -> None:
+        if len(address) != 20:
+            raise ValueError("escrow address must be 20 bytes")
+        self.rpc = rpc
+        self.address = address
+        self.signer = signer
+        self._domain: eip712.Domain | None = None
+
+    def with_signer(self, signer: Signer) -> Escrow:
+        """The same contract driven by another account."""
+        return Escrow(self.rpc, self.address, signer)
+
+    @property
+    def domain(self) -> eip712.Domain:
+        """EIP-712 domain of this deployment."""
+        if self._domain is None:
+            self._domain = eip712.Domain(self.rpc.chain_id(), self.address)
+        return self._domain
+
+    # ------------------------------------------------------------ plumbing
+    def _call(self, name: str, *args: Any) -> tuple[Any, ...]:
+        fn = self.abi.functions[name]
+        try:
+            raw = self.rpc.call(self.address, fn.encode(*args))
+        except RpcError as exc:
+            raise self._revert(exc) from None
+        return fn.decode(raw)
+
+    def _revert(self, exc: RpcError) -> ChainError:
+        data = revert_data(exc)
+        if data is None:
+            return exc
+        return decode_revert(data, self._revert_errors)
+
+    def decode_events(self, receipt: Receipt) -> tuple[EventRecord, ...]:
+        """Escrow events in a receipt."""
+        out = []
+        for lg in receipt.logs:
+            if lg.address != self.address or not lg.topics:
+                continue
+            ev = self.abi.events_by_topic.get(lg.topics[0])
+            if ev is not None:
+                fields = ev.decode(lg.topics[1:], lg.data)
+                out.append(EventRecord(ev.name, fields, lg.block_number, lg.log_index))
+        return tuple(out)
+
+    def transact(self, name: str, *args: Any, gas: int | None = None) -> TxResult:
+        """Send ``name(*args)`` and wait; raise a typed :class:`ContractRevert` on revert."""
+        if self.signer is None:
+            raise ChainError("this Escrow has no signer")
+        data = self.abi.functions[name].encode(*args)
+        if gas is None:
+            try:
+                estimate = self.signer.estimate_gas(self.address, data)
+            except RpcError as exc:
+                raise self._revert(exc) from None
+            gas = estimate + estimate * GAS_MARGIN_PERCENT // 100
+        receipt = self.signer.wait(self.signer.send(self.address, data, gas=gas))
+        if receipt.status != 1:
+            raise self._replay_revert(data, receipt)
+        return TxResult(receipt, self.decode_events(receipt))
+
+    def _replay_revert(self, data: bytes, receipt: Receipt) -> ChainError:
+        assert self.signer is not None
+        tx = {"from": self.signer.account.address, "to": "0x" + self.address.hex()}
+        tx["data"] = "0x" + data.hex()
+        try:
+            self.rpc.request("eth_call", [tx, hex(max(receipt.block_number - 1, 0))])
+        except RpcError as exc:
+            return self._revert(exc)
+        return UnknownRevert("revert", {"tx": "0x" + receipt.tx_hash.hex()}, b"")
+
+    # ------------------------------------------------------------ views
+    def lane_state(self, client: bytes, lane: int) -> JobState:
+        """State of the job in a client's lane (NONE if never used)."""
+        (state,) = self._call("laneState", "0x" + client.hex(), lane)
+        return JobState(state)
+
+    def job_state(self, job: Job) -> JobState:
+        """State of ``job``'s lane (the job's state unless the lane was reused since)."""
+        return self.lane_state(job.client, job.lane)
+
+    def lane_slot(self, client: bytes, lane: int) -> bytes:
+        """The stored slot (struct hash with the state in the low byte)."""
+        (slot,) = self._call("laneSlot", "0x" + client.hex(), lane)
+        return bytes(slot)
+
+    def next_job_id(self) -> int:
+        """Id the next created job gets."""
+        (n,) = self._call("nextJobId")
+        return int(n)
+
+    def balance_of(self, account: bytes) -> int:
+        """Free (withdrawable) balance."""
+        (bal,) = self._call("balanceOf", "0x" + account.hex())
+        return int(bal)
+
+    def stake_of(self, provider: bytes) -> StakeInfo:
+        """A provider's stake."""
+        active, unbonding, unlock_at = self._call("stakeOf", "0x" + provider.hex())
+        return StakeInfo(active, unbonding, unlock_at)
+
+    def nonce_used(self, provider: bytes, nonce: int) -> bool:
+        """Whether an offer nonce is used or cancelled."""
+        (used,) = self._call("nonceUsed", "0x" + provider.hex(), nonce)
+        return bool(used)
+
+    def offer_digest(self, offer: eip712.OfferData) -> bytes:
+        """The contract's EIP-712 digest of an offer."""
+        (d,) = self._call("offerDigest", _offer_tuple(offer))
+        return bytes(d)
+
+    def attestation_digest(self, att: eip712.AttestationData) -> bytes:
+        """The contract's EIP-712 digest of an attestation."""
+        (d,) = self._call("attestationDigest", _attestation_tuple(att))
+        return bytes(d)
+
+    def domain_separator(self) -> bytes:
+        """The contract's EIP-712 domain separator."""
+        (d,) = self._call("domainSeparator")
+        return bytes(d)
+
+    def hash_job(self, job: Job, state: JobState) -> bytes:
+        """The contract's slot value for ``job`` in ``state``."""
+        (d,) = self._call("hashJob", job.as_tuple(), int(state))
+        return bytes(d)
+
+    def param(self, name: str) -> int:
+        """An immutable parameter: minStake, challengeWindow, challengeBond, …"""
+        (value,) = self._call(name)
+        return int(value)
+
+    def token_address(self) -> bytes:
+        """The payment token."""
+        (addr,) = self._call("token")
+        return _addr(addr)
+
+    # ------------------------------------------------------------ money
+    def deposit(self, amount: int, *, gas: int | None = None) -> TxResult:
+        """Deposit tokens (approve the escrow first)."""
+        return self.transact("deposit", amount, gas=gas)
+
+    def withdraw(self, amount: int, *, gas: int | None = None) -> TxResult:
+        """Withdraw free balance."""
+        return self.transact("withdraw", amount, gas=gas)
+
+    def stake(self, amount: int, *, gas: int | None = None) -> TxResult:
+        """Move free balance into active stake."""
+        return self.transact("stake", amount, gas=gas)
+
+    def request_unstake(self, amount: int, *, gas: int | None = None) -> TxResult:
+        """Start unbonding."""
+        return self.transact("requestUnstake", amount, gas=gas)
+
+    def withdraw_stake(self, *, gas: int | None = None) -> TxResult:
+        """Move unlocked unbonding stake to the free balance."""
+        return self.transact("withdrawStake", gas=gas)
+
+    def cancel_nonces(self, nonces: Sequence[int], *, gas: int | None = None) -> list[TxResult]:
+        """Cancel offer nonces (one transaction per 256-nonce word)."""
+        words: dict[int, int] = {}
+        for n in nonces:
+            if not 0 <= n < 2**64:
+                raise ValueError(f"nonce {n} out of uint64 range")
+            words[n >> 8] = words.get(n >> 8, 0) | (1 << (n & 0xFF))
+        return [self.transact("cancelNonces", w, m, gas=gas) for w, m in sorted(words.items())]
+
+    def set_resolver(self, resolver: bytes, *, gas: int | None = None) -> TxResult:
+        """Owner: replace the resolver."""
+        return self.transact("setResolver", "0x" + resolver.hex(), gas=gas)
+
+    # ------------------------------------------------------------ jobs
+    @staticmethod
+    def _new_tuple(j: NewJob) -> tuple[Any, ...]:
+        return (_offer_tuple(j.offer), j.offer_sig, j.spec_hash, j.max_payment, j.deadline, j.lane)
+
+    def create_job(self, new: NewJob, *, gas: int | None = None) -> tuple[Job, TxResult]:
+        """Match a job; returns the job struct and the tx."""
+        res = self.transact("createJob", *self._new_tuple(new), gas=gas)
+        (created,) = res.named("JobCreated")
+        return Job.from_created(created), res
+
+    def create_jobs(
+        self, jobs: Sequence[NewJob], *, gas: int | None = None
+    ) -> tuple[list[Job], TxResult]:
+        """Batch create; returns the jobs in input order and the tx."""
+        res = self.transact("createJobs", [self._new_tuple(j) for j in jobs], gas=gas)
+        return [Job.from_created(c) for c in res.named("JobCreated")], res
+
+    def _result_hash(self, r: ResultArgs) -> bytes:
+        return eip712.attestation_digest(
+            self.domain,
+            eip712.AttestationData(
+                job_id=r.job.job_id,
+                provider=r.job.provider,
+                spec_hash=r.job.spec_hash,
+                output_hash=r.output_hash,
+                runtime_id=r.runtime_id,
+                determinism=r.determinism,
+                metered_millis=r.metered_millis,
+            ),
+        )
+
+    @staticmethod
+    def _result_tuple(r: ResultArgs) -> tuple[Any, ...]:
+        return (r.job.as_tuple(), r.output_hash, r.runtime_id, r.determinism, r.metered_millis)
+
+    def submit_result(self, r: ResultArgs, *, gas: int | None = None) -> tuple[Job, TxResult]:
+        """Record a signed attestation; returns the submitted job."""
+        res = self.transact("submitResult", *self._result_tuple(r), r.sig, gas=gas)
+        (ev,) = res.named("ResultSubmitted")
+        return r.job.after_submit(ev, self._result_hash(r)), res
+
+    def submit_results(
+        self, results: Sequence[ResultArgs], *, gas: int | None = None
+    ) -> tuple[list[Job], TxResult]:
+        """Batch submit (no signatures); returns the submitted jobs in input order."""
+        res = self.transact("submitResults", [self._result_tuple(r) for r in results], gas=gas)
+        evs = res.named("ResultSubmitted")
+        return [
+            r.job.after_submit(ev, self._result_hash(r)) for r, ev in zip(results, evs, strict=True)
+        ], res
+
+    def accept_result(self, job: Job, *, gas: int | None = None) -> TxResult:
+        """Client accepts (Submitted -> Finalized)."""
+        return self.transact("acceptResult", job.as_tuple(), gas=gas)
+
+    def finalize(self, job: Job, *, gas: int | None = None) -> TxResult:
+        """Finalize after the challenge window."""
+        return self.transact("finalize", job.as_tuple(), gas=gas)
+
+    def finalize_many(self, jobs: Sequence[Job], *, gas: int | None = None) -> TxResult:
+        """Batch finalize/accept."""
+        return self.transact("finalizeMany", [j.as_tuple() for j in jobs], gas=gas)
+
+    def refund(self, job: Job, *, gas: int | None = None) -> TxResult:
+        """Refund after a missed deadline."""
+        return self.transact("refund", job.as_tuple(), gas=gas)
+
+    def challenge(self, job: Job, *, gas: int | None = None) -> tuple[Job, TxResult]:
+        """Challenge with the bond; returns the disputed job."""
+        res = self.transact("challenge", job.as_tuple(), gas=gas)
+        (ev,) = res.named("JobChallenged")
+        return job.after_challenge(_addr(ev["challenger"])), res
+
+    def resolve(self, job: Job, provider_at_fault: bool, *, gas: int | None = None) -> TxResult:
+        """Resolver's verdict."""
+        return self.transact("resolve", job.as_tuple(), provider_at_fault, gas=gas)
+
+    def prove_equivocation(
+        self,
+        job: Job,
+        first: tuple[eip712.AttestationData, bytes],
+        second: tuple[eip712.AttestationData, bytes],
+        *,
+        gas: int | None = None,
+    ) -> TxResult:
+        """Slash with two different attestations for one job (``first`` may be the
+        recorded result with an empty signature)."""
+        return self.transact(
+            "proveEquivocation",
+            job.as_tuple(),
+            _attestation_tuple(first[0]),
+            first[1],
+            _attestation_tuple(second[0]),
+            second[1],
+            gas=gas,
+        )

@@ -1,0 +1,566 @@
+"""The client SDK: ``AsyncClient.run(model, inputs)`` and its sync twin ``Client``.
+
+``run`` turns a catalog model and input tensors into a verified result:
+
+1. weights and inputs become safetensors blobs, named by content id and
+   served (only) to the provider the job is matched with;
+2. offers from gossip are ranked (:mod:`node.selection`); the best provider
+   gets a ``JobRequest``; a decline or a timeout moves on to the next one;
+3. the accept's client-bound offer is matched onchain (``createJob``), which
+   locks ``max_payment`` of the client's prepaid deposit;
+4. the provider delivers a ``ResultManifest``; the client fetches the output
+   by content id, checks its hash and the attestation (signer, job, spec,
+   output, chain, contract) against what the chain recorded, and only then
+   calls ``acceptResult``; a missed deadline is refunded automatically.
+
+Every failure is a typed :mod:`node.errors` exception that says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from node.chain.escrow import Escrow, NewJob, TxResult
+from node.chain.follower import EventFollower, MemoryCursorStore
+from node.chain.jobs import Job as ChainJob
+from node.chain.rpc import Rpc, Signer
+from node.errors import (
+    AttestationInvalid,
+    DeadlineMissed,
+    GpunetError,
+    NoMatchingOffer,
+    ProviderDeclined,
+    ProviderUnreachable,
+)
+from node.p2p.blobstore import BlobStore
+from node.p2p.config import P2PConfig
+from node.p2p.service import P2PService
+from node.runtime.formats import parse_safetensors, save_safetensors
+from node.selection import Reliability, Requirements, rank_offers
+from protocol import pricing
+from protocol.content import ContentId, cid_of
+from protocol.errors import BadSignature
+from protocol.identity import Identity, address_from_peer_id, checksum_address
+from protocol.messages import (
+    Attestation,
+    DeclineReason,
+    Determinism,
+    JobAccept,
+    JobDecline,
+    JobRequest,
+    JobSpec,
+    ModelRef,
+    ResultManifest,
+)
+
+__all__ = ["AsyncClient", "Client", "Progress", "Result"]
+
+log = logging.getLogger("gpunet.client")
+T = TypeVar("T")
+
+#: Open job-protocol streams to one provider at a time (its per-peer stream limit is 16).
+REQUESTS_PER_PROVIDER = 8
+#: Rounds over the candidate list when every provider was unreachable or at capacity.
+REQUEST_ROUNDS = 3
+
+#: ``progress(stage, detail)``; stages: selecting, requesting, matched, running,
+#: fetching, verifying, accepted.
+Progress = Callable[[str, str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A verified job result."""
+
+    outputs: dict[str, Any]  # name -> torch.Tensor
+    output_bytes: bytes
+    job_id: int
+    provider: bytes
+    attestation: Attestation
+    cost: int  # paid to the provider (token units)
+    refund: int  # returned to the deposit
+    price_per_gpu_second: int
+    latency_s: float
+    receipts: dict[str, TxResult]
+    declined_by: tuple[tuple[str, DeclineReason], ...] = ()
+
+    @property
+    def gas_used(self) -> int:
+        """Gas of the client's own transactions for this job."""
+        return sum(r.gas_used for r in self.receipts.values())
+
+
+@dataclasses.dataclass
+class _Waiting:
+    chain_job: ChainJob
+    provider_peer: str
+    spec: JobSpec
+    manifest: asyncio.Future[ResultManifest]
+    submitted: asyncio.Future[dict[str, Any]]
+    finalized: asyncio.Future[dict[str, Any]]
+
+
+class AsyncClient:
+    """See the module docstring. Use as ``async with AsyncClient(...) as client``."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        rpc_url: str,
+        escrow_address: bytes,
+        p2p_config: P2PConfig,
+        data_dir: Path,
+        lanes: int = 64,
+        poll_interval_s: float = 0.05,
+        request_timeout_s: float = 10.0,
+    ) -> None:
+        self.identity = identity
+        self.rpc = Rpc(rpc_url)
+        self.escrow = Escrow(self.rpc, escrow_address, Signer(self.rpc, identity.private_key))
+        self.blobs = BlobStore(Path(data_dir) / "blobs")
+        self.p2p = P2PService(
+            identity,
+            p2p_config,
+            on_result=self._on_result,
+            blob_store=self.blobs,
+            authorize=self._authorize,
+        )
+        self.poll_interval_s = poll_interval_s
+        self.request_timeout_s = request_timeout_s
+        self._free_lanes: asyncio.Queue[int] = asyncio.Queue()
+        for lane in range(lanes):
+            self._free_lanes.put_nowait(lane)
+        self._waiting: dict[int, _Waiting] = {}
+        self._early: dict[int, ResultManifest] = {}
+        self._reliability: dict[bytes, Reliability] = {}
+        self._inflight: dict[bytes, int] = {}
+        self._request_gates: dict[bytes, asyncio.Semaphore] = {}
+        self._stakes: dict[bytes, tuple[float, int]] = {}
+        self._stop = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._follower_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> AsyncClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start libp2p and the chain follower."""
+        await self.p2p.start()
+        start = await asyncio.to_thread(self.rpc.block_number)
+        follower = EventFollower(self.escrow, MemoryCursorStore(), start_block=start)
+        self._follower_task = asyncio.create_task(self._follow(follower), name="client-follower")
+
+    async def stop(self) -> None:
+        """Stop the follower (cancelled and awaited) and libp2p."""
+        self._stop.set()
+        if self._follower_task is not None:
+            self._follower_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower_task
+        await self.p2p.stop()
+
+    async def connect(self, addr: str) -> str:
+        """Dial a provider or bootstrap peer (``/ip4/…/tcp/…/p2p/<id>``)."""
+        return await self.p2p.connect(addr)
+
+    async def deposit(self, amount: int) -> TxResult:
+        """Move tokens into the escrow deposit that jobs draw from (approve first)."""
+        return await asyncio.to_thread(self.escrow.deposit, amount)
+
+    async def wait_for_offers(self, count: int, within: float = 20.0) -> int:
+        """Wait until offers from ``count`` providers are known; returns how many are."""
+        deadline = time.monotonic() + within
+        while True:
+            n = len(self.p2p.query(limit=10_000))
+            if n >= count or time.monotonic() > deadline:
+                return n
+            await asyncio.sleep(0.05)
+
+    # ------------------------------------------------------------ run
+    async def run(
+        self,
+        model: ModelRef | tuple[str, Mapping[str, int], bytes],
+        inputs: Mapping[str, Any] | bytes,
+        *,
+        max_price: int,
+        deadline_s: int = 300,
+        max_gpu_millis: int = 10_000,
+        min_tier: int = 0,
+        determinism: Determinism = Determinism.EXACT,
+        max_output_bytes: int = 64 << 20,
+        progress: Progress | None = None,
+    ) -> Result:
+        """Run one job to a verified, accepted result (see the module docstring).
+
+        ``model`` is ``(arch, config, safetensors weights)``; ``inputs`` a mapping
+        of tensors or safetensors bytes.
+        """
+        say = progress or (lambda stage, detail: None)
+        started = time.monotonic()
+        arch, config, weights = model if isinstance(model, tuple) else (model.arch, {}, b"")
+        inputs_bytes = inputs if isinstance(inputs, bytes) else _to_safetensors(inputs)
+        w_cid, i_cid = self.blobs.put_bytes(weights), self.blobs.put_bytes(inputs_bytes)
+        spec = JobSpec(
+            model=ModelRef(
+                arch=arch, config=dict(config), weights=w_cid.digest, weights_size=len(weights)
+            ),
+            inputs=i_cid.digest,
+            inputs_size=len(inputs_bytes),
+            determinism=determinism,
+            min_sandbox_tier=min_tier,
+            max_output_bytes=max_output_bytes,
+            max_gpu_millis=max_gpu_millis,
+        )
+        max_payment = pricing.max_payment_for(max_price, max_gpu_millis)
+        say("selecting", f"{arch}, max {max_price}/GPU-s, escrow {max_payment}")
+        domain = await asyncio.to_thread(lambda: self.escrow.domain)
+        req = Requirements(
+            client=self.identity.address,
+            chain_id=domain.chain_id,
+            contract=domain.verifying_contract,
+            max_price_per_gpu_second=max_price,
+            job_bytes=len(weights) + len(inputs_bytes),
+            format=spec.format,
+            determinism=determinism,
+            min_sandbox_tier=min_tier,
+        )
+        entries = self.p2p.query(limit=10_000)
+        peers = {e.offer.provider: e.peer_id for e in entries}
+        ranked, rejected = rank_offers(
+            [e.offer for e in entries],
+            req,
+            now=int(time.time()),
+            stake_of=self._stake_of,
+            reliability_of=lambda a: self._reliability.setdefault(a, Reliability()),
+        )
+        if not ranked:
+            raise NoMatchingOffer(rejected, offers_seen=len(entries))
+        # spread concurrent jobs: a provider already running jobs for us counts as dearer
+        ranked.sort(key=lambda c: c.expected_price * (1 + self._inflight.get(c.offer.provider, 0)))
+        declined: list[tuple[str, DeclineReason]] = []
+        last: GpunetError | None = None
+        for attempt in range(REQUEST_ROUNDS):
+            if attempt:  # every candidate was unreachable or busy: back off, try again
+                await asyncio.sleep(0.5 * attempt)
+            for candidate in ranked:
+                provider = candidate.offer.provider
+                request = JobRequest(
+                    request_id=os.urandom(16),
+                    client=self.identity.address,
+                    spec=spec,
+                    max_price_per_gpu_second=max_price,
+                    max_payment=max_payment,
+                    deadline=int(time.time()) + deadline_s,
+                )
+                say("requesting", checksum_address(provider))
+                # reserve before the first await, so concurrent runs see the load and spread
+                self._inflight[provider] = self._inflight.get(provider, 0) + 1
+                try:
+                    answer = await self._request(provider, peers[provider], request)
+                    if isinstance(answer, GpunetError):
+                        last = answer
+                        continue
+                    if isinstance(answer, JobDecline):
+                        self._record(provider, ok=False)
+                        declined.append((checksum_address(provider), answer.reason))
+                        last = ProviderDeclined(
+                            checksum_address(provider), answer.reason, answer.message
+                        )
+                        continue
+                    try:
+                        result = await self._matched(answer, request, peers[provider], spec, say)
+                    except (AttestationInvalid, DeadlineMissed):
+                        self._record(provider, ok=False)
+                        raise
+                finally:
+                    self._inflight[provider] -= 1
+                self._record(provider, ok=True)
+                return dataclasses.replace(
+                    result, latency_s=time.monotonic() - started, declined_by=tuple(declined)
+                )
+            retryable = isinstance(last, ProviderUnreachable) or (
+                isinstance(last, ProviderDeclined) and last.reason is DeclineReason.CAPACITY
+            )
+            if not retryable:
+                break
+        assert last is not None
+        raise last
+
+    async def _request(
+        self, provider: bytes, peer: str, request: JobRequest
+    ) -> JobAccept | JobDecline | ProviderUnreachable:
+        """One request, at most :data:`REQUESTS_PER_PROVIDER` in flight per provider."""
+        gate = self._request_gates.setdefault(provider, asyncio.Semaphore(REQUESTS_PER_PROVIDER))
+        async with gate:
+            try:
+                return await self.p2p.request_job(peer, request, time_limit=self.request_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any transport failure: next provider
+                self._record(provider, ok=False)
+                return ProviderUnreachable(f"{checksum_address(provider)}: {exc}")
+
+    def _record(self, provider: bytes, *, ok: bool) -> None:
+        rel = self._reliability.setdefault(provider, Reliability())
+        if ok:
+            rel.successes += 1
+        else:
+            rel.failures += 1
+
+    def _stake_of(self, provider: bytes) -> int:
+        cached = self._stakes.get(provider)
+        if cached is not None and time.monotonic() - cached[0] < 30:
+            return cached[1]
+        stake = self.escrow.stake_of(provider).active
+        self._stakes[provider] = (time.monotonic(), stake)
+        return stake
+
+    async def _matched(
+        self, accept: JobAccept, request: JobRequest, peer: str, spec: JobSpec, say: Progress
+    ) -> Result:
+        offer = accept.offer
+        if (
+            offer.provider != address_from_peer_id(peer)
+            or offer.client != self.identity.address
+            or accept.spec_hash != spec.spec_hash()
+            or offer.price_per_gpu_second > request.max_price_per_gpu_second
+        ):
+            raise AttestationInvalid("the provider's accept does not match the request")
+        lane = await self._free_lanes.get()
+        try:
+            return await self._on_lane(
+                lane=lane, accept=accept, request=request, peer=peer, spec=spec, say=say
+            )
+        finally:
+            self._free_lanes.put_nowait(lane)
+
+    async def _on_lane(
+        self,
+        *,
+        lane: int,
+        accept: JobAccept,
+        request: JobRequest,
+        peer: str,
+        spec: JobSpec,
+        say: Progress,
+    ) -> Result:
+        offer = accept.offer
+        new = NewJob(
+            offer=offer.signed_data(),
+            offer_sig=offer.signature,
+            spec_hash=accept.spec_hash,
+            max_payment=request.max_payment,
+            deadline=request.deadline,
+            lane=lane,
+        )
+        chain_job, created = await asyncio.to_thread(self.escrow.create_job, new)
+        say("matched", f"job {chain_job.job_id} with {checksum_address(offer.provider)}")
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(
+            chain_job, peer, spec, loop.create_future(), loop.create_future(), loop.create_future()
+        )
+        self._waiting[chain_job.job_id] = waiting
+        receipts = {"createJob": created}
+        try:
+            early = self._early.pop(chain_job.job_id, None)
+            if early is not None:
+                waiting.manifest.set_result(early)
+            say("running", f"job {chain_job.job_id}")
+            try:
+                remaining = max(1.0, request.deadline - time.time() + 5)
+                manifest = await asyncio.wait_for(waiting.manifest, remaining)
+                submitted = await asyncio.wait_for(
+                    waiting.submitted, max(1.0, request.deadline - time.time() + 5)
+                )
+            except TimeoutError:
+                refund_tx = await self._refund_after_deadline(chain_job)
+                raise DeadlineMissed(chain_job.job_id, refund_tx) from None
+            output = await self._fetch_and_verify(waiting, manifest, submitted, say)
+            after = chain_job.after_submit(submitted, manifest.attestation.digest())
+            accepted = await asyncio.to_thread(self.escrow.accept_result, after)
+            receipts["acceptResult"] = accepted
+            (final,) = accepted.named("JobFinalized")
+            say("accepted", f"job {chain_job.job_id}: paid {final['payment']}")
+            return Result(
+                outputs=_from_safetensors(output),
+                output_bytes=output,
+                job_id=chain_job.job_id,
+                provider=offer.provider,
+                attestation=manifest.attestation,
+                cost=int(final["payment"]),
+                refund=int(final["refund"]),
+                price_per_gpu_second=offer.price_per_gpu_second,
+                latency_s=0.0,
+                receipts=receipts,
+            )
+        finally:
+            self._waiting.pop(chain_job.job_id, None)
+
+    async def _fetch_and_verify(
+        self,
+        waiting: _Waiting,
+        manifest: ResultManifest,
+        submitted: Mapping[str, Any],
+        say: Progress,
+    ) -> bytes:
+        job, att = waiting.chain_job, manifest.attestation
+        domain = self.escrow.domain
+        try:
+            att.verify()
+        except BadSignature as exc:
+            raise AttestationInvalid(f"job {job.job_id}: {exc}") from None
+        checks = {
+            "provider": att.provider == job.provider,
+            "job id": att.job_id == job.job_id,
+            "spec hash": att.spec_hash == job.spec_hash,
+            "chain": att.chain_id == domain.chain_id and att.contract == domain.verifying_contract,
+            "determinism": att.determinism == waiting.spec.determinism,
+            "onchain output": bytes(submitted["outputHash"]) == att.output_hash,
+            "onchain metering": int(submitted["meteredMillis"]) == att.metered_millis,
+            "onchain runtime": bytes(submitted["runtimeId"]) == att.runtime_id,
+        }
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            raise AttestationInvalid(f"job {job.job_id}: mismatch in {', '.join(failed)}")
+        say("fetching", f"output {ContentId(manifest.output)} ({manifest.output_size} B)")
+        path = await self.p2p.fetch_blob(
+            waiting.provider_peer,
+            ContentId(manifest.output),
+            job.job_id,
+            max_size=waiting.spec.max_output_bytes,
+        )
+        data = path.read_bytes()
+        say("verifying", f"job {job.job_id}")
+        if cid_of(data).digest != att.output_hash:
+            raise AttestationInvalid(f"job {job.job_id}: output does not hash to the attestation")
+        return data
+
+    async def _refund_after_deadline(self, job: ChainJob) -> str | None:
+        """Claim the refund once the deadline has passed.
+
+        A chain's latest block may be old (anvil mines only on demand), so wait by
+        the wall clock and let the refund transaction's own block decide; a refund
+        that is still early reverts and is retried.
+        """
+        await asyncio.sleep(max(0.0, job.deadline - time.time() + 1))
+        last: Exception | None = None
+        for _ in range(30):
+            try:
+                tx = await asyncio.to_thread(self.escrow.refund, job)
+                return "0x" + tx.receipt.tx_hash.hex()
+            except Exception as exc:  # noqa: BLE001 - too early, or the job moved: retry, report
+                last = exc
+                await asyncio.sleep(2.0)
+        log.warning("refund of job %d failed: %s", job.job_id, last)
+        return None
+
+    # ------------------------------------------------------------ callbacks
+    async def _on_result(self, peer: str, manifest: ResultManifest) -> bool:
+        waiting = self._waiting.get(manifest.job_id)
+        if waiting is None:
+            if len(self._early) < 1024:
+                self._early[manifest.job_id] = manifest  # createJob's receipt may be in flight
+            return True
+        if address_from_peer_id(peer) != waiting.chain_job.provider:
+            return False
+        if not waiting.manifest.done():
+            waiting.manifest.set_result(manifest)
+        return True
+
+    async def _authorize(self, peer: str, cid: ContentId, job_id: int) -> bool:
+        waiting = self._waiting.get(job_id)
+        if waiting is None or address_from_peer_id(peer) != waiting.chain_job.provider:
+            return False
+        return cid.digest in (waiting.spec.model.weights, waiting.spec.inputs)
+
+    async def _follow(self, follower: EventFollower) -> None:
+        while not self._stop.is_set():
+            try:
+                events = await asyncio.to_thread(follower.poll)
+            except Exception as exc:  # noqa: BLE001 - RPC trouble: log, back off, retry
+                log.warning("chain follower: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for ev in events:
+                job_id = ev.fields.get("jobId")
+                waiting = self._waiting.get(job_id) if isinstance(job_id, int) else None
+                if waiting is None:
+                    continue
+                if ev.name == "ResultSubmitted" and not waiting.submitted.done():
+                    waiting.submitted.set_result(ev.fields)
+            await asyncio.sleep(self.poll_interval_s)
+
+
+class Client:
+    """Synchronous twin of :class:`AsyncClient`: runs it on a private event-loop thread."""
+
+    def __init__(self, identity: Identity, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="gpunet-client", daemon=True
+        )
+        self._thread.start()
+        self._client: AsyncClient = self._call(_make_client(identity, kwargs))
+        self._call(self._client.start())
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    @property
+    def aio(self) -> AsyncClient:
+        """The underlying async client."""
+        return self._client
+
+    def connect(self, addr: str) -> str:
+        """See :meth:`AsyncClient.connect`."""
+        return self._call(self._client.connect(addr))
+
+    def wait_for_offers(self, count: int, within: float = 20.0) -> int:
+        """See :meth:`AsyncClient.wait_for_offers`."""
+        return self._call(self._client.wait_for_offers(count, within))
+
+    def run(self, model: Any, inputs: Any, **kwargs: Any) -> Result:
+        """See :meth:`AsyncClient.run`."""
+        return self._call(self._client.run(model, inputs, **kwargs))
+
+    def close(self) -> None:
+        """Stop the client and its loop thread."""
+        try:
+            self._call(self._client.stop(), timeout=30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _make_client(identity: Identity, kwargs: dict[str, Any]) -> AsyncClient:
+    return AsyncClient(identity, **kwargs)
+
+
+def _to_safetensors(tensors: Mapping[str, Any]) -> bytes:
+    return save_safetensors(tensors)
+
+
+def _from_safetensors(data: bytes) -> dict[str, Any]:
+    return dict(parse_safetensors(data, "output"))

@@ -1,0 +1,1 @@
+"""Subcommands of ``gpunet`` beyond ``keys``: provider, market, money and devnet."""

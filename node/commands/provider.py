@@ -1,0 +1,145 @@
+"""``gpunet provider start``: run the provider daemon until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from node.commands.common import (
+    Context,
+    UserError,
+    config_option,
+    keystore_override,
+    open_context,
+)
+
+if TYPE_CHECKING:
+    from node.provider import ProviderDaemon
+
+__all__ = ["provider"]
+
+
+@click.group()
+def provider() -> None:
+    """Sell GPU (or CPU) time: advertise, run jobs in the sandbox, get paid."""
+
+
+@provider.command("start")
+@config_option
+@keystore_override
+@click.option("--yes", is_flag=True, help="Stake the minimum without asking, if below it.")
+@click.option("--listen", multiple=True, help="libp2p listen multiaddr (repeatable).")
+@click.option("--price", type=click.IntRange(min=0), default=None, help="Price per GPU-second.")
+@click.option(
+    "--decline-every", type=click.IntRange(min=0), default=0, hidden=True,
+    help="Demo/testing: decline every Nth request with reason 'capacity'.",
+)  # fmt: skip
+def start(
+    *,
+    config_path: Path | None,
+    keystore: Path | None,
+    yes: bool,
+    listen: tuple[str, ...],
+    price: int | None,
+    decline_every: int,
+) -> None:
+    """Start the provider daemon (stops cleanly on Ctrl-C or SIGTERM)."""
+    # heavy imports (torch, libp2p) only when the command runs: `gpunet --help` stays fast
+    from node.provider import ProviderDaemon, ProviderSettings
+    from node.runtime import catalog, detect
+    from node.runtime.pool import PoolConfig, WorkerPool
+    from node.store.store import Store
+
+    ctx = open_context(config_path, keystore)
+    cfg = ctx.config
+    logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    report = detect.check()
+    tier_ok = report.tier >= cfg.provider.min_sandbox_tier
+    if not tier_ok and not cfg.provider.allow_untrusted:
+        missing = ", ".join(k for k, v in report.layers.items() if not v.ok)
+        raise UserError(
+            f"this host gives sandbox tier {report.tier}, below the minimum "
+            f"{cfg.provider.min_sandbox_tier} (missing: {missing})",
+            "see `gpunet runtime check`; set [provider] allow_untrusted = true to run anyway "
+            "(the node then advertises tier 0)",
+        )
+    _ensure_stake(ctx, yes)
+    pool_cfg = PoolConfig(
+        slots=cfg.runtime.pool_size,
+        timeout_s=cfg.runtime.job_timeout_s,
+        memory_bytes=cfg.runtime.memory_limit_mib << 20,
+        min_tier=cfg.provider.min_sandbox_tier,
+        insecure=cfg.provider.allow_untrusted and not tier_ok,
+        keystores=(str(ctx.data_dir / cfg.node.keystore),),
+    )
+    settings = ProviderSettings(
+        price_per_gpu_second=cfg.provider.price_per_gpu_second if price is None else price,
+        known_archs=frozenset(catalog.CATALOG),
+        max_concurrent_jobs=cfg.provider.max_concurrent_jobs,
+        queue_size=cfg.provider.queue_size,
+        offer_interval_s=cfg.provider.offer_interval_s,
+        offer_ttl_s=cfg.provider.offer_ttl_s,
+        poll_interval_s=min(cfg.chain.poll_interval_s, 0.25),
+        decline_every=decline_every,
+    )
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    with WorkerPool(pool_cfg) as pool, Store.open(ctx.data_dir) as store:
+        daemon = ProviderDaemon(
+            ctx.identity,
+            rpc_url=cfg.chain.rpc_url,
+            escrow_address=ctx.escrow.address,
+            p2p_config=ctx.p2p_config(listen=listen or None),
+            pool=pool,
+            store=store,
+            data_dir=ctx.data_dir,
+            settings=settings,
+        )
+        asyncio.run(_serve(daemon))
+
+
+async def _serve(daemon: ProviderDaemon) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(daemon.run(stop))
+    ready = asyncio.create_task(daemon.ready.wait())
+    await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.done():
+        for addr in await daemon.p2p.addrs():
+            click.echo(f"listening {addr}", nl=True)
+        caps = daemon.capabilities
+        click.echo(
+            f"provider {daemon.identity.checksum_address} ready: tier {caps.sandbox_tier}, "
+            f"{caps.device_class}, price {daemon.settings.price_per_gpu_second}/GPU-s"
+        )
+    else:
+        ready.cancel()
+    await runner
+    click.echo(f"stopped after {daemon.completed} completed jobs")
+
+
+def _ensure_stake(ctx: Context, yes: bool) -> None:
+    escrow = ctx.escrow
+    minimum = escrow.param("minStake")
+    active = escrow.stake_of(ctx.identity.address).active
+    if active >= minimum:
+        return
+    missing = minimum - active
+    if not yes and not click.confirm(f"stake {missing} tokens to reach the minimum {minimum}?"):
+        raise UserError("a provider needs the minimum stake", "rerun with --yes to stake")
+    free = escrow.balance_of(ctx.identity.address)
+    if free < missing:
+        raise UserError(
+            f"need {missing} tokens in the escrow to stake, have {free}",
+            "deposit first: gpunet stake --amount N deposits and stakes in one go",
+        )
+    escrow.stake(missing)
+    click.echo(f"staked {missing}")

@@ -1,0 +1,188 @@
+"""Content-addressed blob files on disk, and resumable partial downloads.
+
+Layout under ``root``: ``<sha256 hex>`` for complete, verified blobs;
+``partial/<hex>.part`` plus ``partial/<hex>.chunks`` (one byte per
+:data:`~protocol.content.CHUNK_SIZE` chunk, 1 = received) for downloads in
+progress. A partial download is verified as a whole (sha256 against the content
+id) before it is moved into place; a mismatch deletes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from protocol.content import CHUNK_SIZE, ContentId, cid_of
+
+__all__ = ["BlobCorrupt", "BlobStore", "PartialBlob"]
+
+_READ = 8 << 20
+
+
+class BlobCorrupt(Exception):
+    """A downloaded blob does not hash to its content id (it was deleted)."""
+
+
+class BlobStore:
+    """See the module docstring."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "partial").mkdir(exist_ok=True)
+
+    def path(self, cid: ContentId) -> Path:
+        """Where ``cid`` lives (whether or not it exists)."""
+        return self.root / cid.digest.hex()
+
+    def has(self, cid: ContentId) -> bool:
+        """True if the complete blob is here."""
+        return self.path(cid).is_file()
+
+    def size(self, cid: ContentId) -> int | None:
+        """Size of a stored blob, or None."""
+        try:
+            return self.path(cid).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def put_bytes(self, data: bytes) -> ContentId:
+        """Store ``data``; returns its content id."""
+        cid = cid_of(data)
+        target = self.path(cid)
+        if not target.exists():
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        return cid
+
+    def partial(self, cid: ContentId, total_size: int) -> PartialBlob:
+        """The (possibly resumed) partial download of ``cid``."""
+        return PartialBlob(self, cid, total_size)
+
+
+def hash_file(path: Path) -> bytes:
+    """sha256 of a file (run it in a worker thread: hashlib releases the GIL)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_READ):
+            h.update(block)
+    return h.digest()
+
+
+class PartialBlob:
+    """A download in progress; chunks may arrive in any order and across restarts."""
+
+    def __init__(self, store: BlobStore, cid: ContentId, total_size: int) -> None:
+        self.store = store
+        self.cid = cid
+        self.total_size = total_size
+        base = store.root / "partial" / cid.digest.hex()
+        self.part_path = base.with_suffix(".part")
+        self.map_path = base.with_suffix(".chunks")
+        self.n_chunks = (total_size + CHUNK_SIZE - 1) // CHUNK_SIZE
+        done = b""
+        if self.part_path.exists() and self.map_path.exists():
+            done = self.map_path.read_bytes()
+            if len(done) != self.n_chunks or self.part_path.stat().st_size != total_size:
+                done = b""  # a different size was announced: start over
+        self.done = bytearray(done or bytes(self.n_chunks))
+        self._fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self._fd).st_size != total_size:
+            os.ftruncate(self._fd, total_size)
+        if total_size:
+            # allocate blocks up front: writes into a sparse file are much slower; a file
+            # system without fallocate just stays sparse
+            with contextlib.suppress(OSError):
+                os.posix_fallocate(self._fd, 0, total_size)
+        self._map_fd = os.open(self.map_path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.pwrite(self._map_fd, bytes(self.done), 0)
+        # bytes arriving in order from offset 0 are hashed as they come (no second pass)
+        self._hasher = hashlib.sha256()
+        self._hashed = 0 if not any(self.done) else -1
+
+    def missing(self) -> list[tuple[int, int]]:
+        """Byte ranges ``(offset, length)`` still to fetch, merged into runs."""
+        runs: list[tuple[int, int]] = []
+        start = None
+        for i in range(self.n_chunks + 1):
+            missing = i < self.n_chunks and not self.done[i]
+            if missing and start is None:
+                start = i
+            elif not missing and start is not None:
+                off = start * CHUNK_SIZE
+                end = min(i * CHUNK_SIZE, self.total_size)
+                runs.append((off, end - off))
+                start = None
+        return runs
+
+    def received_bytes(self) -> int:
+        """Bytes already held."""
+        full = sum(self.done) * CHUNK_SIZE
+        if self.n_chunks and self.done[-1]:
+            full -= self.n_chunks * CHUNK_SIZE - self.total_size
+        return full
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write received bytes at ``offset`` (no chunk is marked yet)."""
+        if offset < 0 or offset + len(data) > self.total_size:
+            raise ValueError("write outside the blob")
+        os.pwrite(self._fd, data, offset)
+        if offset == self._hashed:
+            self._hasher.update(data)
+            self._hashed += len(data)
+
+    def mark(self, start: int, end: int) -> None:
+        """Mark every chunk lying entirely inside the written range ``[start, end)``."""
+        first = (start + CHUNK_SIZE - 1) // CHUNK_SIZE
+        i = first
+        while i < self.n_chunks:
+            chunk_end = min((i + 1) * CHUNK_SIZE, self.total_size)
+            if chunk_end > end:
+                break
+            if not self.done[i]:
+                self.done[i] = 1
+                os.pwrite(self._map_fd, b"\x01", i)
+            i += 1
+
+    def complete(self) -> bool:
+        """All chunks received."""
+        return all(self.done)
+
+    def close(self) -> None:
+        """Close the files (the partial state stays for a later resume)."""
+        # idempotent: closing a descriptor twice could close someone else's reused number
+        fds, self._fd, self._map_fd = (self._fd, self._map_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def finish(self) -> Path:
+        """Verify the whole blob and move it into the store; raise :class:`BlobCorrupt`."""
+        self.close()
+        if self.store.has(self.cid):
+            self.discard()
+            return self.store.path(self.cid)
+        if self._hashed >= 0:  # hash the rest (out-of-order ranges) from the file
+            with self.part_path.open("rb") as f:
+                f.seek(self._hashed)
+                while block := f.read(_READ):
+                    self._hasher.update(block)
+            digest = self._hasher.digest()
+        else:
+            digest = hash_file(self.part_path)
+        if digest != self.cid.digest:
+            self.discard()
+            raise BlobCorrupt(f"blob {self.cid} hashed to sha256:{digest.hex()}; deleted")
+        os.replace(self.part_path, self.store.path(self.cid))
+        self.map_path.unlink(missing_ok=True)
+        return self.store.path(self.cid)
+
+    def discard(self) -> None:
+        """Delete the partial state."""
+        self.close()
+        self.part_path.unlink(missing_ok=True)
+        self.map_path.unlink(missing_ok=True)

@@ -1,0 +1,281 @@
+"""Job protocol ``/gpunet/job/1.0.0``: request -> accept/decline, and result delivery.
+
+One stream per exchange, every frame ``uvarint(len) || canonical message``
+(:mod:`node.p2p.framing`), every read under a timeout:
+
+* client -> provider: ``JobRequest``; provider -> client: ``JobAccept`` or
+  ``JobDecline`` (machine-readable reason; never silence). A request whose
+  ``client`` is not the address of the dialing peer is declined
+  (``bad_request``); over the rate limit -> ``rate_limited``.
+* provider -> client: ``ResultManifest``; client -> provider: ``ResultAck``
+  (the attestation must verify and be signed by the dialing peer's address).
+
+Garbage, oversized frames and undecodable messages strike the peer and reset
+the stream (after a ``bad_request`` decline when a reply is still possible);
+nothing reaches the application handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.peer.id import ID
+
+from node.p2p.config import P2PConfig
+from node.p2p.framing import FrameError, FrameTooLarge, read_frame, write_frame
+from node.p2p.guard import PeerGuard, Refused
+from node.p2p.metrics import P2PMetrics
+from node.p2p.wire import ResultAck, decode_frame, encode_frame
+from protocol.errors import BadSignature, DecodeError, IdentityError
+from protocol.identity import address_from_peer_id
+from protocol.messages import (
+    DeclineReason,
+    JobAccept,
+    JobDecline,
+    JobRequest,
+    ResultManifest,
+    decode,
+    encode,
+)
+
+__all__ = [
+    "JOB_PROTOCOL",
+    "JobProtocolError",
+    "JobRequestHandler",
+    "JobService",
+    "ResultHandler",
+]
+
+log = logging.getLogger(__name__)
+
+JOB_PROTOCOL = TProtocol("/gpunet/job/1.0.0")
+_NO_REQUEST_ID = bytes(16)
+
+#: provider side: decide on a request from ``peer`` (peer id text)
+JobRequestHandler = Callable[[str, JobRequest], Awaitable[JobAccept | JobDecline]]
+#: client side: take a verified result manifest; return False to refuse it
+ResultHandler = Callable[[str, ResultManifest], Awaitable[bool]]
+
+
+class JobProtocolError(Exception):
+    """The remote side broke the job protocol (or did not answer in time)."""
+
+
+def peer_of(stream: INetStream) -> str:
+    """Text peer id of the other end of ``stream``."""
+    return str(stream.muxed_conn.peer_id.to_base58())
+
+
+async def reset_quietly(stream: INetStream) -> None:
+    """Reset ``stream``, ignoring a stream that is already gone."""
+    try:
+        await stream.reset()
+    except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        log.debug("reset of an already broken stream")
+
+
+async def close_quietly(stream: INetStream) -> None:
+    """Close ``stream``, ignoring a stream that is already gone."""
+    try:
+        await stream.close()
+    except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        log.debug("close of an already broken stream")
+
+
+class JobService:
+    """Both ends of the job protocol for one host."""
+
+    def __init__(
+        self,
+        host: IHost,
+        config: P2PConfig,
+        guard: PeerGuard,
+        metrics: P2PMetrics,
+        *,
+        on_request: JobRequestHandler | None = None,
+        on_result: ResultHandler | None = None,
+    ) -> None:
+        self.host = host
+        self.config = config
+        self.guard = guard
+        self.metrics = metrics
+        self.on_request = on_request
+        self.on_result = on_result
+        self._limits = config.limits
+
+    def install(self) -> None:
+        """Register the stream handler on the host."""
+        self.host.set_stream_handler(JOB_PROTOCOL, self._handle)
+
+    # ------------------------------------------------------------ server side
+    async def _handle(self, stream: INetStream) -> None:
+        peer = peer_of(stream)
+        try:
+            with self.guard.stream_slot(peer):
+                await self._serve(peer, stream)
+        except Refused:
+            self.metrics.inc("job_streams_refused")
+            await reset_quietly(stream)
+        except FrameError as exc:
+            self.metrics.inc("job_frames_bad", kind=type(exc).__name__)
+            log.info("job: bad frame from %s: %s", peer, exc)
+            if isinstance(exc, FrameTooLarge):
+                self.guard.strike(peer, "job:oversized_frame")
+            await reset_quietly(stream)
+        else:
+            await close_quietly(stream)
+
+    async def _serve(self, peer: str, stream: INetStream) -> None:
+        lim = self._limits
+        data = await read_frame(stream, max_bytes=lim.max_frame_bytes, time_limit=lim.read_timeout)
+        try:
+            msg = decode(data, expect=("job_request", "result"))
+        except DecodeError as exc:
+            self.metrics.inc("job_messages_bad")
+            log.info("job: undecodable message from %s: %s", peer, exc)
+            self.guard.strike(peer, "job:undecodable")
+            await self._decline(stream, _NO_REQUEST_ID, DeclineReason.BAD_REQUEST, str(exc))
+            return
+        if isinstance(msg, JobRequest):
+            await self._serve_request(peer, stream, msg)
+        elif isinstance(msg, ResultManifest):
+            await self._serve_result(peer, stream, msg)
+
+    async def _decline(
+        self, stream: INetStream, request_id: bytes, reason: DeclineReason, message: str = ""
+    ) -> None:
+        self.metrics.inc("job_declined", reason=reason.value)
+        decline = JobDecline(request_id=request_id, reason=reason, message=message[:256])
+        await write_frame(stream, encode(decline), time_limit=self._limits.read_timeout)
+
+    async def _serve_request(self, peer: str, stream: INetStream, req: JobRequest) -> None:
+        if not self.guard.allow(peer, "request"):
+            await self._decline(stream, req.request_id, DeclineReason.RATE_LIMITED, "slow down")
+            return
+        try:
+            if req.client != address_from_peer_id(peer):
+                self.guard.strike(peer, "job:client_not_peer")
+                await self._decline(
+                    stream, req.request_id, DeclineReason.BAD_REQUEST, "client is not the sender"
+                )
+                return
+        except IdentityError:
+            await self._decline(stream, req.request_id, DeclineReason.BAD_REQUEST, "not secp256k1")
+            return
+        if self.on_request is None:
+            await self._decline(stream, req.request_id, DeclineReason.CAPACITY, "not a provider")
+            return
+        answer: JobAccept | JobDecline | None = None
+        with trio.move_on_after(self._limits.read_timeout):
+            try:
+                answer = await self.on_request(peer, req)
+            except Exception:  # an application bug must not kill the node
+                log.exception("job request handler failed")
+                self.metrics.inc("job_handler_errors")
+                await self._decline(stream, req.request_id, DeclineReason.CAPACITY, "internal")
+                return
+        if answer is None:
+            await self._decline(stream, req.request_id, DeclineReason.CAPACITY, "handler timeout")
+            return
+        if isinstance(answer, JobDecline):
+            self.metrics.inc("job_declined", reason=answer.reason.value)
+        else:
+            self.metrics.inc("job_accepted")
+        await write_frame(stream, encode(answer), time_limit=self._limits.read_timeout)
+
+    async def _serve_result(self, peer: str, stream: INetStream, manifest: ResultManifest) -> None:
+        ok, reason = True, ""
+        try:
+            manifest.attestation.verify()
+            if manifest.attestation.provider != address_from_peer_id(peer):
+                ok, reason = False, "attestation not signed by the sender"
+        except (BadSignature, IdentityError) as exc:
+            ok, reason = False, f"bad attestation: {exc}"
+        if not ok:
+            self.guard.strike(peer, "job:bad_attestation")
+        elif self.on_result is None:
+            ok, reason = False, "no job expects a result"
+        else:
+            accepted = False
+            with trio.move_on_after(self._limits.read_timeout):
+                try:
+                    accepted = await self.on_result(peer, manifest)
+                except Exception:  # an application bug must not kill the node
+                    log.exception("result handler failed")
+                    self.metrics.inc("job_handler_errors")
+            ok, reason = accepted, "" if accepted else "refused by the client"
+        self.metrics.inc("job_results_received", ok=str(ok).lower())
+        ack = ResultAck(job_id=manifest.job_id, ok=ok, reason=reason[:256])
+        await write_frame(stream, encode_frame(ack), time_limit=self._limits.read_timeout)
+
+    # ------------------------------------------------------------ client side
+    async def _exchange(self, peer: str, payload: bytes, time_limit: float) -> bytes:
+        lim = self._limits
+        with trio.fail_after(time_limit):
+            try:
+                stream = await self.host.new_stream(ID.from_base58(peer), [JOB_PROTOCOL])
+            except (BaseLibp2pError, OSError) as exc:
+                raise JobProtocolError(f"cannot open a job stream to {peer}: {exc!r}") from None
+            try:
+                await write_frame(stream, payload, time_limit=time_limit)
+                cap = lim.max_frame_bytes
+                return await read_frame(stream, max_bytes=cap, time_limit=time_limit)
+            except FrameError as exc:
+                raise JobProtocolError(f"job exchange with {peer} failed: {exc}") from None
+            finally:
+                await close_quietly(stream)
+
+    async def request(
+        self, peer: str, request: JobRequest, *, time_limit: float = 10.0
+    ) -> JobAccept | JobDecline:
+        """Send ``request`` to provider ``peer``; the verified accept, or the decline."""
+        try:
+            data = await self._exchange(peer, encode(request), time_limit)
+        except trio.TooSlowError:
+            raise JobProtocolError(f"no answer from {peer} within {time_limit} s") from None
+        try:
+            answer = decode(data, expect=("job_accept", "job_decline"))
+        except DecodeError as exc:
+            raise JobProtocolError(f"bad answer from {peer}: {exc}") from None
+        assert isinstance(answer, JobAccept | JobDecline)
+        if isinstance(answer, JobDecline):
+            if answer.request_id not in (request.request_id, _NO_REQUEST_ID):
+                raise JobProtocolError("decline for another request")
+            return answer
+        if answer.request_id != request.request_id:
+            raise JobProtocolError("accept for another request")
+        offer = answer.offer
+        try:
+            offer.verify()
+            if offer.provider != address_from_peer_id(peer):
+                raise JobProtocolError("accepted offer is not the provider's own")
+        except (BadSignature, IdentityError) as exc:
+            raise JobProtocolError(f"accepted offer does not verify: {exc}") from None
+        if offer.client != request.client:
+            raise JobProtocolError("accepted offer is bound to another client")
+        if answer.spec_hash != request.spec.spec_hash():
+            raise JobProtocolError("accept is for another job spec")
+        if offer.chain_id != self.config.chain_id or offer.contract != self.config.contract:
+            raise JobProtocolError("accepted offer is for another chain or contract")
+        return answer
+
+    async def deliver_result(
+        self, peer: str, manifest: ResultManifest, *, time_limit: float = 10.0
+    ) -> ResultAck:
+        """Deliver ``manifest`` to client ``peer``; its acknowledgement."""
+        try:
+            data = await self._exchange(peer, encode(manifest), time_limit)
+        except trio.TooSlowError:
+            raise JobProtocolError(f"no ack from {peer} within {time_limit} s") from None
+        try:
+            ack = decode_frame(data, ResultAck)
+        except DecodeError as exc:
+            raise JobProtocolError(f"bad ack from {peer}: {exc}") from None
+        if ack.job_id != manifest.job_id:
+            raise JobProtocolError("ack for another job")
+        return ack

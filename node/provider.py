@@ -1,0 +1,602 @@
+"""The provider daemon: offers, admission, matched jobs, sandboxed runs, attestations, payment.
+
+One asyncio task group owns every background task (offer publishing, the chain
+follower, the job workers and settlement); stopping the daemon cancels and
+awaits them all. Blocking calls (JSON-RPC, the worker pool) run in threads.
+
+A job's path through the daemon:
+
+1. a ``JobRequest`` arrives over libp2p; :func:`node.admission.admit` decides;
+   an accept carries a fresh offer bound to that client (gossiped offers are
+   advertisements bound to :data:`ADVERTISEMENT_CLIENT`, which nobody can
+   match onchain, so the provider always knows the spec of a job it owes);
+2. the chain follower sees ``JobCreated`` for this provider and queues the job;
+3. a worker fetches the weights and inputs from the client by content id,
+   runs them in the sandbox, stores the output, signs the attestation and
+   delivers the ``ResultManifest`` to the client;
+4. settlement submits ready results onchain in batches and finalizes jobs
+   whose challenge window has ended; the client's ``acceptResult`` pays at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from node.admission import Policy, admit
+from node.chain import lookup
+from node.chain.escrow import Escrow, ResultArgs
+from node.chain.follower import EventFollower, JsonCursorStore
+from node.chain.jobs import Job as ChainJob
+from node.chain.rpc import Rpc, Signer
+from node.p2p.blobstore import BlobStore
+from node.p2p.config import P2PConfig
+from node.p2p.service import P2PService
+from node.runtime.descriptor import parse as parse_descriptor
+from node.runtime.pool import RunRequest, RunResult, WorkerPool
+from node.store.records import NewJob, Role
+from node.store.store import Store
+from protocol.content import ContentId
+from protocol.identity import Identity, address_from_peer_id
+from protocol.lifecycle import JobEvent, JobState
+from protocol.messages import (
+    ADVERTISEMENT_CLIENT,
+    Attestation,
+    Capabilities,
+    DeclineReason,
+    Determinism,
+    JobAccept,
+    JobDecline,
+    JobFormat,
+    JobRequest,
+    JobSpec,
+    Offer,
+    ResultManifest,
+    decode_as,
+    encode,
+)
+
+__all__ = ["ProviderDaemon", "ProviderSettings"]
+
+log = logging.getLogger("gpunet.provider")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderSettings:
+    """What the daemon needs beyond its identity and components."""
+
+    price_per_gpu_second: int
+    known_archs: frozenset[str]
+    max_concurrent_jobs: int = 2
+    queue_size: int = 16
+    offer_interval_s: float = 5.0
+    offer_ttl_s: int = 60
+    poll_interval_s: float = 0.05
+    settle_interval_s: float = 0.05
+    decline_every: int = 0  # demo/testing knob: decline every Nth request (capacity)
+    accept_ttl_s: int = 120  # how long an accept waits for its createJob
+
+
+@dataclasses.dataclass
+class _Pending:
+    request: JobRequest
+    peer: str
+    local_id: int
+    expires: float
+
+
+@dataclasses.dataclass
+class _Running:
+    chain_job: ChainJob
+    spec: JobSpec
+    peer: str
+    local_id: int
+    result: ResultArgs | None = None
+    attestation: Attestation | None = None
+
+
+class ProviderDaemon:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        rpc_url: str,
+        escrow_address: bytes,
+        p2p_config: P2PConfig,
+        pool: WorkerPool,
+        store: Store,
+        data_dir: Path,
+        settings: ProviderSettings,
+    ) -> None:
+        self.identity = identity
+        self.settings = settings
+        self.pool = pool
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.rpc = Rpc(rpc_url)
+        self.escrow = Escrow(self.rpc, escrow_address, Signer(self.rpc, identity.private_key))
+        self.blobs = BlobStore(self.data_dir / "blobs")
+        self.p2p = P2PService(
+            identity,
+            p2p_config,
+            on_job_request=self._on_job_request,
+            blob_store=self.blobs,
+            authorize=self._authorize,
+        )
+        self._nonces = itertools.count(time.time_ns() // 1000)
+        self._requests = itertools.count(1)
+        self._pending: dict[tuple[bytes, bytes], _Pending] = {}
+        self._queue: asyncio.Queue[_Running] = asyncio.Queue(maxsize=settings.queue_size)
+        self._active = 0
+        self._to_submit: list[_Running] = []
+        self._submitted: dict[int, _Running] = {}
+        self._outputs: dict[int, tuple[bytes, ContentId]] = {}  # job id -> (client, output)
+        self.completed = 0
+        self.ready = asyncio.Event()
+        self._capabilities: Capabilities | None = None
+        self._peers = _PeerLog(self.data_dir / "provider-peers.jsonl")
+        self._last_finalize = 0.0
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this provider advertises (from the runtime's detected tier and device)."""
+        if self._capabilities is None:
+            self._capabilities = Capabilities(
+                device_class=self.pool.device_class,
+                gpu_model="",
+                gpu_memory_mib=0,
+                gpu_count=0,
+                sandbox_tier=self.pool.tier,
+                formats=(JobFormat.CATALOG_V1,),
+                determinism=(Determinism.EXACT,),
+                runtimes=("torch-" + parse_descriptor(self.pool.runtime_descriptor(0))["torch"],),
+                max_job_bytes=1 << 30,
+                max_concurrent_jobs=self.settings.max_concurrent_jobs,
+            )
+        return self._capabilities
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; every background task is cancelled and awaited."""
+        await self.p2p.start()
+        try:
+            start_block = await asyncio.to_thread(self._start_block)
+            await self._resume(start_block)
+            follower = EventFollower(
+                self.escrow,
+                JsonCursorStore(self.data_dir / "provider-cursor.json"),
+                start_block=start_block,
+            )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._publish_offers(stop))
+                tg.create_task(self._follow(follower, stop))
+                tg.create_task(self._settle(stop))
+                for _ in range(self.settings.max_concurrent_jobs):
+                    tg.create_task(self._worker(stop))
+                self.ready.set()
+                await stop.wait()
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            await self.p2p.stop()
+
+    def _start_block(self) -> int:
+        """The block this node first started at (kept in the data dir across restarts)."""
+        path = self.data_dir / "provider-start.json"
+        try:
+            return int(json.loads(path.read_text())["block"])
+        except (OSError, ValueError, KeyError, TypeError):
+            block = self.rpc.block_number()
+            _write_atomic(path, json.dumps({"block": block}).encode())
+            return block
+
+    # ------------------------------------------------------------ restart
+    async def _resume(self, start_block: int) -> None:
+        """Drive every job left in flight by a previous run (kill -9 included) onward."""
+        jobs = await asyncio.to_thread(self.store.jobs.in_flight, Role.PROVIDER)
+        peers = self._peers.load()
+        for stored in jobs:
+            job = stored
+            peer = peers.get(job.id)
+            if job.spec is None or job.counterparty is None or peer is None:
+                await asyncio.to_thread(self.store.jobs.abandon, job.id, "cannot resume: no peer")
+                continue
+            if job.state is JobState.NONE:
+                created = await asyncio.to_thread(
+                    lookup.created_for,
+                    self.escrow,
+                    job.counterparty,
+                    self.identity.address,
+                    start_block,
+                )
+                mine = [e for e in created if bytes(e.fields["specHash"]) == job.spec_hash]
+                if not mine:
+                    request = JobRequest(
+                        request_id=job.request_id or bytes(16),
+                        client=job.counterparty,
+                        spec=job.spec,
+                        max_price_per_gpu_second=job.price,
+                        max_payment=job.max_payment,
+                        deadline=job.deadline,
+                    )
+                    self._pending[(job.counterparty, job.spec_hash)] = _Pending(
+                        request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s
+                    )
+                    continue
+                job = await asyncio.to_thread(
+                    self.store.jobs.transition,
+                    job.id,
+                    JobEvent.CREATE,
+                    block=mine[-1].block_number,
+                    job_id=int(mine[-1].fields["jobId"]),
+                )
+            assert job.job_id is not None and job.spec is not None
+            events = await asyncio.to_thread(
+                lookup.job_events, self.escrow, job.job_id, start_block
+            )
+            chain_job = lookup.rebuild_job(self.escrow, events)
+            if chain_job is None:
+                continue
+            running = _Running(chain_job, job.spec, peer, job.id)
+            names = {e.name for e in events}
+            if "JobFinalized" in names:
+                await asyncio.to_thread(self.store.jobs.transition, job.id, JobEvent.ACCEPT)
+            elif "JobRefunded" in names:
+                await asyncio.to_thread(self.store.jobs.transition, job.id, JobEvent.REFUND)
+            elif "ResultSubmitted" in names:
+                if job.state is JobState.MATCHED:
+                    await asyncio.to_thread(self.store.jobs.transition, job.id, JobEvent.SUBMIT)
+                self._submitted[chain_job.job_id] = running
+                if job.output_cid is not None:
+                    self._outputs[chain_job.job_id] = (chain_job.client, job.output_cid)
+            elif job.attestation is not None and job.output_cid is not None:
+                # ran and signed before the crash: deliver and submit that same result
+                attestation = decode_as(job.attestation, Attestation)
+                self._outputs[chain_job.job_id] = (chain_job.client, job.output_cid)
+                await self._deliver_and_queue(running, attestation, job.output_cid, None)
+            else:
+                await self._queue.put(running)
+            log.info("resumed job %d in state %s", chain_job.job_id, job.state.name)
+
+    async def _sleep_or_stop(self, stop: asyncio.Event, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        return stop.is_set()
+
+    # ------------------------------------------------------------ offers
+    def _offer(self, client: bytes) -> Offer:
+        domain = self.escrow.domain
+        return Offer.create(
+            self.identity,
+            chain_id=domain.chain_id,
+            contract=domain.verifying_contract,
+            price_per_gpu_second=self.settings.price_per_gpu_second,
+            nonce=next(self._nonces),
+            expiry=int(time.time()) + self.settings.offer_ttl_s,
+            capabilities=self.capabilities,
+            client=client,
+        )
+
+    async def _publish_offers(self, stop: asyncio.Event) -> None:
+        await asyncio.to_thread(lambda: self.escrow.domain)
+        while not stop.is_set():
+            try:
+                await self.p2p.publish_offer(self._offer(ADVERTISEMENT_CLIENT))
+            except Exception as exc:  # noqa: BLE001 - a failed publish is logged and retried
+                log.warning("offer publish failed: %s", exc)
+            if await self._sleep_or_stop(stop, self.settings.offer_interval_s):
+                return
+
+    # ------------------------------------------------------------ requests
+    async def _on_job_request(self, peer: str, request: JobRequest) -> JobAccept | JobDecline:
+        if address_from_peer_id(peer) != request.client:
+            return JobDecline(
+                request_id=request.request_id,
+                reason=DeclineReason.BAD_REQUEST,
+                message="request.client is not the sending peer's address",
+            )
+        n = next(self._requests)
+        if self.settings.decline_every and n % self.settings.decline_every == 0:
+            return JobDecline(
+                request_id=request.request_id,
+                reason=DeclineReason.CAPACITY,
+                message=f"configured to decline every {self.settings.decline_every}th request",
+                retry_after=1,
+            )
+        policy = Policy(
+            capabilities=self.capabilities,
+            price_per_gpu_second=self.settings.price_per_gpu_second,
+            known_archs=self.settings.known_archs,
+            max_queue=self.settings.queue_size,
+        )
+        load = self._queue.qsize() + len(self._pending)
+        verdict = admit(request, policy, queue_depth=load, now=int(time.time()))
+        if not verdict.accepted:
+            assert verdict.reason is not None
+            return JobDecline(
+                request_id=request.request_id,
+                reason=verdict.reason,
+                message=verdict.message,
+                retry_after=verdict.retry_after,
+            )
+        spec_hash = request.spec.spec_hash()
+        job = await asyncio.to_thread(
+            self.store.jobs.create,
+            NewJob(
+                role=Role.PROVIDER,
+                spec_hash=spec_hash,
+                max_payment=request.max_payment,
+                price=self.settings.price_per_gpu_second,
+                deadline=request.deadline,
+                spec=request.spec,
+                request_id=request.request_id,
+                counterparty=request.client,
+            ),
+        )
+        await asyncio.to_thread(self._peers.add, job.id, peer)
+        self._pending[(request.client, spec_hash)] = _Pending(
+            request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s
+        )
+        return JobAccept(
+            request_id=request.request_id,
+            spec_hash=spec_hash,
+            offer=self._offer(request.client),
+            estimated_gpu_millis=0,
+            queue_position=self._queue.qsize(),
+        )
+
+    async def _authorize(self, peer: str, cid: ContentId, job_id: int) -> bool:
+        """Serve an output only to the job's client (verifiers: the verification issue)."""
+        entry = self._outputs.get(job_id)
+        if entry is None:
+            return False
+        client, output = entry
+        return output == cid and address_from_peer_id(peer) == client
+
+    # ------------------------------------------------------------ chain
+    async def _follow(self, follower: EventFollower, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                events = await asyncio.to_thread(follower.poll)
+            except Exception as exc:  # noqa: BLE001 - RPC trouble: log, back off, retry
+                log.warning("chain follower: %s", exc)
+                events = []
+                if await self._sleep_or_stop(stop, 1.0):
+                    return
+            for ev in events:
+                await self._on_event(ev.name, ev.fields, ev.block_number)
+            self._expire_pending()
+            if await self._sleep_or_stop(stop, self.settings.poll_interval_s):
+                return
+
+    def _expire_pending(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, p in self._pending.items() if p.expires < now]:
+            pending = self._pending.pop(key)
+            self.store.jobs.abandon(pending.local_id, "no createJob within the accept window")
+
+    async def _on_event(self, name: str, fields: dict[str, object], block: int) -> None:
+        if name == "JobCreated":
+            chain_job = ChainJob.from_created(fields)
+            if chain_job.provider != self.identity.address:
+                return
+            pending = self._pending.pop((chain_job.client, chain_job.spec_hash), None)
+            if pending is None:
+                log.error("job %d matched without a request we accepted", chain_job.job_id)
+                return
+            await asyncio.to_thread(
+                self.store.jobs.transition,
+                pending.local_id,
+                JobEvent.CREATE,
+                block=block,
+                job_id=chain_job.job_id,
+            )
+            await self._queue.put(
+                _Running(chain_job, pending.request.spec, pending.peer, pending.local_id)
+            )
+        elif name == "JobFinalized":
+            job_id = int(fields["jobId"])  # type: ignore[call-overload]
+            running = self._submitted.pop(job_id, None)
+            if running is not None:
+                await asyncio.to_thread(
+                    self.store.jobs.transition, running.local_id, JobEvent.ACCEPT, block=block
+                )
+                self.completed += 1
+
+    # ------------------------------------------------------------ work
+    async def _worker(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            running = await self._queue.get()
+            try:
+                await self._execute(running)
+            except Exception as exc:
+                log.exception("job %d failed", running.chain_job.job_id)
+                await asyncio.to_thread(self.store.jobs.set_error, running.local_id, str(exc))
+
+    async def _execute(self, running: _Running) -> None:
+        job, spec = running.chain_job, running.spec
+        weights_path = await self.p2p.fetch_blob(
+            running.peer,
+            ContentId(spec.model.weights),
+            job.job_id,
+            max_size=spec.model.weights_size,
+        )
+        inputs_path = await self.p2p.fetch_blob(
+            running.peer, ContentId(spec.inputs), job.job_id, max_size=spec.inputs_size
+        )
+        weights, inputs = weights_path.read_bytes(), inputs_path.read_bytes()
+        result = await asyncio.to_thread(self.pool.run, RunRequest.from_spec(spec, weights, inputs))
+        output = self.blobs.put_bytes(result.output)
+        domain = self.escrow.domain
+        attestation = Attestation.create(
+            self.identity,
+            chain_id=domain.chain_id,
+            contract=domain.verifying_contract,
+            job_id=job.job_id,
+            spec_hash=job.spec_hash,
+            output_hash=result.output_sha256,
+            runtime=result.runtime,
+            determinism=spec.determinism,
+            metered_millis=result.metered_millis,
+        )
+        await asyncio.to_thread(
+            self.store.jobs.set_result, running.local_id, output, encode(attestation)
+        )
+        self._outputs[job.job_id] = (job.client, output)
+        await self._deliver_and_queue(running, attestation, output, result)
+
+    async def _deliver_and_queue(
+        self,
+        running: _Running,
+        attestation: Attestation,
+        output: ContentId,
+        result: RunResult | None,
+    ) -> None:
+        """Queue the signed result for onchain submission and deliver it to the client."""
+        job = running.chain_job
+        running.attestation = attestation
+        running.result = ResultArgs(
+            job=job,
+            output_hash=attestation.output_hash,
+            runtime_id=attestation.runtime_id,
+            determinism=int(attestation.determinism),
+            metered_millis=attestation.metered_millis,
+        )
+        self._to_submit.append(running)
+        size = self.blobs.size(output) or 0
+        manifest = ResultManifest(
+            job_id=job.job_id,
+            output=output.digest,
+            output_size=size,
+            attestation=attestation,
+            peak_memory_bytes=result.peak_memory_bytes if result else 0,
+            wall_millis=result.wall_millis if result else 0,
+        )
+        try:
+            ack = await self.p2p.deliver_result(running.peer, manifest)
+        except Exception as exc:  # noqa: BLE001 - the client can still fetch after the fact
+            log.warning("could not deliver result of job %d: %s", job.job_id, exc)
+            return
+        if not ack.ok:
+            log.warning("client refused result of job %d: %s", job.job_id, ack.reason)
+
+    # ------------------------------------------------------------ settlement
+    async def _settle(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch, self._to_submit = self._to_submit, []
+            if batch:
+                try:
+                    await self._submit(batch)
+                except Exception as exc:  # noqa: BLE001 - retried on the next round
+                    log.warning("submitting %d results failed: %s", len(batch), exc)
+                    self._to_submit.extend(batch)
+            if time.monotonic() - self._last_finalize > 1.0:
+                self._last_finalize = time.monotonic()
+                try:
+                    await self._finalize_due()
+                except Exception as exc:  # noqa: BLE001 - retried on the next round
+                    log.warning("finalizing failed: %s", exc)
+            if await self._sleep_or_stop(stop, self.settings.settle_interval_s):
+                return
+
+    async def _submit(self, batch: list[_Running]) -> None:
+        args = [r.result for r in batch if r.result is not None]
+        if len(args) == 1:
+            assert batch[0].attestation is not None
+            signed = dataclasses.replace(args[0], sig=batch[0].attestation.signature)
+            jobs, tx = await asyncio.to_thread(self.escrow.submit_result, signed)
+            submitted = [jobs]
+        else:
+            submitted, tx = await asyncio.to_thread(self.escrow.submit_results, args)
+        tx_hash = "0x" + tx.receipt.tx_hash.hex()
+        for running, chain_job in zip(batch, submitted, strict=True):
+            running.chain_job = chain_job
+            self._submitted[chain_job.job_id] = running
+            await asyncio.to_thread(
+                self.store.jobs.transition,
+                running.local_id,
+                JobEvent.SUBMIT,
+                block=tx.receipt.block_number,
+                tx_hash=tx_hash,
+            )
+
+    async def _finalize_due(self) -> None:
+        """Finalize submitted jobs whose challenge window has ended (unclaimed by the client)."""
+        if not self._submitted:
+            return
+        # the next block's time: a chain that mines on demand has an old latest block
+        latest = int((await asyncio.to_thread(self.rpc.block, "latest"))["timestamp"])
+        now = max(latest, int(time.time()))
+        due = [r for r in self._submitted.values() if 0 < r.chain_job.challenge_end < now]
+        if not due:
+            return
+        states = await asyncio.gather(
+            *(asyncio.to_thread(self.escrow.job_state, r.chain_job) for r in due)
+        )
+        ready = [r for r, st in zip(due, states, strict=True) if st is JobState.SUBMITTED]
+        for r, st in zip(due, states, strict=True):
+            if st is JobState.FINALIZED:  # the client accepted while we were not looking
+                self._submitted.pop(r.chain_job.job_id, None)
+        if not ready:
+            return
+        tx = await asyncio.to_thread(self.escrow.finalize_many, [r.chain_job for r in ready])
+        for r in ready:
+            self._submitted.pop(r.chain_job.job_id, None)
+            await asyncio.to_thread(
+                self.store.jobs.transition,
+                r.local_id,
+                JobEvent.FINALIZE,
+                block=tx.receipt.block_number,
+                tx_hash="0x" + tx.receipt.tx_hash.hex(),
+            )
+            self.completed += 1
+
+
+class _PeerLog:
+    """local job id -> the client's peer id, appended durably (the store has no peer column)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add(self, local_id: int, peer: str) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"id": local_id, "peer": peer}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def load(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return out
+        for line in lines:
+            try:
+                row = json.loads(line)
+                out[int(row["id"])] = str(row["peer"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line after a crash
+        return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class _Stop(Exception):
+    """Raised inside the task group to cancel its tasks on shutdown."""

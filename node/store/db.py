@@ -1,0 +1,138 @@
+"""The sqlite connection: file creation, pragmas, and transactions.
+
+Durability choice: WAL with ``synchronous=FULL``. In WAL mode ``NORMAL`` is
+already safe against a killed *process* (committed pages sit in the OS page
+cache), but a power loss or kernel crash can drop the last commits. The store
+records facts that must not be forgotten: an attestation this provider has
+signed (signing a different one for the same job after a restart is
+equivocation, which is slashable), a transaction hash that was sent, a
+payment a client locked. So every commit is fsynced (FULL). The cost is one
+fsync of the WAL per commit; callers that write several rows for one step
+group them in one :meth:`Database.transaction`, which is also what makes the
+step atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from node.store.schema import SCHEMA_VERSION, migrate
+
+__all__ = ["Database", "Synchronous"]
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+class Database:
+    """One sqlite file (mode 0600, WAL), shared by the repositories of a :class:`Store`.
+
+    Thread-safe: every operation holds one re-entrant lock, and a transaction
+    holds it from ``BEGIN`` to ``COMMIT``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        clock: Callable[[], float] = time.time,
+        migrate_to: int = SCHEMA_VERSION,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.path = path
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._owner: object = None
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        try:
+            self.db.execute("PRAGMA busy_timeout = 10000")
+            self.db.enable_wal()
+            self.db.execute(f"PRAGMA synchronous = {synchronous}")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.version = migrate(self.db, migrate_to)
+        except BaseException:
+            conn.close()
+            raise
+
+    def now_ms(self) -> int:
+        """The clock, in unix milliseconds."""
+        return int(self.clock() * 1000)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """All writes inside commit together or not at all; nested blocks are savepoints.
+
+        Never ``await`` inside: the lock is per thread, so another task on the
+        same event loop would silently join the transaction (this is checked).
+        """
+        with self._lock:
+            if self._depth:
+                if _current_task() is not self._owner:
+                    raise RuntimeError(
+                        "a store transaction is open in another asyncio task; "
+                        "do not await inside Store.transaction()"
+                    )
+                self._depth += 1
+                try:
+                    with self.db.atomic():
+                        yield self.db
+                finally:
+                    self._depth -= 1
+                return
+            self.db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            self._owner = _current_task()
+            try:
+                yield self.db
+            except BaseException:
+                self.db.rollback()
+                raise
+            else:
+                try:
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self.db.rollback()
+                    raise
+            finally:
+                self._depth = 0
+                self._owner = None
+
+    def query(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """Rows of a read-only query, as dicts."""
+        with self._lock:
+            cursor = self.db.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def close(self) -> None:
+        """Close the connection (a checkpoint leaves the WAL small)."""
+        with self._lock:
+            self.db.close()
+
+
+def _current_task() -> object:
+    """The running asyncio task, or None outside a loop."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None

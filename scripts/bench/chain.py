@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Chain client latency and throughput on a fresh anvil, one Python thread.
+
+    .venv/bin/python scripts/bench/chain.py [--n 300] [--write-docs]
+
+Measures a small contract transaction (``cancelNonces``) end to end — encode, sign
+locally, ``eth_sendRawTransaction``, poll the receipt — with gas given (the fast
+path) and with ``eth_estimateGas`` first; a pipelined variant (send all, then
+collect receipts); and an ``eth_call`` view.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from node.chain.anvil import Anvil
+from node.chain.devnet import Devnet
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+HEADING = "## Chain client (issue 3)"
+
+
+def _row(name: str, samples: list[float]) -> str:
+    p50 = statistics.median(samples) * 1000
+    rate = len(samples) / sum(samples)
+    return f"| {name} | {p50:.2f} | {rate:,.0f} |"
+
+
+def measure(n: int) -> list[str]:
+    """Run the measurements; return markdown table rows."""
+    rows = []
+    with Anvil() as node:
+        net = Devnet(node.url)
+        p = net.provider()
+        esc = p.escrow
+        fn = esc.abi.functions["cancelNonces"]
+        for k in range(20):  # warm up connections and caches
+            esc.cancel_nonces([k], gas=60_000)
+        fast = []
+        for k in range(n):
+            t0 = time.perf_counter()
+            esc.transact("cancelNonces", 1000 + k, 1, gas=60_000)
+            fast.append(time.perf_counter() - t0)
+        rows.append(_row("contract tx, gas given (sign, send raw, poll receipt)", fast))
+        est = []
+        for k in range(n):
+            t0 = time.perf_counter()
+            esc.transact("cancelNonces", 5000 + k, 1)
+            est.append(time.perf_counter() - t0)
+        rows.append(_row("contract tx with eth_estimateGas first", est))
+        t0 = time.perf_counter()
+        hashes = [p.signer.send(esc.address, fn.encode(9000 + k, 1), gas=60_000) for k in range(n)]
+        for h in hashes:
+            assert p.signer.wait(h).status == 1
+        total = time.perf_counter() - t0
+        rows.append(_row("pipelined: send all, then receipts (per tx)", [total / n] * n))
+        calls = []
+        for k in range(n):
+            t0 = time.perf_counter()
+            esc.nonce_used(p.address, k)
+            calls.append(time.perf_counter() - t0)
+        rows.append(_row("eth_call view (nonceUsed)", calls))
+    return rows
+
+
+def render(rows: list[str], n: int) -> str:
+    """The markdown section."""
+    return (
+        "\n".join(
+            [
+                HEADING,
+                "",
+                "Command: `.venv/bin/python scripts/bench/chain.py --write-docs`",
+                f"(anvil 1.7.1, n = {n}, one Python thread, 2 cores shared with other jobs:",
+                "expect noise).",
+                "",
+                "| operation | p50 ms | per second |",
+                "|---|---:|---:|",
+                *rows,
+            ]
+        )
+        + "\n"
+    )
+
+
+def write_docs(section: str) -> None:
+    """Replace (or append) this section of docs/benchmarks.md."""
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    start = text.find(HEADING)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        nxt = text.find("\n## ", start + len(HEADING))
+        text = text[:start] + section + ("" if nxt == -1 else "\n" + text[nxt + 1 :])
+    DOCS.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args(argv)
+    section = render(measure(args.n), args.n)
+    print(section)
+    if args.write_docs:
+        write_docs(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

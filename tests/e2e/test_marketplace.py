@@ -1,0 +1,200 @@
+"""End to end in one process: real anvil, real libp2p, the real sandbox, provider + client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from node.chain.anvil import Anvil
+from node.chain.devnet import TOKEN, Actor, Devnet
+from node.client import AsyncClient
+from node.errors import NoMatchingOffer
+from node.p2p.config import P2PConfig
+from node.provider import ProviderDaemon, ProviderSettings
+from node.runtime import detect, formats
+from node.runtime.pool import PoolConfig, WorkerPool
+from node.store.store import Store
+from protocol.content import cid_of
+from protocol.lifecycle import JobState
+from protocol.messages import DeclineReason
+
+MLP = {"in": 12, "hidden": 16, "depth": 1, "out": 4}
+PRICE = 10**15
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def devnet() -> Iterator[Devnet]:
+    with Anvil() as anvil:
+        yield Devnet(anvil.url)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WorkerPool]:
+    report = detect.check()
+    if report.tier < 2:
+        pytest.skip(f"this host gives sandbox tier {report.tier}; the e2e path needs 2")
+    with WorkerPool(PoolConfig(slots=2, threads=1, timeout_s=30)) as p:
+        yield p
+
+
+@contextlib.asynccontextmanager
+async def provider(
+    devnet: Devnet, pool: WorkerPool, tmp: Path, actor: Actor, **settings: object
+) -> AsyncIterator[ProviderDaemon]:
+    dom = devnet.escrow.domain
+    with Store(tmp / f"{actor.identity.peer_id[-8:]}.sqlite") as store:
+        daemon = ProviderDaemon(
+            actor.identity,
+            rpc_url=devnet.rpc.url,
+            escrow_address=devnet.escrow.address,
+            p2p_config=P2PConfig(chain_id=dom.chain_id, contract=dom.verifying_contract),
+            pool=pool,
+            store=store,
+            data_dir=tmp / actor.identity.peer_id[-8:],
+            settings=ProviderSettings(
+                known_archs=frozenset({"mlp@1"}),
+                offer_interval_s=1,
+                **{"price_per_gpu_second": PRICE, **settings},  # type: ignore[arg-type]
+            ),
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        await asyncio.wait_for(daemon.ready.wait(), 60)
+        try:
+            yield daemon
+        finally:
+            stop.set()
+            await task
+
+
+@contextlib.asynccontextmanager
+async def client(
+    devnet: Devnet, tmp: Path, providers: list[ProviderDaemon]
+) -> AsyncIterator[AsyncClient]:
+    actor = devnet.actor(deposit=100 * TOKEN)
+    dom = devnet.escrow.domain
+    c = AsyncClient(
+        actor.identity,
+        rpc_url=devnet.rpc.url,
+        escrow_address=devnet.escrow.address,
+        p2p_config=P2PConfig(chain_id=dom.chain_id, contract=dom.verifying_contract),
+        data_dir=tmp / "client",
+    )
+    async with c:
+        for p in providers:
+            await c.connect((await p.p2p.addrs())[0])
+        assert await c.wait_for_offers(len(providers), 30) == len(providers)
+        yield c
+
+
+def _local(weights: bytes, x: torch.Tensor) -> torch.Tensor:
+    """The same model run bare, in this process."""
+    model = formats.load_model("mlp@1", MLP, weights)
+    return formats.run("mlp@1", MLP, model, formats.save_safetensors({"x": x}))["logits"]
+
+
+def test_happy_path_pays_the_provider_and_returns_the_right_tensor(
+    devnet: Devnet, pool: WorkerPool
+) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        prov = devnet.provider()
+        async with provider(devnet, pool, tmp, prov) as daemon, client(devnet, tmp, [daemon]) as c:
+            before_client = devnet.escrow.balance_of(c.identity.address)
+            before_provider = devnet.escrow.balance_of(prov.address)
+            weights = formats.random_weights("mlp@1", MLP, seed=3)
+            x = torch.randn(5, 12, generator=torch.Generator().manual_seed(4))
+            result = await c.run(("mlp@1", MLP, weights), {"x": x}, max_price=2 * PRICE)
+            assert result.provider == prov.address
+            assert torch.allclose(result.outputs["logits"], _local(weights, x), atol=1e-5)
+            assert cid_of(result.output_bytes).digest == result.attestation.output_hash
+            result.attestation.verify()
+            assert result.cost == PRICE * result.attestation.metered_millis // 1000
+            assert devnet.escrow.balance_of(prov.address) == before_provider + result.cost
+            assert devnet.escrow.balance_of(c.identity.address) == before_client - result.cost
+            # the provider learns of the acceptance from the chain, asynchronously
+            states: list[JobState] = []
+            for _ in range(200):
+                states = [j.state for j in daemon.store.jobs.select(limit=10)]
+                if states == [JobState.FINALIZED]:
+                    break
+                await asyncio.sleep(0.05)
+            assert states == [JobState.FINALIZED]
+
+    asyncio.run(scenario())
+
+
+def test_decline_falls_back_to_the_next_provider(devnet: Devnet, pool: WorkerPool) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        cheap, dear = devnet.provider(), devnet.provider()
+        async with (
+            provider(
+                devnet, pool, tmp, cheap, decline_every=1, price_per_gpu_second=PRICE // 2
+            ) as a,
+            provider(devnet, pool, tmp, dear) as b,
+            client(devnet, tmp, [a, b]) as c,
+        ):
+            weights = formats.random_weights("mlp@1", MLP, seed=5)
+            result = await c.run(("mlp@1", MLP, weights), {"x": torch.ones(2, 12)}, max_price=PRICE)
+            assert result.provider == dear.address
+            assert [reason for _, reason in result.declined_by] == [DeclineReason.CAPACITY]
+
+    asyncio.run(scenario())
+
+
+def test_no_matching_offer_says_why(devnet: Devnet, pool: WorkerPool) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        async with (
+            provider(devnet, pool, tmp, devnet.provider()) as p,
+            client(devnet, tmp, [p]) as c,
+        ):
+            weights = formats.random_weights("mlp@1", MLP, seed=6)
+            with pytest.raises(NoMatchingOffer) as info:
+                await c.run(("mlp@1", MLP, weights), {"x": torch.ones(1, 12)}, max_price=PRICE - 1)
+            assert f"price {PRICE}/GPU-s above max {PRICE - 1}" in str(info.value)
+            with pytest.raises(NoMatchingOffer, match="sandbox tier"):
+                await c.run(
+                    ("mlp@1", MLP, weights), {"x": torch.ones(1, 12)}, max_price=PRICE, min_tier=3
+                )
+
+    asyncio.run(scenario())
+
+
+def test_three_providers_fifty_concurrent_jobs_conserve_money(
+    devnet: Devnet, pool: WorkerPool
+) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        actors = [devnet.provider() for _ in range(3)]
+        escrow_before = devnet.token_balance_of_escrow()
+        async with (
+            provider(devnet, pool, tmp, actors[0], max_concurrent_jobs=4, queue_size=64) as a,
+            provider(devnet, pool, tmp, actors[1], max_concurrent_jobs=4, queue_size=64) as b,
+            provider(devnet, pool, tmp, actors[2], max_concurrent_jobs=4, queue_size=64) as d,
+            client(devnet, tmp, [a, b, d]) as c,
+        ):
+            earned_before = sum(devnet.escrow.balance_of(p.address) for p in actors)
+            weights = formats.random_weights("mlp@1", MLP, seed=9)
+            xs = [torch.randn(2, 12, generator=torch.Generator().manual_seed(i)) for i in range(50)]
+            results = await asyncio.gather(
+                *(c.run(("mlp@1", MLP, weights), {"x": x}, max_price=PRICE) for x in xs)
+            )
+            assert len({r.job_id for r in results}) == 50
+            assert {r.provider for r in results} == {p.address for p in actors}
+            for x, r in zip(xs, results, strict=True):
+                assert torch.allclose(r.outputs["logits"], _local(weights, x), atol=1e-5)
+            earned = sum(devnet.escrow.balance_of(p.address) for p in actors) - earned_before
+            assert earned == sum(r.cost for r in results)
+            assert devnet.token_balance_of_escrow() == escrow_before + 100 * TOKEN  # the deposit
+
+    asyncio.run(scenario())

@@ -1,0 +1,256 @@
+"""Crashes and restarts: a provider process killed with SIGKILL mid-job, a client that leaves.
+
+Real anvil, a real ``gpunet provider start`` process, real libp2p and sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from node.chain.anvil import Anvil, free_port
+from node.chain.deploy import EscrowParams
+from node.chain.devnet import TOKEN, Actor, Devnet
+from node.client import AsyncClient
+from node.errors import DeadlineMissed
+from node.keys import create_keystore
+from node.p2p.config import P2PConfig
+from node.runtime import detect, formats
+from node.store.store import Store
+from protocol.identity import checksum_address
+from protocol.lifecycle import JobState
+
+pytestmark = pytest.mark.timeout(300)
+
+PASSWORD = "restart-test"
+PRICE = 10**15
+RESNET = {"width": 16, "classes": 10, "image": 64}
+
+
+@pytest.fixture(scope="module")
+def devnet() -> Iterator[Devnet]:
+    if detect.check().tier < 2:
+        pytest.skip("the provider process needs sandbox tier 2 on this host")
+    params = EscrowParams(
+        resolver=b"",
+        min_stake=100 * TOKEN,
+        unbonding_delay=1000,
+        challenge_window=4,
+        challenge_bond=10 * TOKEN,
+        slash_amount=50 * TOKEN,
+        refund_penalty=5 * TOKEN,
+    )
+    with Anvil() as anvil:
+        yield Devnet(anvil.url, params)
+
+
+class ProviderProcess:
+    """``gpunet provider start`` in its own process, restartable on the same data dir."""
+
+    def __init__(self, devnet: Devnet, actor: Actor, home: Path, bootstrap: str) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        create_keystore(home / "keystore.json", PASSWORD, identity=actor.identity, scrypt_n=2**12)
+        self.config = home / "gpunet.toml"
+        self.config.write_text(
+            f"""[node]
+data_dir = "{home}"
+keystore = "keystore.json"
+[chain]
+rpc_url = "{devnet.rpc.url}"
+chain_id = {devnet.escrow.domain.chain_id}
+escrow_address = "{checksum_address(devnet.escrow.address)}"
+poll_interval_s = 0.05
+[p2p]
+listen_addrs = ["/ip4/127.0.0.1/tcp/0"]
+bootstrap_peers = ["{bootstrap}"]
+mdns = false
+[provider]
+price_per_gpu_second = {PRICE}
+offer_interval_s = 1
+[runtime]
+pool_size = 1
+[api]
+enabled = false
+"""
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.home / "provider.log").open("ab")
+        cmd = [sys.executable, "-m", "node.cli", "provider", "start", "--config", str(self.config)]
+        env = {**os.environ, "GPUNET_PASSWORD": PASSWORD}
+        self.proc = subprocess.Popen([*cmd, "--yes"], stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 90
+        while "ready:" not in (self.home / "provider.log").read_text(errors="replace"):
+            assert self.proc.poll() is None, (self.home / "provider.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "provider did not start"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def store_states(self) -> list[JobState]:
+        with Store.open(self.home) as store:
+            return [j.state for j in store.jobs.select(limit=100)]
+
+
+@contextlib.asynccontextmanager
+async def client_at(devnet: Devnet, tmp: Path, port: int) -> AsyncIterator[AsyncClient]:
+    actor = devnet.actor(deposit=100 * TOKEN)
+    dom = devnet.escrow.domain
+    c = AsyncClient(
+        actor.identity,
+        rpc_url=devnet.rpc.url,
+        escrow_address=devnet.escrow.address,
+        p2p_config=P2PConfig(
+            chain_id=dom.chain_id,
+            contract=dom.verifying_contract,
+            listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",),
+        ),
+        data_dir=tmp / "client",
+    )
+    async with c:
+        yield c
+
+
+def _job() -> tuple[tuple[str, dict[str, int], bytes], dict[str, torch.Tensor]]:
+    weights = formats.random_weights("resnet18@1", RESNET, seed=11)
+    x = torch.randn(32, 3, 64, 64, generator=torch.Generator().manual_seed(12))
+    return ("resnet18@1", RESNET, weights), {"x": x}
+
+
+def test_provider_killed_mid_job_resumes_after_restart(devnet: Devnet) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        port = free_port()
+        async with client_at(devnet, tmp, port) as c:
+            bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{c.identity.peer_id}"
+            prov = ProviderProcess(devnet, devnet.provider(), tmp / "provider", bootstrap)
+            prov.start()
+            try:
+                assert await c.wait_for_offers(1, 30) == 1
+                matched = asyncio.Event()
+
+                def progress(stage: str, detail: str) -> None:
+                    if stage == "matched":
+                        matched.set()
+
+                model, inputs = _job()
+                run = asyncio.create_task(
+                    c.run(model, inputs, max_price=2 * PRICE, deadline_s=120, progress=progress)
+                )
+                await asyncio.wait_for(matched.wait(), 60)
+                prov.kill()  # SIGKILL right after createJob: nothing graceful happens
+                assert not run.done()
+                prov.start()  # same data dir: the store and the peer log survive
+                result = await asyncio.wait_for(run, 120)
+                assert result.cost > 0
+                result.attestation.verify()
+                for _ in range(100):
+                    if prov.store_states() == [JobState.FINALIZED]:
+                        break
+                    await asyncio.sleep(0.1)
+                assert prov.store_states() == [JobState.FINALIZED]
+            finally:
+                prov.stop()
+
+    asyncio.run(scenario())
+
+
+def test_provider_gone_for_good_means_refund_with_penalty(devnet: Devnet) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        port = free_port()
+        async with client_at(devnet, tmp, port) as c:
+            bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{c.identity.peer_id}"
+            actor = devnet.provider()
+            prov = ProviderProcess(devnet, actor, tmp / "provider", bootstrap)
+            prov.start()
+            try:
+                assert await c.wait_for_offers(1, 30) == 1
+                matched = asyncio.Event()
+                model, inputs = _job()
+                before = devnet.escrow.balance_of(c.identity.address)
+                stake_before = devnet.escrow.stake_of(actor.address).active
+                run = asyncio.create_task(
+                    c.run(
+                        model,
+                        inputs,
+                        max_price=2 * PRICE,
+                        deadline_s=32,
+                        progress=lambda stage, _: matched.set() if stage == "matched" else None,
+                    )
+                )
+                await asyncio.wait_for(matched.wait(), 60)
+                prov.kill()
+                with pytest.raises(DeadlineMissed) as info:
+                    await asyncio.wait_for(run, 120)
+                assert info.value.refund_tx is not None
+                penalty = devnet.params.refund_penalty
+                assert devnet.escrow.balance_of(c.identity.address) == before + penalty
+                assert devnet.escrow.stake_of(actor.address).active == stake_before - penalty
+            finally:
+                prov.stop()
+
+    asyncio.run(scenario())
+
+
+def test_client_that_never_accepts_still_pays_after_the_window(devnet: Devnet) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        port = free_port()
+        async with client_at(devnet, tmp, port) as c:
+            bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{c.identity.peer_id}"
+            actor = devnet.provider()
+            prov = ProviderProcess(devnet, actor, tmp / "provider", bootstrap)
+            prov.start()
+            try:
+                assert await c.wait_for_offers(1, 30) == 1
+                fetching = asyncio.Event()
+                model, inputs = _job()
+                earned_before = devnet.escrow.balance_of(actor.address)
+                run = asyncio.create_task(
+                    c.run(
+                        model,
+                        inputs,
+                        max_price=2 * PRICE,
+                        progress=lambda stage, _: fetching.set() if stage == "fetching" else None,
+                    )
+                )
+                await asyncio.wait_for(fetching.wait(), 90)
+                run.cancel()  # the client walks away after the result, before acceptResult
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+                for _ in range(300):  # challenge window 4 s, then the provider finalizes
+                    if prov.store_states() == [JobState.FINALIZED]:
+                        break
+                    await asyncio.sleep(0.1)
+                assert prov.store_states() == [JobState.FINALIZED]
+                assert devnet.escrow.balance_of(actor.address) > earned_before
+            finally:
+                prov.stop()
+
+    asyncio.run(scenario())

@@ -1,0 +1,28 @@
+"""The README's first command runs end to end: devnet, 3 provider processes, jobs, balances."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(400)
+def test_demo_runs_jobs_and_conserves_money() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--jobs", "6", "--concurrency", "2"],
+        capture_output=True,
+        text=True,
+        timeout=380,
+        cwd=ROOT,
+        check=False,
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert "client sees offers from 3 providers" in out.stdout
+    assert "6/6 jobs verified and paid" in out.stdout
+    assert "money is conserved" in out.stdout
+    assert out.stdout.count("✓") == 6
