@@ -205,6 +205,7 @@ class WorkerPool:
         """Stop every worker and delete the work directory (if we made it)."""
         for s in self._all:
             s.stop()
+            s.settle()  # the helper sees the closed pipe and ends
         self._all = []
         if hasattr(self, "spawner"):
             self.spawner.close()
@@ -324,6 +325,7 @@ class WorkerPool:
         self._admit(req)
         slot = self._slots.get()
         try:
+            slot.settle()
             if slot.proc is None:  # replaced lazily after a failure, not on the error path
                 try:
                     slot.start()
@@ -373,6 +375,7 @@ class WorkerPool:
             "test_code": req.test_code,
         }
         job_cg: Cgroup | None = None
+        spare_follows = False
         deadline = time.monotonic() + timeout + GRACE_S
         try:
             wire.send(slot.wfd, msg)
@@ -385,6 +388,7 @@ class WorkerPool:
                 job_cg = self._confine(slot, int(ev["pid"]))
                 wire.send(slot.wfd, {"op": "go"})
                 ev = slot.reader.recv(deadline)
+                spare_follows = job_cg is not None and ev.get("ev") == "done"
             return self._result(
                 slot=slot, req=req, ev=ev, scratch=scratch, cg=job_cg, max_out=max_out, t0=t0
             )
@@ -399,14 +403,41 @@ class WorkerPool:
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
         finally:
             if job_cg is not None:
-                job_cg.kill(wait=False)  # the next job's _confine waits until it is empty
+                job_cg.kill(wait=False)  # the job's child, already answered for
+            if spare_follows and slot.proc is not None:
+                # only now: the helper moves the *next* child into this same cgroup
+                slot.expect_spare(self._preconfine)
             if not cfg.keep_scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
+
+    def _preconfine(self, slot: Slot) -> None:
+        """Between jobs (a helper thread): move the zygote's next child into the job cgroup.
+
+        Writing ``cgroup.procs`` costs ~3 ms per v1 controller here; done now, it is off the
+        next job's critical path. Any failure just leaves the move to :meth:`_confine`.
+        """
+        cg = slot.job_cg
+        ev = slot.reader.recv(time.monotonic() + 30)
+        if cg is None or ev.get("ev") != "spare":
+            raise wire.WireError(f"expected a spare child, got {str(ev)[:60]}")
+        nspid = int(ev["pid"])
+        host_pid = slot.child_host_pid(nspid)
+        if host_pid is None:
+            return
+        cg.kill(wait=False)  # the previous job's child, if it is still exiting
+        cg.add(host_pid)
+        slot.confined = nspid
 
     def _confine(self, slot: Slot, nspid: int) -> Cgroup | None:
         cg = slot.job_cg
         if cg is None:
             return None
+        if slot.confined == nspid:  # moved in between jobs, nothing else is in there
+            slot.confined = None
+            cg.reset_peak()
+            slot.oom_before = cg.oom_kills()
+            return cg
+        slot.confined = None
         host_pid = slot.child_host_pid(nspid)
         if host_pid is None:
             raise JobError("sandbox", "could not find the job process")

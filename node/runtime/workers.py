@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,6 +87,9 @@ class Slot:
         self.job_cg: Cgroup | None = None
         self.zygote_pid = 0
         self.oom_before = 0
+        self.confined: int | None = None  # sandbox pid of a spare child already in job_cg
+        self._prep: threading.Thread | None = None
+        self._prep_failed = False
         self.layers: tuple[str, ...] = ()
 
     def start(self) -> None:
@@ -181,6 +185,7 @@ class Slot:
             self.job_cg.limit(memory=cfg.memory_bytes, pids=cfg.pids_max, cpus=cpus)
 
     def stop(self) -> None:
+        self.confined = None
         if self.proc is not None:
             with contextlib.suppress(OSError, ValueError):
                 wire.send(self.wfd, {"op": "exit"})
@@ -197,6 +202,27 @@ class Slot:
             if cg is not None:
                 cg.destroy()
         self.cg = self.job_cg = None
+
+    def expect_spare(self, confine: Callable[[Slot], None]) -> None:
+        """Run ``confine(self)`` in a helper thread until the slot is next used."""
+
+        def work() -> None:
+            try:
+                confine(self)
+            except (OSError, TimeoutError, ValueError, KeyError, wire.WireError):
+                self._prep_failed = True  # pipe out of step: the worker is replaced
+
+        self._prep_failed = False
+        self._prep = threading.Thread(target=work, name=f"gpunet-slot{self.index}-prep")
+        self._prep.start()
+
+    def settle(self) -> None:
+        """Join the helper of :meth:`expect_spare`; replace the worker if it failed."""
+        if self._prep is not None:
+            self._prep.join()
+            self._prep = None
+            if self._prep_failed:
+                self.stop()
 
     def child_host_pid(self, nspid: int) -> int | None:
         """Host pid of the zygote's child whose pid in the sandbox is ``nspid``."""

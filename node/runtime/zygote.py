@@ -189,6 +189,8 @@ class _Zygote:
         if model is not None:
             self._warm_shapes(req, model, shapes)
         self.spawn_spare()
+        assert self.spare is not None
+        _send({"ev": "spare", "pid": self.spare[0]})  # the supervisor confines it meanwhile
 
     # ------------------------------------------------------------- children
     def spawn_spare(self) -> None:
