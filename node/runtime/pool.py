@@ -158,7 +158,9 @@ class WorkerPool:
             cgroup.sweep_stale(self.report.cgroup_kind)
         self.name = f"gpunet-{os.getpid()}-{next(self._counter)}"
         self._own_work = cfg.work_dir is None
-        self.work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="gpunet-rt-"))
+        if cfg.work_dir is None:
+            _sweep_work_dirs()
+        self.work = Path(cfg.work_dir or tempfile.mkdtemp(prefix=f"gpunet-rt-{os.getpid()}-"))
         self.work.chmod(0o711)
         self.blobs = self.work / "blobs"
         self.blobs.mkdir(exist_ok=True, mode=0o755)
@@ -514,3 +516,14 @@ def _read_capped(path: Path, cap: int) -> bytes:
     if len(data) > cap:
         raise JobError("output_too_large", "output grew over the cap")
     return data
+
+
+def _sweep_work_dirs() -> list[str]:
+    """Delete ``gpunet-rt-<pid>-*`` temp work dirs whose process is gone (killed pools)."""
+    removed = []
+    for d in Path(tempfile.gettempdir()).glob("gpunet-rt-*-*"):
+        pid = d.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed

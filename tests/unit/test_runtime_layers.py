@@ -203,3 +203,19 @@ def test_stale_cgroups_of_dead_supervisors_are_swept() -> None:
     finally:
         mine.destroy()
         dead.destroy()
+
+
+def test_work_dirs_of_dead_pools_are_swept() -> None:
+    import tempfile
+
+    from node.runtime.pool import _sweep_work_dirs
+
+    dead = Path(tempfile.mkdtemp(prefix="gpunet-rt-999999999-"))
+    mine = Path(tempfile.mkdtemp(prefix=f"gpunet-rt-{os.getpid()}-"))
+    (dead / "slot0").mkdir()
+    try:
+        removed = _sweep_work_dirs()
+        assert str(dead) in removed and not dead.exists()
+        assert mine.exists()
+    finally:
+        mine.rmdir()
