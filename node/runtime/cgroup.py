@@ -149,33 +149,42 @@ class Cgroup:
         except (OSError, ValueError, IndexError):
             return None
 
-    def oom_killed(self) -> bool:
-        """True if the kernel OOM-killed a process of this cgroup."""
+    def reset_peak(self) -> None:
+        """Restart peak-memory tracking (between two jobs of one reused cgroup)."""
+        mem = self._dir("memory")
+        name = "memory.max_usage_in_bytes" if self.kind == "v1" else "memory.peak"
+        with contextlib.suppress(OSError):
+            (mem / name).write_text("0")
+
+    def oom_kills(self) -> int:
+        """How many processes of this cgroup the kernel OOM-killed so far."""
         mem = self._dir("memory")
         name = "memory.oom_control" if self.kind == "v1" else "memory.events"
         try:
             for line in (mem / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
+                if key == "oom_kill":
+                    return int(value)
         except (OSError, ValueError):
-            return False
-        return False
+            return 0
+        return 0
 
-    def kill(self) -> None:
-        """SIGKILL everything in the cgroup (``cgroup.kill`` on v2)."""
+    def kill(self, *, wait: bool = True) -> None:
+        """SIGKILL everything in the cgroup (``cgroup.kill`` on v2); with ``wait``, until empty."""
         if self.kind == "v2" and (self.dirs[0] / "cgroup.kill").exists():
             with contextlib.suppress(OSError):
                 _write(self.dirs[0] / "cgroup.kill", "1")
-            return
-        for _ in range(20):
+            if not wait:
+                return
+        for _ in range(20 if wait else 1):
             pids = self.pids()
             if not pids:
                 return
             for p in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
-            time.sleep(0.005)
+            if wait:
+                time.sleep(0.005)
 
     def destroy(self) -> None:
         """Kill what is left and remove the directories."""
@@ -189,3 +198,20 @@ class Cgroup:
                     break
                 except OSError:
                     time.sleep(0.01)
+
+
+def sweep_stale(kind: str) -> list[str]:
+    """Remove empty ``gpunet-<pid>-*`` cgroups whose supervisor process is gone."""
+    roots = [V1_ROOT / c for c in _CONTROLLERS_V1] if kind == "v1" else [v2_root()]
+    removed: list[str] = []
+    for root in roots:
+        if root is None or not root.is_dir():
+            continue
+        for d in sorted(root.glob("gpunet-*-*"), reverse=True):  # jobs before slots
+            pid = d.name.split("-")[1]
+            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue
+            with contextlib.suppress(OSError):
+                d.rmdir()
+                removed.append(str(d))
+    return removed

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from . import landlock, seccomp
 
 _PR_SET_DUMPABLE = 4
+_PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -72,6 +73,13 @@ def set_rlimits(limits: Mapping[str, int | None]) -> None:
         _soft, hard = resource.getrlimit(res)
         v = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(res, (v, v))
+
+
+def die_with_parent() -> None:
+    """PR_SET_PDEATHSIG SIGKILL: die when the supervisor thread that started us exits."""
+    _libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    if os.getppid() == 1:  # the supervisor died before the prctl
+        os._exit(1)
 
 
 def not_dumpable() -> None:

@@ -14,7 +14,6 @@ period), reads at most ``max_output_bytes`` of output, and deletes scratch and c
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -22,20 +21,18 @@ import os
 import queue
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from . import catalog, descriptor, detect, sandbox, wire
-from .cgroup import Cgroup, CgroupError
+from . import catalog, cgroup, descriptor, detect, sandbox, wire
+from .cgroup import Cgroup
 from .errors import JobError, SandboxUnavailable
+from .workers import START_TIMEOUT_S, Slot, Spawner
 
 GRACE_S = 3.0
-START_TIMEOUT_S = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +46,12 @@ class PoolConfig:
     memory_bytes: int = 4 << 30  # per job (cgroup; RLIMIT_AS on CPU)
     zygote_memory_bytes: int = 6 << 30  # worker + model cache
     pids_max: int = 64
-    cpus: float | None = None  # cgroup CPU quota per job, in cores (None: threads)
+    cpus: float | None = None  # cgroup CPU quota per job, in cores (None: threads + 1)
     timeout_s: float = 60.0
     max_output_bytes: int = 64 << 20
     max_params: int = catalog.MAX_PARAMS
     cache_entries: int = 4
+    warm_max_elements: int = 4 << 20  # warm a model's kernels per input shape up to this
     blob_cache_bytes: int = 8 << 30
     min_tier: int = 2
     insecure: bool = False  # explicit operator override: run below min_tier, advertise 0
@@ -61,6 +59,7 @@ class PoolConfig:
     work_dir: str | None = None
     keystores: tuple[str, ...] = ()
     layers: frozenset[str] | None = None  # None: every layer the host has
+    enable_v2: bool = False  # export-v2 (.pt2) jobs: opt-in, tier 2 only
     allow_test_code: bool = False  # tests only: jobs may carry Python (the attacker model)
     debug: bool = False
     keep_scratch: bool = False  # tests only: leave job dirs for host-side inspection
@@ -79,14 +78,23 @@ class RunRequest:
     max_output_bytes: int | None = None
     timeout_s: float | None = None
     test_code: str | None = None
+    #: sha256 of ``weights`` if the caller already knows it (the job spec's content id):
+    #: it keys the model cache, so a warm job does not re-hash a large model. It is
+    #: verified whenever the blob is not cached yet (the only time the bytes are used).
+    weights_sha256: bytes | None = None
+    min_sandbox_tier: int = 0
 
     @classmethod
     def from_spec(cls, spec: Any, weights: bytes, inputs: bytes) -> RunRequest:
-        """From a :class:`protocol.messages.JobSpec` plus its blobs (hashes and sizes checked)."""
+        """From a :class:`protocol.messages.JobSpec` plus its blobs.
+
+        Sizes are checked here, the inputs' hash too; the weights' hash is checked when
+        the pool first stores that blob (see :attr:`weights_sha256`).
+        """
         from protocol.content import cid_of
 
-        if cid_of(weights).digest != spec.model.weights or len(weights) != spec.model.weights_size:
-            raise JobError("bad_model", "weights do not match the job spec's hash/size")
+        if len(weights) != spec.model.weights_size:
+            raise JobError("bad_model", "weights do not match the job spec's size")
         if cid_of(inputs).digest != spec.inputs or len(inputs) != spec.inputs_size:
             raise JobError("bad_inputs", "inputs do not match the job spec's hash/size")
         return cls(
@@ -98,6 +106,8 @@ class RunRequest:
             determinism=int(spec.determinism),
             max_output_bytes=spec.max_output_bytes,
             timeout_s=spec.max_gpu_millis / 1000,
+            weights_sha256=bytes(spec.model.weights),
+            min_sandbox_tier=int(spec.min_sandbox_tier),
         )
 
 
@@ -115,170 +125,6 @@ class RunResult:
     layers: tuple[str, ...]
     load_ms: float = 0.0
     infer_ms: float = 0.0
-
-
-class _Spawner:
-    """One long-lived thread that starts every worker.
-
-    bwrap's ``--die-with-parent`` is PR_SET_PDEATHSIG, which fires when the *thread*
-    that forked it exits; so workers are forked from a thread that lives as long as
-    the pool, never from a caller's (possibly short-lived) thread.
-    """
-
-    def __init__(self) -> None:
-        self._q: queue.Queue[tuple[list[str], Path, bool, Future[subprocess.Popen[bytes]]] | None]
-        self._q = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="gpunet-spawner", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while (item := self._q.get()) is not None:
-            argv, log_path, debug, fut = item
-            try:
-                with open(log_path, "ab") as log:
-                    fut.set_result(
-                        subprocess.Popen(
-                            argv,
-                            stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE,
-                            stderr=log if debug else subprocess.DEVNULL,
-                            close_fds=True,
-                            env={"PATH": "/usr/bin:/bin"},
-                            start_new_session=True,
-                        )
-                    )
-            except OSError as exc:
-                fut.set_exception(exc)
-
-    def spawn(self, argv: list[str], log: Path, debug: bool) -> subprocess.Popen[bytes]:
-        """Start ``argv`` from the spawner thread and return its Popen."""
-        fut: Future[subprocess.Popen[bytes]] = Future()
-        self._q.put((argv, log, debug, fut))
-        return fut.result()
-
-    def close(self) -> None:
-        """Stop the thread (workers it started must already be stopped)."""
-        self._q.put(None)
-        self._thread.join()
-
-
-class _Slot:
-    """One sandboxed worker."""
-
-    def __init__(self, pool: WorkerPool, index: int) -> None:
-        self.pool = pool
-        self.index = index
-        self.uid = pool.config.base_uid + index
-        self.scratch = pool.work / f"slot{index}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.cg: Cgroup | None = None
-        self.layers: tuple[str, ...] = ()
-
-    def start(self) -> None:
-        cfg, pool = self.pool.config, self.pool
-        if self.scratch.exists():
-            shutil.rmtree(self.scratch)
-        self.scratch.mkdir(mode=0o700)
-        if "uid" in pool.layers:
-            os.chown(self.scratch, self.uid, self.uid)
-        paths = sandbox.RuntimePaths.current()
-        devices = sandbox.gpu_nodes(cfg.device)
-        zcfg = {
-            "mode": cfg.mode,
-            "device": cfg.device,
-            "uid": self.uid if "uid" in pool.layers else None,
-            "layers": sorted(pool.layers & {"uid", "landlock", "seccomp", "rlimits"}),
-            "read": [*paths.read_paths(), "/blobs", "/proc", "/dev", "/sys"],
-            "write": ["/scratch", "/tmp", "/dev/null"],
-            "job_read": paths.read_paths(),
-            "devices": devices,
-            "fsize": cfg.max_output_bytes + (16 << 20),
-            "cache_entries": cfg.cache_entries,
-            "allow_test_code": cfg.allow_test_code,
-            "debug": cfg.debug,
-        }
-        argv = sandbox.bwrap_argv(
-            paths=paths,
-            scratch_root=str(self.scratch),
-            blobs=str(pool.blobs),
-            root_mode=pool.root,
-            uid=self.uid,
-            device=cfg.device,
-            config=zcfg,
-        )
-        self.proc = pool.spawner.spawn(argv, pool.work / f"slot{self.index}.log", cfg.debug)
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.wfd = self.proc.stdin.fileno()
-        self.reader = wire.Reader(self.proc.stdout.fileno())
-        if "cgroup" in pool.layers:
-            self.cg = Cgroup(pool.cgroup_kind, f"{pool.name}-slot{self.index}")
-            self.cg.limit(memory=cfg.zygote_memory_bytes, pids=cfg.pids_max * 2, cpus=None)
-            for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
-                with contextlib.suppress(CgroupError):
-                    self.cg.add(pid)
-        try:
-            hello = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
-        except (TimeoutError, wire.WireError) as exc:
-            self.stop()
-            raise SandboxUnavailable(f"worker {self.index} did not start: {exc}") from None
-        if hello.get("ev") != "hello":
-            self.stop()
-            raise SandboxUnavailable(f"worker {self.index} failed: {hello.get('msg')}")
-        self.zygote_nspid = int(hello["pid"])
-        self.layers = tuple(hello["layers"])
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(OSError, ValueError):
-                wire.send(self.wfd, {"op": "exit"})
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
-            for f in (self.proc.stdin, self.proc.stdout):
-                if f is not None:
-                    with contextlib.suppress(OSError):
-                        f.close()
-            self.proc = None
-        if self.cg is not None:
-            self.cg.destroy()
-            self.cg = None
-
-    def child_host_pid(self, nspid: int) -> int | None:
-        assert self.proc is not None
-        for pid in _descendants(self.proc.pid):
-            if _nspid(pid) == nspid and _nspid(pid) != self.zygote_nspid:
-                return pid
-        return None
-
-
-def _descendants(pid: int) -> list[int]:
-    """Host pids of every descendant of ``pid`` (one scan of /proc)."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{name}/stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(name))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for kid in children.get(todo.pop(), []):
-            out.append(kid)
-            todo.append(kid)
-    return out
-
-
-def _nspid(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("NSpid:"):
-                return int(line.split()[-1])
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 class WorkerPool:
@@ -308,17 +154,22 @@ class WorkerPool:
                 + " (run `gpunet runtime check`; override with insecure=True to advertise tier 0)"
             )
         self.tier = tier if tier >= cfg.min_tier else 0
+        if self.report.cgroup_kind:
+            cgroup.sweep_stale(self.report.cgroup_kind)
         self.name = f"gpunet-{os.getpid()}-{next(self._counter)}"
         self._own_work = cfg.work_dir is None
-        self.work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="gpunet-rt-"))
+        if cfg.work_dir is None:
+            _sweep_work_dirs()
+        self.work = Path(cfg.work_dir or tempfile.mkdtemp(prefix=f"gpunet-rt-{os.getpid()}-"))
         self.work.chmod(0o711)
         self.blobs = self.work / "blobs"
         self.blobs.mkdir(exist_ok=True, mode=0o755)
-        self._slots: queue.Queue[_Slot] = queue.Queue()
-        self._all: list[_Slot] = []
+        self._slots: queue.Queue[Slot] = queue.Queue()
+        self._all: list[Slot] = []
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._device_class = ""
+        self._admitted: set[str] = set()
 
     # ---------------------------------------------------------------- lifecycle
     def __enter__(self) -> WorkerPool:
@@ -330,11 +181,11 @@ class WorkerPool:
 
     def start(self) -> None:
         """Start every slot (in parallel: each pays one ``import torch``)."""
-        self.spawner = _Spawner()
-        slots = [_Slot(self, i) for i in range(self.config.slots)]
+        self.spawner = Spawner()
+        slots = [Slot(self, i) for i in range(self.config.slots)]
         errors: list[BaseException] = []
 
-        def boot(s: _Slot) -> None:
+        def boot(s: Slot) -> None:
             try:
                 s.start()
             except BaseException as exc:  # noqa: BLE001 - re-raised below, after joining
@@ -356,6 +207,7 @@ class WorkerPool:
         """Stop every worker and delete the work directory (if we made it)."""
         for s in self._all:
             s.stop()
+            s.settle()  # the helper sees the closed pipe and ends
         self._all = []
         if hasattr(self, "spawner"):
             self.spawner.close()
@@ -392,28 +244,68 @@ class WorkerPool:
             fmt=fmt,
         )
 
+    def capabilities(self, *, max_job_bytes: int = 1 << 30) -> Any:
+        """The offer's :class:`protocol.messages.Capabilities` for this pool."""
+        import torch
+
+        from protocol.messages import Capabilities, Determinism, JobFormat
+
+        gpu = self.config.device.startswith("cuda")
+        name, mem = "", 0
+        if gpu:
+            idx = int(self.config.device.partition(":")[2] or 0)
+            name = torch.cuda.get_device_name(idx)
+            mem = torch.cuda.get_device_properties(idx).total_memory >> 20
+        formats = [JobFormat.CATALOG_V1]
+        if self.config.enable_v2 and self.tier >= 2:
+            formats.append(JobFormat.EXPORT_V2)
+        dets = [Determinism.GPU_DETERMINISTIC] if gpu else [Determinism.EXACT]
+        return Capabilities(
+            device_class=self.device_class,
+            gpu_model=name[:64],
+            gpu_memory_mib=mem,
+            gpu_count=1 if gpu else 0,
+            sandbox_tier=self.tier,
+            formats=tuple(formats),
+            determinism=(*dets, Determinism.TOLERANCE),
+            runtimes=(f"torch-{torch.__version__}"[:64],),
+            max_job_bytes=max_job_bytes,
+            max_concurrent_jobs=self.config.slots,
+        )
+
     # ---------------------------------------------------------------- jobs
     def _admit(self, req: RunRequest) -> None:
+        if req.min_sandbox_tier > self.tier:
+            raise JobError("refused", f"job needs sandbox tier {req.min_sandbox_tier}")
         if req.format not in ("catalog-v1", "export-v2"):
             raise JobError("refused", f"unknown format {req.format!r:.40}")
         if req.format == "export-v2":
-            if self.tier < 2:
-                raise JobError("refused", "export-v2 needs sandbox tier 2")
+            if self.tier < 2 or not self.config.enable_v2:
+                raise JobError("refused", "export-v2 needs sandbox tier 2 and enable_v2")
+            import torch
+
             from . import pt2
 
-            pt2.validate(req.weights)
+            pt2.validate(req.weights, torch_version=torch.__version__)
         elif req.test_code is None:
-            catalog.build(req.arch, req.config, max_params=self.config.max_params)
+            key = f"{req.arch}|{sorted(req.config.items())}"
+            if key not in self._admitted:
+                catalog.build(req.arch, req.config, max_params=self.config.max_params)
+                if len(self._admitted) > 1024:
+                    self._admitted.clear()
+                self._admitted.add(key)
         if req.determinism == 0 and self.config.device != "cpu":
             raise JobError("refused", "the exact tier runs on CPU only")
         if req.determinism == 1 and not self.config.device.startswith("cuda"):
             raise JobError("refused", "gpu-deterministic needs a GPU")
 
-    def _store_blob(self, data: bytes) -> str:
-        hexd = hashlib.sha256(data).hexdigest()
+    def _store_blob(self, data: bytes, known: bytes | None) -> str:
+        hexd = known.hex() if known is not None else hashlib.sha256(data).hexdigest()
         path = self.blobs / hexd
         with self._lock:
             if not path.exists():
+                if known is not None and hashlib.sha256(data).digest() != known:
+                    raise JobError("bad_model", "weights do not match their content id")
                 tmp = self.blobs / f".{hexd}.{threading.get_ident()}"
                 tmp.write_bytes(data)
                 tmp.chmod(0o444)
@@ -435,17 +327,20 @@ class WorkerPool:
         self._admit(req)
         slot = self._slots.get()
         try:
-            return self._run_on(slot, req)
-        finally:
-            if slot.proc is None or slot.proc.poll() is not None:
-                slot.stop()
+            slot.settle()
+            if slot.proc is None:  # replaced lazily after a failure, not on the error path
                 try:
                     slot.start()
-                except SandboxUnavailable:
+                except SandboxUnavailable as exc:
                     slot.stop()
+                    raise JobError("sandbox", str(exc)) from None
+            return self._run_on(slot, req)
+        finally:
+            if slot.proc is not None and slot.proc.poll() is not None:
+                slot.stop()
             self._slots.put(slot)
 
-    def _run_on(self, slot: _Slot, req: RunRequest) -> RunResult:
+    def _run_on(self, slot: Slot, req: RunRequest) -> RunResult:
         cfg = self.config
         t0 = time.monotonic()
         job_id = f"j{next(self._ids)}"
@@ -457,7 +352,7 @@ class WorkerPool:
         if req.format == "export-v2":
             (scratch / "model.pt2").write_bytes(req.weights)
         elif req.test_code is None:
-            weights_hex = self._store_blob(req.weights)
+            weights_hex = self._store_blob(req.weights, req.weights_sha256)
         (scratch / "inputs.safetensors").write_bytes(req.inputs)
         max_out = min(req.max_output_bytes or cfg.max_output_bytes, cfg.max_output_bytes)
         timeout = min(req.timeout_s or cfg.timeout_s, cfg.timeout_s)
@@ -482,14 +377,20 @@ class WorkerPool:
             "test_code": req.test_code,
         }
         job_cg: Cgroup | None = None
+        spare_follows = False
         deadline = time.monotonic() + timeout + GRACE_S
         try:
             wire.send(slot.wfd, msg)
-            ev = slot.reader.recv(time.monotonic() + START_TIMEOUT_S)
+            # fork mode: the zygote answers "forked" after loading (and warming) the model,
+            # then the job's own deadline starts; lease mode answers "done" directly, so
+            # loading counts towards the job's time there
+            lease = cfg.mode == "lease"
+            ev = slot.reader.recv(deadline if lease else time.monotonic() + START_TIMEOUT_S)
             if ev.get("ev") == "forked":
                 job_cg = self._confine(slot, int(ev["pid"]))
                 wire.send(slot.wfd, {"op": "go"})
                 ev = slot.reader.recv(deadline)
+                spare_follows = job_cg is not None and ev.get("ev") == "done"
             return self._result(
                 slot=slot, req=req, ev=ev, scratch=scratch, cg=job_cg, max_out=max_out, t0=t0
             )
@@ -504,26 +405,54 @@ class WorkerPool:
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
         finally:
             if job_cg is not None:
-                job_cg.destroy()
+                job_cg.kill(wait=False)  # the job's child, already answered for
+            if spare_follows and slot.proc is not None:
+                # only now: the helper moves the *next* child into this same cgroup
+                slot.expect_spare(self._preconfine)
             if not cfg.keep_scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-    def _confine(self, slot: _Slot, nspid: int) -> Cgroup | None:
-        if "cgroup" not in self.layers:
+    def _preconfine(self, slot: Slot) -> None:
+        """Between jobs (a helper thread): move the zygote's next child into the job cgroup.
+
+        Writing ``cgroup.procs`` costs ~3 ms per v1 controller here; done now, it is off the
+        next job's critical path. Any failure just leaves the move to :meth:`_confine`.
+        """
+        cg = slot.job_cg
+        ev = slot.reader.recv(time.monotonic() + 30)
+        if cg is None or ev.get("ev") != "spare":
+            raise wire.WireError(f"expected a spare child, got {str(ev)[:60]}")
+        nspid = int(ev["pid"])
+        host_pid = slot.child_host_pid(nspid)
+        if host_pid is None:
+            return
+        cg.kill(wait=False)  # the previous job's child, if it is still exiting
+        cg.add(host_pid)
+        slot.confined = nspid
+
+    def _confine(self, slot: Slot, nspid: int) -> Cgroup | None:
+        cg = slot.job_cg
+        if cg is None:
             return None
+        if slot.confined == nspid:  # moved in between jobs, nothing else is in there
+            slot.confined = None
+            cg.reset_peak()
+            slot.oom_before = cg.oom_kills()
+            return cg
+        slot.confined = None
         host_pid = slot.child_host_pid(nspid)
         if host_pid is None:
             raise JobError("sandbox", "could not find the job process")
-        cg = Cgroup(self.cgroup_kind, f"{self.name}-slot{slot.index}-job")
-        cpus = self.config.cpus if self.config.cpus is not None else float(self.config.threads)
-        cg.limit(memory=self.config.memory_bytes, pids=self.config.pids_max, cpus=cpus)
+        cg.kill()  # nothing may be left from an earlier job
+        cg.reset_peak()
+        slot.oom_before = cg.oom_kills()
         cg.add(host_pid)
         return cg
 
     def _result(
         self,
         *,
-        slot: _Slot,
+        slot: Slot,
         req: RunRequest,
         ev: dict[str, Any],
         scratch: Path,
@@ -537,7 +466,7 @@ class WorkerPool:
         status = int(ev.get("status", 0))
         if ev.get("timed_out"):
             raise JobError("timeout", "killed at the wall-clock deadline")
-        if cg is not None and cg.oom_killed():
+        if cg is not None and cg.oom_kills() > slot.oom_before:
             raise JobError("oom", "killed by the job's memory limit")
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
@@ -573,7 +502,8 @@ class WorkerPool:
 def _read_capped(path: Path, cap: int) -> bytes:
     """Read a worker-written file: regular, not a symlink, at most ``cap`` bytes."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted by the job must not hang the supervisor
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise JobError("crashed", f"no output file: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as f:
@@ -586,3 +516,14 @@ def _read_capped(path: Path, cap: int) -> bytes:
     if len(data) > cap:
         raise JobError("output_too_large", "output grew over the cap")
     return data
+
+
+def _sweep_work_dirs() -> list[str]:
+    """Delete ``gpunet-rt-<pid>-*`` temp work dirs whose process is gone (killed pools)."""
+    removed = []
+    for d in Path(tempfile.gettempdir()).glob("gpunet-rt-*-*"):
+        pid = d.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed

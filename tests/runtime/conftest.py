@@ -47,6 +47,7 @@ def pool(
         memory_bytes=1 << 30,
         max_output_bytes=1 << 20,
         allow_test_code=True,
+        enable_v2=True,
         keep_scratch=True,
         keystores=(str(fake_keystore[0]),),
     )

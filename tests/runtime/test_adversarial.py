@@ -43,7 +43,7 @@ def leaked(res: RunResult) -> bytes:
 
 
 def _job_dirs(pool: WorkerPool) -> list[Path]:
-    return sorted(pool.work.glob("slot*/j*"), key=lambda p: p.stat().st_mtime)
+    return sorted(pool.work.glob("slot*/j*"), key=lambda p: int(p.name[1:]))
 
 
 def _last_job_dir(pool: WorkerPool) -> Path:
@@ -227,9 +227,10 @@ def test_fork_bomb(pool: WorkerPool) -> None:
     code = """
 import os, threading, time
 n = 0
-for _ in range(200):
+for i in range(200):
     try:
         if os.fork() == 0:
+            open(scratch + f'/forked-{i}', 'w').close()  # host-visible evidence
             time.sleep(60)
             os._exit(0)
         n += 1
@@ -244,10 +245,15 @@ outputs = {'forks': torch.tensor([n])}
 
     assert int(parse_safetensors(res.output, "inputs")["forks"]) == 0
     assert _worker_pids(pool) == before
-    for pid in before:  # nothing left behind under any worker
-        from node.runtime.pool import _descendants
+    from node.runtime.workers import descendants
 
-        assert len(_descendants(pid)) <= 2  # bwrap's init + the zygote
+    assert not list(_last_job_dir(pool).glob("forked-*"))  # no fork ever ran
+    for slot in pool._all:  # nothing under a worker but its init, zygote and its children
+        zpid = slot.zygote_pid
+        kids = {int(k) for k in Path(f"/proc/{zpid}/task/{zpid}/children").read_text().split()}
+        init = int(Path(f"/proc/{zpid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert slot.proc is not None
+        assert set(descendants(slot.proc.pid)) <= {init, zpid} | kids
 
 
 def test_allocate_30_gb(pool: WorkerPool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -119,3 +120,38 @@ def test_model_cache_is_keyed_by_content(pool: WorkerPool) -> None:
     ra, rb = pool.run(a), pool.run(b)
     assert ra.output_sha256 != rb.output_sha256
     assert pool.run(a).output_sha256 == ra.output_sha256
+
+
+def test_from_job_spec_and_capabilities(pool: WorkerPool) -> None:
+    from protocol.content import cid_of
+    from protocol.messages import JobFormat, JobSpec, ModelRef
+
+    job = mlp_job(seed=7)
+    spec = JobSpec(
+        model=ModelRef(
+            arch="mlp@1",
+            config=job.config,
+            weights=cid_of(job.weights).digest,
+            weights_size=len(job.weights),
+        ),
+        inputs=cid_of(job.inputs).digest,
+        inputs_size=len(job.inputs),
+        max_gpu_millis=5000,
+    )
+    res = pool.run(RunRequest.from_spec(spec, job.weights, job.inputs))
+    assert res.output_sha256 == pool.run(job).output_sha256
+    with pytest.raises(JobError) as info:
+        RunRequest.from_spec(spec, job.weights, job.inputs + b" ")
+    assert info.value.code == "bad_inputs"
+    req = RunRequest.from_spec(spec, job.weights, job.inputs)
+    assert req.weights_sha256 == spec.model.weights and req.timeout_s == 5.0
+    forged = dataclasses.replace(req, weights_sha256=b"\x01" * 32)
+    with pytest.raises(JobError) as info:
+        pool.run(forged)
+    assert info.value.code == "bad_model"  # a content id that does not match is caught
+    with pytest.raises(JobError) as info:
+        pool.run(dataclasses.replace(req, min_sandbox_tier=3))
+    assert info.value.code == "refused"
+    caps = pool.capabilities()
+    assert caps.sandbox_tier == 2 and caps.device_class.startswith("cpu-")
+    assert JobFormat.EXPORT_V2 in caps.formats and caps.max_concurrent_jobs == 2

@@ -170,3 +170,10 @@ def test_output_encoding_is_canonical() -> None:
     b = {"a": torch.ones(2, 2), "b": torch.arange(3)}
     assert formats.encode_outputs(a) == formats.encode_outputs(b)
     assert formats.save_safetensors(a)[8:9] == b"{"
+
+
+def test_tolerance_bounds() -> None:
+    assert catalog.tolerance("gpt2@1", torch.float32) == 1e-4
+    assert catalog.tolerance("gpt2@1", torch.bfloat16) == catalog.HALF_TOLERANCE
+    with pytest.raises(JobError):
+        catalog.tolerance("nope@1", torch.float32)

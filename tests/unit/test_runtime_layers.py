@@ -185,3 +185,37 @@ def test_device_inventory_and_classes() -> None:
     assert devices.Device("cuda", 0, "NVIDIA H200", 0).device_class == "nvidia-h200"
     assert devices.Device("cuda", 0, "NVIDIA A100-SXM4-80GB", 0).device_class == "nvidia-a100"
     assert devices.Device("cuda", 0, "NVIDIA H100 PCIe", 0).device_class == "nvidia-h100"
+
+
+def test_stale_cgroups_of_dead_supervisors_are_swept() -> None:
+    from node.runtime import cgroup
+
+    kind, why = cgroup.detect()
+    if kind != "v1":
+        pytest.skip(f"needs a writable cgroup v1 hierarchy here: {why or kind}")
+    dead = cgroup.Cgroup(kind, "gpunet-999999999-0-slot0")
+    mine = cgroup.Cgroup(kind, f"gpunet-{os.getpid()}-sweeptest")
+    try:
+        removed = cgroup.sweep_stale(kind)
+        assert all(not d.exists() for d in dead.dirs)
+        assert any("gpunet-999999999-0-slot0" in r for r in removed)
+        assert all(d.exists() for d in mine.dirs)
+    finally:
+        mine.destroy()
+        dead.destroy()
+
+
+def test_work_dirs_of_dead_pools_are_swept() -> None:
+    import tempfile
+
+    from node.runtime.pool import _sweep_work_dirs
+
+    dead = Path(tempfile.mkdtemp(prefix="gpunet-rt-999999999-"))
+    mine = Path(tempfile.mkdtemp(prefix=f"gpunet-rt-{os.getpid()}-"))
+    (dead / "slot0").mkdir()
+    try:
+        removed = _sweep_work_dirs()
+        assert str(dead) in removed and not dead.exists()
+        assert mine.exists()
+    finally:
+        mine.rmdir()

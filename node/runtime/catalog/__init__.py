@@ -32,6 +32,7 @@ __all__ = [
     "catalog_hash",
     "get",
     "source_hash",
+    "tolerance",
 ]
 
 #: Hard upper bound on parameters of any catalog model (4 GiB of fp32 weights).
@@ -266,6 +267,17 @@ def get(arch: str) -> Entry:
     if source_hash(entry) != PINS[arch]:
         raise JobError("bad_model", f"{arch}: source does not match its pin (bump the version)")
     return entry
+
+
+#: Relative-error bound of the ``tolerance`` tier for half-precision weights (bf16/fp16),
+#: from the H200 spreads (ResNet-50 bf16 5.2e-3, GPT-2 bf16 1.2e-2) with margin.
+HALF_TOLERANCE: Final = 3e-2
+
+
+def tolerance(arch: str, dtype: torch.dtype) -> float:
+    """The relative error a verifier accepts for ``arch`` in the ``tolerance`` tier."""
+    entry = get(arch)
+    return entry.tolerance if dtype == torch.float32 else max(entry.tolerance, HALF_TOLERANCE)
 
 
 def build(arch: str, config: Mapping[str, int], *, max_params: int = MAX_PARAMS) -> nn.Module:
