@@ -20,7 +20,6 @@ import click
 from node import __version__
 from node.commands.common import UserError
 from node.keys import KeystoreError, create_keystore, load_keystore, read_password
-from node.runtime import detect
 from protocol.errors import IdentityError
 from protocol.identity import checksum_address, parse_address
 
@@ -129,37 +128,6 @@ def keys_export_address(keystore: Path) -> None:
     except IdentityError as exc:
         raise UserError(f"{keystore} holds no valid address: {exc}") from None
     click.echo(checksum_address(raw))
-
-
-@cli.group()
-def runtime() -> None:
-    """Inspect the sandboxed PyTorch runtime (isolation layers, tier, devices)."""
-
-
-@runtime.command("check")
-@keystore_option
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda:N")
-@click.option("--min-tier", type=click.IntRange(0, 3), default=2, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def runtime_check(keystore: Path, device: str, min_tier: int, as_json: bool) -> None:
-    """Probe every isolation layer on this host and print the resulting sandbox tier.
-
-    Exits 1 when the tier is below --min-tier (the node would refuse to serve).
-    """
-    report = detect.check([keystore], device=device)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        click.echo(report.to_text())
-    if report.tier < min_tier:
-        click.secho(
-            f"tier {report.tier} is below the minimum {min_tier}: the node refuses untrusted"
-            " jobs (fix the missing layers, or run with the explicit insecure override,"
-            " which advertises tier 0)",
-            fg="red",
-            err=True,
-        )
-        sys.exit(1)
 
 
 def _register() -> None:
