@@ -53,7 +53,7 @@ from node.store.records import Role
 from node.store.store import Store
 from protocol import pricing
 from protocol.content import ContentId, cid_of
-from protocol.errors import BadSignature
+from protocol.errors import BadSignature, IllegalTransition
 from protocol.identity import Identity, address_from_peer_id, checksum_address
 from protocol.lifecycle import JobEvent, JobState
 from protocol.messages import (
@@ -157,7 +157,8 @@ class AsyncClient:
         self._stakes: dict[bytes, tuple[float, int]] = {}
         self._stop = asyncio.Event()
         self._refunds: list[asyncio.Task[str | None]] = []
-        self._busy_lanes: set[int] = set()  # lanes holding a previous run's open job
+        self._busy_lanes: set[int] = set()  # lanes holding a job not yet terminal
+        self._audited: dict[int, tuple[int, int]] = {}  # job id -> (local id, lane)
         self._group: asyncio.TaskGroup | None = None
         self._follower_task: asyncio.Task[None] | None = None
 
@@ -276,11 +277,15 @@ class AsyncClient:
         determinism: Determinism = Determinism.EXACT,
         max_output_bytes: int = 64 << 20,
         progress: Progress | None = None,
+        accept: bool = True,
     ) -> Result:
         """Run one job to a verified, accepted result (see the module docstring).
 
         ``model`` is ``(arch, config, safetensors weights)``; ``inputs`` a mapping
-        of tensors or safetensors bytes.
+        of tensors or safetensors bytes. With ``accept=False`` (audit mode) the
+        checked result is returned without ``acceptResult``: the challenge window
+        stays open for verifiers and the provider finalizes after it; ``cost`` is
+        then the payment the escrow will make.
         """
         say = progress or (lambda stage, detail: None)
         started = time.monotonic()
@@ -355,7 +360,9 @@ class AsyncClient:
                         )
                         continue
                     try:
-                        result = await self._matched(answer, request, peers[provider], spec, say)
+                        result = await self._matched(
+                            answer, request, peers[provider], spec, say, accept_result=accept
+                        )
                     except (AttestationInvalid, DeadlineMissed):
                         self._record(provider, ok=False)
                         raise
@@ -401,7 +408,14 @@ class AsyncClient:
         return stake
 
     async def _matched(
-        self, accept: JobAccept, request: JobRequest, peer: str, spec: JobSpec, say: Progress
+        self,
+        accept: JobAccept,
+        request: JobRequest,
+        peer: str,
+        spec: JobSpec,
+        say: Progress,
+        *,
+        accept_result: bool = True,
     ) -> Result:
         offer = accept.offer
         if (
@@ -418,9 +432,18 @@ class AsyncClient:
             self._free_lanes.put_nowait(lane)  # still held by a job from a previous run
             lane = await self._free_lanes.get()
         try:
-            return await self._on_lane(
-                lane=lane, accept=accept, request=request, peer=peer, spec=spec, say=say
+            result = await self._on_lane(
+                lane=lane,
+                accept=accept,
+                request=request,
+                peer=peer,
+                spec=spec,
+                say=say,
+                accept_result=accept_result,
             )
+            if not accept_result:  # the lane stays busy until the job finalizes
+                self._busy_lanes.add(lane)
+            return result
         finally:
             self._free_lanes.put_nowait(lane)
 
@@ -433,6 +456,7 @@ class AsyncClient:
         peer: str,
         spec: JobSpec,
         say: Progress,
+        accept_result: bool = True,
     ) -> Result:
         offer = accept.offer
         new = NewJob(
@@ -488,6 +512,26 @@ class AsyncClient:
                 raise DeadlineMissed(chain_job.job_id, refund_tx) from None
             await asyncio.to_thread(self.store.jobs.transition, local.id, JobEvent.SUBMIT)
             output = await self._fetch_and_verify(waiting, manifest, submitted, say)
+            if not accept_result:
+                settlement = pricing.settle(
+                    offer.price_per_gpu_second,
+                    manifest.attestation.metered_millis,
+                    request.max_payment,
+                )
+                self._audited[chain_job.job_id] = (local.id, lane)
+                say("submitted", f"job {chain_job.job_id}: left open for verifiers")
+                return Result(
+                    outputs=_from_safetensors(output),
+                    output_bytes=output,
+                    job_id=chain_job.job_id,
+                    provider=offer.provider,
+                    attestation=manifest.attestation,
+                    cost=settlement.payment,
+                    refund=settlement.refund,
+                    price_per_gpu_second=offer.price_per_gpu_second,
+                    latency_s=0.0,
+                    receipts=receipts,
+                )
             after = chain_job.after_submit(submitted, manifest.attestation.digest())
             accepted = await asyncio.to_thread(self.escrow.accept_result, after)
             receipts["acceptResult"] = accepted
@@ -602,12 +646,37 @@ class AsyncClient:
                 continue
             for ev in events:
                 job_id = ev.fields.get("jobId")
+                if isinstance(job_id, int) and job_id in self._audited:
+                    await self._audited_event(job_id, ev.name, ev.block_number)
                 waiting = self._waiting.get(job_id) if isinstance(job_id, int) else None
                 if waiting is None:
                     continue
                 if ev.name == "ResultSubmitted" and not waiting.submitted.done():
                     waiting.submitted.set_result(ev.fields)
             await asyncio.sleep(self.poll_interval_s)
+
+    async def _audited_event(self, job_id: int, name: str, block: int) -> None:
+        """Follow a job left open for verifiers until it ends; then free its lane."""
+        local_id, lane = self._audited[job_id]
+        event = {
+            "JobChallenged": JobEvent.CHALLENGE,
+            "JobFinalized": JobEvent.FINALIZE,
+            "JobSlashed": JobEvent.RESOLVE_PROVIDER_WRONG,
+        }.get(name)
+        if event is None:
+            return
+        state = (await asyncio.to_thread(self.store.jobs.get, local_id)).state
+        if event is JobEvent.FINALIZE and state is JobState.DISPUTED:
+            event = JobEvent.RESOLVE_PROVIDER_RIGHT
+        if event is JobEvent.RESOLVE_PROVIDER_WRONG and state is JobState.SUBMITTED:
+            event = JobEvent.PROVE_EQUIVOCATION
+        try:
+            await asyncio.to_thread(self.store.jobs.transition, local_id, event, block=block)
+        except IllegalTransition as exc:
+            log.warning("job %d: %s", job_id, exc)
+        if event is not JobEvent.CHALLENGE:
+            self._audited.pop(job_id, None)
+            self._busy_lanes.discard(lane)
 
 
 class Client:

@@ -319,3 +319,34 @@ def test_client_restarted_after_create_job_claims_its_refund(devnet: Devnet) -> 
             prov.stop()
 
     asyncio.run(scenario())
+
+
+def test_audit_mode_leaves_the_window_open_then_the_provider_finalizes(devnet: Devnet) -> None:
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        port = free_port()
+        async with client_at(devnet, tmp, port) as c:
+            bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{c.identity.peer_id}"
+            actor = devnet.provider()
+            prov = ProviderProcess(devnet, actor, tmp / "provider", bootstrap)
+            prov.start()
+            try:
+                assert await c.wait_for_offers(1, 30) == 1
+                model, inputs = _job()
+                earned_before = devnet.escrow.balance_of(actor.address)
+                result = await c.run(model, inputs, max_price=2 * PRICE, accept=False)
+                assert "acceptResult" not in result.receipts
+                states = [j.state for j in c.store.jobs.select(limit=10)]
+                assert states == [JobState.SUBMITTED]  # open: a verifier could still challenge
+                for _ in range(300):  # window 4 s; the provider finalizes, the client follows
+                    states = [j.state for j in c.store.jobs.select(limit=10)]
+                    if states == [JobState.FINALIZED]:
+                        break
+                    await asyncio.sleep(0.1)
+                assert states == [JobState.FINALIZED]
+                assert not c._busy_lanes
+                assert devnet.escrow.balance_of(actor.address) == earned_before + result.cost
+            finally:
+                prov.stop()
+
+    asyncio.run(scenario())
