@@ -44,7 +44,7 @@ from protocol.messages import (
 
 MLP = {"in": 12, "hidden": 16, "depth": 1, "out": 4}
 PRICE = 10**15
-COMMIT_S = REVEAL_S = 30
+COMMIT_S = REVEAL_S = 90  # chain seconds; tests warp past them, so long windows cost nothing
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -113,11 +113,16 @@ def _p2p(devnet: Devnet) -> P2PConfig:
 
 
 async def _mine(devnet: Devnet, stop: asyncio.Event) -> None:
-    """A block every 0.5 s, as a live chain would (the committee draw needs later blocks)."""
+    """A block every second, as a live chain would (the committee draw needs later blocks).
+
+    Not faster: anvil stamps each block at least one second after the previous one,
+    so mining twice a second would run the chain clock ahead of the wall clock and
+    close vote windows before a loaded machine has re-run the job.
+    """
     while not stop.is_set():
         await asyncio.to_thread(devnet.mine, 1)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+            await asyncio.wait_for(stop.wait(), 1.0)
 
 
 @contextlib.asynccontextmanager
