@@ -112,7 +112,6 @@ class _Waiting:
     spec: JobSpec
     manifest: asyncio.Future[ResultManifest]
     submitted: asyncio.Future[dict[str, Any]]
-    finalized: asyncio.Future[dict[str, Any]]
 
 
 class AsyncClient:
@@ -204,18 +203,21 @@ class AsyncClient:
             if job.job_id is None:
                 assert job.counterparty is not None
                 created = await asyncio.to_thread(
-                    lookup.created_for, self.escrow, self.identity.address, job.counterparty
+                    lookup.find_created,
+                    self.escrow,
+                    self.identity.address,
+                    job.counterparty,
+                    job.spec_hash,
                 )
-                mine = [e for e in created if bytes(e.fields["specHash"]) == job.spec_hash]
-                if not mine:
+                if created is None:
                     await asyncio.to_thread(self.store.jobs.abandon, local_id, "never matched")
                     continue
                 job = await asyncio.to_thread(
                     self.store.jobs.transition,
                     local_id,
                     JobEvent.CREATE,
-                    block=mine[-1].block_number,
-                    job_id=int(mine[-1].fields["jobId"]),
+                    block=created.block_number,
+                    job_id=int(created.fields["jobId"]),
                 )
             assert job.job_id is not None
             events = await asyncio.to_thread(lookup.job_events, self.escrow, job.job_id)
@@ -491,9 +493,7 @@ class AsyncClient:
         )
         say("matched", f"job {chain_job.job_id} with {checksum_address(offer.provider)}")
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(
-            chain_job, peer, spec, loop.create_future(), loop.create_future(), loop.create_future()
-        )
+        waiting = _Waiting(chain_job, peer, spec, loop.create_future(), loop.create_future())
         self._waiting[chain_job.job_id] = waiting
         receipts = {"createJob": created}
         try:

@@ -21,7 +21,6 @@ A job's path through the daemon:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -45,6 +44,7 @@ from node.runtime.descriptor import parse as parse_descriptor
 from node.runtime.pool import RunRequest, RunResult, WorkerPool
 from node.store.records import NewJob, Role
 from node.store.store import Store
+from node.tasks import Stop, sleep_or_stop
 from protocol.content import ContentId
 from protocol.identity import Identity, address_from_peer_id
 from protocol.lifecycle import JobEvent, JobState
@@ -190,8 +190,8 @@ class ProviderDaemon:
                     tg.create_task(self._worker(stop))
                 self.ready.set()
                 await stop.wait()
-                raise _Stop
-        except* _Stop:
+                raise Stop
+        except* Stop:
             pass
         finally:
             await self.p2p.stop()
@@ -219,14 +219,14 @@ class ProviderDaemon:
                 continue
             if job.state is JobState.NONE:
                 created = await asyncio.to_thread(
-                    lookup.created_for,
+                    lookup.find_created,
                     self.escrow,
                     job.counterparty,
                     self.identity.address,
+                    job.spec_hash,
                     start_block,
                 )
-                mine = [e for e in created if bytes(e.fields["specHash"]) == job.spec_hash]
-                if not mine:
+                if created is None:
                     request = JobRequest(
                         request_id=job.request_id or bytes(16),
                         client=job.counterparty,
@@ -243,8 +243,8 @@ class ProviderDaemon:
                     self.store.jobs.transition,
                     job.id,
                     JobEvent.CREATE,
-                    block=mine[-1].block_number,
-                    job_id=int(mine[-1].fields["jobId"]),
+                    block=created.block_number,
+                    job_id=int(created.fields["jobId"]),
                 )
             assert job.job_id is not None and job.spec is not None
             events = await asyncio.to_thread(
@@ -276,11 +276,6 @@ class ProviderDaemon:
                 await self._queue.put(running)
             log.info("resumed job %d in state %s", chain_job.job_id, job.state.name)
 
-    async def _sleep_or_stop(self, stop: asyncio.Event, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-        return stop.is_set()
-
     # ------------------------------------------------------------ offers
     def _offer(self, client: bytes) -> Offer:
         domain = self.escrow.domain
@@ -302,7 +297,7 @@ class ProviderDaemon:
                 await self.p2p.publish_offer(self._offer(ADVERTISEMENT_CLIENT))
             except Exception as exc:  # noqa: BLE001 - a failed publish is logged and retried
                 log.warning("offer publish failed: %s", exc)
-            if await self._sleep_or_stop(stop, self.settings.offer_interval_s):
+            if await sleep_or_stop(stop, self.settings.offer_interval_s):
                 return
 
     # ------------------------------------------------------------ requests
@@ -406,12 +401,12 @@ class ProviderDaemon:
             except Exception as exc:  # noqa: BLE001 - RPC trouble: log, back off, retry
                 log.warning("chain follower: %s", exc)
                 events = []
-                if await self._sleep_or_stop(stop, 1.0):
+                if await sleep_or_stop(stop, 1.0):
                     return
             for ev in events:
                 await self._on_event(ev.name, ev.fields, ev.block_number)
             self._expire_pending()
-            if await self._sleep_or_stop(stop, self.settings.poll_interval_s):
+            if await sleep_or_stop(stop, self.settings.poll_interval_s):
                 return
 
     def _expire_pending(self) -> None:
@@ -550,7 +545,7 @@ class ProviderDaemon:
                     await self._finalize_due()
                 except Exception as exc:  # noqa: BLE001 - retried on the next round
                     log.warning("finalizing failed: %s", exc)
-            if await self._sleep_or_stop(stop, self.settings.settle_interval_s):
+            if await sleep_or_stop(stop, self.settings.settle_interval_s):
                 return
 
     async def _submit(self, batch: list[_Running]) -> None:
@@ -578,9 +573,7 @@ class ProviderDaemon:
         """Finalize submitted jobs whose challenge window has ended (unclaimed by the client)."""
         if not self._submitted:
             return
-        # the next block's time: a chain that mines on demand has an old latest block
-        latest = int((await asyncio.to_thread(self.rpc.block, "latest"))["timestamp"])
-        now = max(latest, int(time.time()))
+        now = await asyncio.to_thread(self.rpc.next_block_time)
         due = [r for r in self._submitted.values() if 0 < r.chain_job.challenge_end < now]
         if not due:
             return
@@ -640,7 +633,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-class _Stop(Exception):
-    """Raised inside the task group to cancel its tasks on shutdown."""

@@ -31,7 +31,6 @@ Outcomes are kept in :attr:`VerifierDaemon.stats` (exported on ``/metrics`` by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -53,6 +52,7 @@ from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.service import P2PService
 from node.runtime.pool import RunRequest, WorkerPool
+from node.tasks import Stop, sleep_or_stop
 from protocol import eip712
 from protocol.content import ContentId
 from protocol.errors import DecodeError
@@ -230,19 +230,14 @@ class VerifierDaemon:
                     tg.create_task(self._worker(stop))
                 self.ready.set()
                 await stop.wait()
-                raise _Stop
-        except* _Stop:
+                raise Stop
+        except* Stop:
             pass
         finally:
             for fut in self._checks.values():
                 if not fut.done():
                     fut.cancel()
             await self.p2p.stop()
-
-    async def _sleep_or_stop(self, stop: asyncio.Event, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-        return stop.is_set()
 
     async def _follow(self, follower: EventFollower, handler: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -251,11 +246,11 @@ class VerifierDaemon:
             except ChainError as exc:
                 log.warning("follower: %s", exc)
                 events = []
-                if await self._sleep_or_stop(stop, 1.0):
+                if await sleep_or_stop(stop, 1.0):
                     return
             for ev in events:
                 await handler(ev.name, ev.fields)
-            if await self._sleep_or_stop(stop, self.settings.poll_interval_s):
+            if await sleep_or_stop(stop, self.settings.poll_interval_s):
                 return
 
     # ------------------------------------------------------------ escrow events
@@ -484,7 +479,7 @@ class VerifierDaemon:
                     await asyncio.to_thread(self._drive_once)
                 except ChainError as exc:
                     log.warning("dispute driver: %s", exc)
-                if await self._sleep_or_stop(stop, self.settings.poll_interval_s):
+                if await sleep_or_stop(stop, self.settings.poll_interval_s):
                     return
 
     async def _decide(self, duty: _Duty) -> None:
@@ -495,7 +490,7 @@ class VerifierDaemon:
         duty.vote = outcome in (Outcome.MISMATCH, Outcome.UNAVAILABLE)
 
     def _drive_once(self) -> None:
-        now = int(self.rpc.block("latest")["timestamp"])
+        now = self.rpc.next_block_time()
         head = self.rpc.block_number()
         for job_id, job in list(self._disputes.items()):
             d = self.committee.dispute(job_id)
@@ -532,7 +527,3 @@ class VerifierDaemon:
                         self.stats.votes_revealed += 1
             except ContractRevert as exc:
                 log.info("vote on dispute %d: %s", job_id, exc.name)
-
-
-class _Stop(Exception):
-    """Raised inside the task group to cancel its tasks on shutdown."""

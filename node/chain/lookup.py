@@ -13,7 +13,7 @@ from node.chain.escrow import Escrow, EventRecord
 from node.chain.jobs import Job
 from protocol import eip712
 
-__all__ = ["created_for", "job_events", "rebuild_job"]
+__all__ = ["created_for", "find_created", "job_events", "rebuild_job"]
 
 MAX_BLOCK_RANGE = 100_000
 
@@ -59,6 +59,18 @@ def created_for(
         _word("address", "0x" + provider.hex()),
     ]
     return _query(escrow, topics, from_block)
+
+
+def find_created(
+    escrow: Escrow, client: bytes, provider: bytes, spec_hash: bytes, from_block: int = 0
+) -> EventRecord | None:
+    """The latest ``JobCreated`` between this client and provider for ``spec_hash``."""
+    mine = [
+        e
+        for e in created_for(escrow, client, provider, from_block)
+        if bytes(e.fields["specHash"]) == spec_hash
+    ]
+    return mine[-1] if mine else None
 
 
 def rebuild_job(escrow: Escrow, events: list[EventRecord]) -> Job | None:

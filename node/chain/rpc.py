@@ -203,6 +203,12 @@ class Rpc:
             "baseFeePerGas": parse_quantity(raw.get("baseFeePerGas", "0x0"), "block.baseFee"),
         }
 
+    def next_block_time(self) -> int:
+        """Earliest timestamp the next block can carry: the later of the latest block's
+        time and the wall clock. A chain that mines on demand (anvil) has a latest block
+        as old as its last transaction, so deadlines and windows are judged by this."""
+        return max(int(self.block("latest")["timestamp"]), int(time.time()))
+
     def call(self, to: bytes, data: bytes, *, sender: bytes | None = None) -> bytes:
         """``eth_call`` at latest; raises :class:`RpcError` with revert data on revert."""
         tx: dict[str, str] = {"to": "0x" + to.hex(), "data": "0x" + data.hex()}
