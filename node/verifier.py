@@ -492,7 +492,10 @@ class VerifierDaemon:
     def _drive_once(self) -> None:
         now = self.rpc.next_block_time()
         head = self.rpc.block_number()
-        for job_id, job in list(self._disputes.items()):
+        for job_id, seen in list(self._disputes.items()):
+            # the escrow and committee followers run apart: DisputeOpened can be handled
+            # before JobChallenged updated our copy, so always use the newest struct
+            job = self._jobs.get(job_id, seen)
             d = self.committee.dispute(job_id)
             try:
                 if d.phase is Phase.DRAWING and head > d.draw_block:
