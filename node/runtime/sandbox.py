@@ -64,6 +64,23 @@ ENV: Final = {
 }
 
 
+def worker_env(device: str) -> dict[str, str]:
+    """The whole environment of a worker on ``device``: :data:`ENV`, plus on CUDA the
+    host's ``LD_LIBRARY_PATH`` entries under ``/usr`` or the interpreter's prefixes (where
+    images put the driver's ``libcuda``; nothing else of the host's environment passes)."""
+    env = dict(ENV)
+    if device.startswith("cuda"):
+        roots = tuple({"/usr/", sys.base_prefix.rstrip("/") + "/", sys.prefix.rstrip("/") + "/"})
+        dirs = [
+            d
+            for d in os.environ.get("LD_LIBRARY_PATH", "").split(":")
+            if d.startswith(roots) and ".." not in d and os.path.isdir(d)
+        ]
+        if dirs:
+            env["LD_LIBRARY_PATH"] = ":".join(dirs)
+    return env
+
+
 @dataclasses.dataclass(frozen=True)
 class RuntimePaths:
     """Host paths a worker needs read-only."""
@@ -144,7 +161,7 @@ def bwrap_argv(
         argv += ["--ro-bind-try", "/proc/driver/nvidia", "/proc/driver/nvidia"]
         argv += ["--ro-bind-try", "/sys", "/sys"]
     argv += ["--clearenv"]
-    for k, v in ENV.items():
+    for k, v in worker_env(device).items():
         argv += ["--setenv", k, v]
     argv += ["--chdir", "/tmp", "--", paths.python, "-I", "-B", "-c", BOOT, json.dumps(config)]
     return argv
@@ -153,7 +170,7 @@ def bwrap_argv(
 def direct_argv(*, paths: RuntimePaths, config: Mapping[str, object]) -> list[str]:
     """The worker command without bubblewrap (hosts where bwrap cannot run: tier <= 1).
 
-    Same interpreter, isolated mode; the caller passes :data:`ENV` as the whole
+    Same interpreter, isolated mode; the caller passes :func:`worker_env` as the whole
     environment. The zygote then relies on uid, Landlock, seccomp, cgroup and rlimits.
     """
     boot = _BOOT.format(str(CODE_ROOT))

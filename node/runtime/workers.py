@@ -38,14 +38,16 @@ class Spawner:
     """
 
     def __init__(self) -> None:
-        self._q: queue.Queue[tuple[list[str], Path, bool, Future[subprocess.Popen[bytes]]] | None]
+        self._q: queue.Queue[
+            tuple[list[str], dict[str, str], Path, bool, Future[subprocess.Popen[bytes]]] | None
+        ]
         self._q = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="gpunet-spawner", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while (item := self._q.get()) is not None:
-            argv, log_path, debug, fut = item
+            argv, env, log_path, debug, fut = item
             try:
                 with open(log_path, "ab") as log:
                     fut.set_result(
@@ -55,17 +57,19 @@ class Spawner:
                             stdout=subprocess.PIPE,
                             stderr=log if debug else subprocess.DEVNULL,
                             close_fds=True,
-                            env=dict(sandbox.ENV),
+                            env=env,
                             start_new_session=True,
                         )
                     )
             except OSError as exc:
                 fut.set_exception(exc)
 
-    def spawn(self, argv: list[str], log: Path, debug: bool) -> subprocess.Popen[bytes]:
-        """Start ``argv`` from the spawner thread and return its Popen."""
+    def spawn(
+        self, argv: list[str], env: dict[str, str], log: Path, debug: bool
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` with exactly ``env`` from the spawner thread; return its Popen."""
         fut: Future[subprocess.Popen[bytes]] = Future()
-        self._q.put((argv, log, debug, fut))
+        self._q.put((argv, env, log, debug, fut))
         return fut.result()
 
     def close(self) -> None:
@@ -150,7 +154,9 @@ class Slot:
                     + " (install bubblewrap, or the interpreter and venv in a world-readable path)"
                 )
             argv = sandbox.direct_argv(paths=paths, config=zcfg)
-        self.proc = pool.spawner.spawn(argv, pool.work / f"slot{self.index}.log", cfg.debug)
+        self.proc = pool.spawner.spawn(
+            argv, sandbox.worker_env(cfg.device), pool.work / f"slot{self.index}.log", cfg.debug
+        )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.wfd = self.proc.stdin.fileno()
         self.reader = wire.Reader(self.proc.stdout.fileno())

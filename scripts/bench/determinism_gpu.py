@@ -7,7 +7,8 @@
     ... --json out.json                                                # raw figures
 
 For each model (default config from the catalog, weights seeded, inputs seeded)
-and dtype it measures, in fresh processes (``--procs``, default 3):
+and dtype it measures, in fresh processes (``--procs`` per dtype and flag setting,
+default 3, all started at once; each runs every model):
 
 * **gpu-deterministic**: are the output bytes of one batch bitwise equal across
   processes with the deterministic flags (``torch.use_deterministic_algorithms``,
@@ -77,24 +78,25 @@ def _forward(
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One fresh process: run batch B, batch ref-batch and batch 1; save the outputs."""
+    """One fresh process: for every model, run batch B, batch ref-batch and batch 1."""
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    arch, dtype = args.models[0], DTYPES[args.dtypes[0]]
-    cfg = catalog.get(arch).resolve({})
-    weights = _weights(arch, dtype)
-    full = _inputs(arch, cfg, args.batch, dtype)
-    outs = {
-        "full": _forward(arch, weights, full, args.device),
-        "ref": _forward(
-            arch, weights, {k: v[: args.ref_batch] for k, v in full.items()}, args.device
-        ),
-        "one": _forward(arch, weights, _head(full, 1), args.device),
-    }
-    for name, tensors in outs.items():
-        Path(args.out, f"{name}.safetensors").write_bytes(formats.save_safetensors(tensors))
+    dtype = DTYPES[args.dtypes[0]]
+    for arch in args.models:
+        cfg = catalog.get(arch).resolve({})
+        weights = _weights(arch, dtype)
+        full = _inputs(arch, cfg, args.batch, dtype)
+        outs = {
+            "full": _forward(arch, weights, full, args.device),
+            "ref": _forward(arch, weights, _head(full, args.ref_batch), args.device),
+            "one": _forward(arch, weights, _head(full, 1), args.device),
+        }
+        d = Path(args.out, arch)
+        d.mkdir()
+        for name, tensors in outs.items():
+            (d / f"{name}.safetensors").write_bytes(formats.save_safetensors(tensors))
 
 
 def _head(tensors: dict[str, Any], n: int) -> dict[str, Any]:
@@ -124,46 +126,66 @@ def _round_up(x: float) -> float:
     return float(10 ** (exp + 1))
 
 
-def _spawn(args: argparse.Namespace, arch: str, dt: str, det: bool, out: Path) -> None:
+def _spawn(args: argparse.Namespace, dt: str, det: bool, out: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     if det:
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     cmd = [
-        sys.executable, __file__, "--worker", "--models", arch, "--dtypes", dt,
+        sys.executable, __file__, "--worker", "--models", *args.models, "--dtypes", dt,
         "--device", args.device, "--batch", str(args.batch), "--ref-batch", str(args.ref_batch),
         "--out", str(out),
     ] + (["--deterministic"] if det else [])  # fmt: skip
-    subprocess.run(cmd, check=True, env=env, timeout=args.timeout)
+    return subprocess.Popen(cmd, env=env)
 
 
-def measure(args: argparse.Namespace, arch: str, dt: str) -> dict[str, Any]:
-    """Figures for one (model, dtype)."""
-    row: dict[str, Any] = {"model": arch, "dtype": dt}
-    with tempfile.TemporaryDirectory() as tmp:
-        runs: dict[bool, list[Path]] = {True: [], False: []}
+def run_all(args: argparse.Namespace, tmp: Path) -> dict[tuple[str, bool], list[Path]]:
+    """Every (dtype, flags) x ``--procs`` fresh process, all at once (each runs every model)."""
+    runs: dict[tuple[str, bool], list[Path]] = {}
+    procs = []
+    for dt in args.dtypes:
         for det in (True, False):
             for p in range(args.procs):
-                out = Path(tmp, f"{det}-{p}")
+                out = tmp / f"{dt}-{det}-{p}"
                 out.mkdir()
-                _spawn(args, arch, dt, det, out)
-                runs[det].append(out)
-        for det, key in ((True, "bitwise_det"), (False, "bitwise_default")):
-            hashes = {
-                hashlib.sha256((d / "full.safetensors").read_bytes()).hexdigest() for d in runs[det]
-            }
-            row[key] = len(hashes) == 1
-        first = runs[True][0]
-        full, one = _load(first, "full"), _load(first, "one")
-        row["rel_batch1_vs_full"] = _rel(one, _head(full, 1))
-        cfg = catalog.get(arch).resolve({})
-        # the float64 reference for either dtype: fp32 weights widened on the CPU
-        ref_in = _head(_inputs(arch, cfg, args.batch, torch.float64), args.ref_batch)
-        reference = _forward(arch, _weights(arch, torch.float32), ref_in, "cpu", fp64=True)
-        row["rel_vs_fp64_cpu"] = _rel(_load(first, "ref"), reference)
+                runs.setdefault((dt, det), []).append(out)
+                procs.append(_spawn(args, dt, det, out))
+    for proc in procs:
+        if proc.wait(timeout=args.timeout) != 0:
+            raise SystemExit(f"worker failed: {proc.args}")
+    return runs
+
+
+def measure(
+    args: argparse.Namespace, arch: str, dt: str, runs: dict[tuple[str, bool], list[Path]]
+) -> dict[str, Any]:
+    """Figures for one (model, dtype) from the workers' outputs."""
+    row: dict[str, Any] = {"model": arch, "dtype": dt}
+    for det, key in ((True, "bitwise_det"), (False, "bitwise_default")):
+        hashes = {
+            hashlib.sha256((d / arch / "full.safetensors").read_bytes()).hexdigest()
+            for d in runs[(dt, det)]
+        }
+        row[key] = len(hashes) == 1
+    first = runs[(dt, True)][0] / arch
+    full, one = _load(first, "full"), _load(first, "one")
+    row["rel_batch1_vs_full"] = _rel(one, _head(full, 1))
+    row["rel_vs_fp64_cpu"] = _rel(_load(first, "ref"), _reference(args, arch))
     spread = max(row["rel_batch1_vs_full"], row["rel_vs_fp64_cpu"])
     row["suggested_bound"] = _round_up(4 * spread)
-    row["catalog_bound"] = catalog.get(arch).tolerance
+    row["catalog_bound"] = catalog.tolerance(arch, DTYPES[dt])
     return row
+
+
+_REFS: dict[str, dict[str, Any]] = {}
+
+
+def _reference(args: argparse.Namespace, arch: str) -> dict[str, Any]:
+    """The float64 CPU reference for either dtype: fp32 weights widened on the CPU."""
+    if arch not in _REFS:
+        cfg = catalog.get(arch).resolve({})
+        ref_in = _head(_inputs(arch, cfg, args.batch, torch.float64), args.ref_batch)
+        _REFS[arch] = _forward(arch, _weights(arch, torch.float32), ref_in, "cpu", fp64=True)
+    return _REFS[arch]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,17 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         "| vs fp64 CPU | suggested bound | catalog bound |"
     )
     print("|---|---|---|---|---:|---:|---:|---:|")
-    for arch in args.models:
-        for dt in args.dtypes:
-            r = measure(args, arch, dt)
-            rows.append(r)
-            print(
-                f"| {arch} | {dt} | {'yes' if r['bitwise_det'] else 'NO'} "
-                f"| {'yes' if r['bitwise_default'] else 'no'} | {r['rel_batch1_vs_full']:.2e} "
-                f"| {r['rel_vs_fp64_cpu']:.2e} | {r['suggested_bound']:.0e} "
-                f"| {r['catalog_bound']:.0e} |",
-                flush=True,
-            )
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = run_all(args, Path(tmp))
+        for arch in args.models:
+            for dt in args.dtypes:
+                r = measure(args, arch, dt, runs)
+                rows.append(r)
+                print(
+                    f"| {arch} | {dt} | {'yes' if r['bitwise_det'] else 'NO'} "
+                    f"| {'yes' if r['bitwise_default'] else 'no'} "
+                    f"| {r['rel_batch1_vs_full']:.2e} | {r['rel_vs_fp64_cpu']:.2e} "
+                    f"| {r['suggested_bound']:.0e} | {r['catalog_bound']:.0e} |",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps({"device": args.device, "rows": rows}, indent=1))
     return 0

@@ -187,7 +187,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--cold-model", default="mlp")
-    ap.add_argument("--cold-reps", type=int, default=3)
+    ap.add_argument("--cold-reps", type=int, default=3, help="0: skip the cold path")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     args.models = args.models.split(",")
@@ -205,7 +205,7 @@ def main() -> None:
     with WorkerPool(_config(args, insecure)) as pool:
         warm = bench_warm(pool, args, dtype, det)
         tier, runtime = pool.tier, pool.runtime_descriptor(det)
-    cold = bench_cold(args, dtype, det, insecure)
+    cold = bench_cold(args, dtype, det, insecure) if args.cold_reps > 0 else None
     print(f"\nruntime: `{runtime}`; sandbox tier {tier}; threads {args.threads}; {args.dtype}")
     missing = [k for k, v in report.layers.items() if not v.ok]
     if missing:
@@ -218,11 +218,12 @@ def main() -> None:
             f"{r['sandbox_ms']:.1f} | {r['ratio']:.3f} | {r['added_ms']:+.1f} | "
             f"{r['sandbox_items_s']:.1f} |"
         )
-    print(
-        f"\ncold, {cold['model']} batch 1: bare fresh process {cold['bare_fresh_s']:.2f} s, "
-        f"fresh sandboxed pool + first job {cold['sandbox_cold_s']:.2f} s "
-        f"({cold['ratio']:.2f}x)"
-    )
+    if cold is not None:
+        print(
+            f"\ncold, {cold['model']} batch 1: bare fresh process {cold['bare_fresh_s']:.2f} s, "
+            f"fresh sandboxed pool + first job {cold['sandbox_cold_s']:.2f} s "
+            f"({cold['ratio']:.2f}x)"
+        )
     if args.json:
         print(json.dumps({"runtime": runtime, "tier": tier, "warm": warm, "cold": cold}))
 

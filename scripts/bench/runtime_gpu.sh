@@ -8,7 +8,6 @@
 # the cold first job against a bare fresh process. Installs bubblewrap with apt when
 # missing and running as root; without it the pool runs with the explicit insecure
 # override (tier 0) and the output says which layers were missing.
-# Not run in the session that wrote it (no GPU there): see docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
@@ -27,6 +26,7 @@ fi
 "$PY" -c "from node.runtime import detect; print(detect.check(device='cuda:0').to_text())"
 for dtype in fp32 bf16; do
   echo "== $dtype"
+  cold=2; [ "$dtype" = bf16 ] && cold=0  # the cold path once, in fp32
   "$PY" scripts/bench/runtime.py --device cuda:0 --dtype "$dtype" \
-    --models mlp,resnet50,gpt2 --batches 1,8,64 --cold-model resnet50 --cold-reps 2 "$@"
+    --models mlp,resnet50,gpt2 --batches 1,8,64 --cold-model resnet50 --cold-reps "$cold" "$@"
 done
