@@ -61,7 +61,15 @@ ENV: Final = {
     # transparent huge pages for large CPU tensors: a forked child starts with a
     # cold heap, and 4 KiB faults doubled ResNet-50 batch-64 time (880k -> 65k faults)
     "THP_MEM_ALLOC_ENABLE": "1",
+    # torch.cuda asks getpass.getuser(); the worker uid has no passwd entry
+    "USER": "gpunet-job",
+    "LOGNAME": "gpunet-job",
 }
+#: Landlock rules a CUDA worker gets beyond a CPU worker's (which already read /proc,
+#: /dev, /sys and use the assigned /dev/nvidia* nodes read-write + ioctl); see
+#: docs/runtime.md §5 and scripts/bench/gpu_landlock_probe.py, which measures them.
+GPU_LANDLOCK: Final[dict[str, tuple[str, ...]]] = {"read": (), "write": (), "devices": ()}
+NO_EXTRA: Final[dict[str, tuple[str, ...]]] = {"read": (), "write": (), "devices": ()}
 
 
 def worker_env(device: str) -> dict[str, str]:

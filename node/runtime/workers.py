@@ -116,6 +116,7 @@ class Slot:
                 str(sandbox.CODE_ROOT / "node"),
             )
             writable = [scratch, "/dev/null"]
+        gpu = sandbox.GPU_LANDLOCK if cfg.device.startswith("cuda") else sandbox.NO_EXTRA
         zcfg = {
             "mode": cfg.mode,
             "device": cfg.device,
@@ -124,10 +125,10 @@ class Slot:
             "scratch": scratch,
             "blobs": blobs,
             "pdeathsig": not jailed,
-            "read": [*paths.read_paths(code), blobs, "/proc", "/dev", "/sys"],
-            "write": writable,
+            "read": [*paths.read_paths(code), blobs, "/proc", "/dev", "/sys", *gpu["read"]],
+            "write": [*writable, *gpu["write"]],
             "job_read": paths.read_paths(code),
-            "devices": devices,
+            "devices": [*devices, *gpu["devices"]],
             "fsize": cfg.max_output_bytes + (16 << 20),
             "cache_entries": cfg.cache_entries,
             "warm_max_elements": cfg.warm_max_elements,
