@@ -11,12 +11,13 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Mapping
 from typing import Final
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from torch import nn
 
@@ -90,6 +91,22 @@ def parse_safetensors(data: bytes, what: str) -> dict[str, torch.Tensor]:
         raise JobError(code, f"{what}: invalid safetensors ({exc})") from None
 
 
+def parse_safetensors_file(path: str, what: str, *, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Like :func:`parse_safetensors` for a file, mapped rather than read, with the tensors
+    created on ``device`` directly (on a GPU: one host-to-device copy from the page cache)."""
+    code = "bad_model" if what == "weights" else "bad_inputs"
+    try:
+        with open(path, "rb") as f:
+            head, size = f.read(9), os.fstat(f.fileno()).st_size
+        header_len = int.from_bytes(head[:8], "little")
+        if len(head) < 9 or header_len > MAX_HEADER or header_len + 8 > size or head[8:9] != b"{":
+            raise JobError(code, f"{what}: not a safetensors file")
+        with safe_open(path, framework="pt", device=device) as st:
+            return {k: st.get_tensor(k) for k in st.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        raise JobError(code, f"{what}: invalid safetensors ({exc})") from None
+
+
 def load_model(
     arch: str,
     config: Mapping[str, int],
@@ -132,9 +149,20 @@ def run(
     device: str = "cpu",
 ) -> dict[str, torch.Tensor]:
     """Check ``inputs`` against the entry's input spec and run one forward pass."""
+    return forward(arch, config, model, parse_safetensors(inputs, "inputs"), device=device)
+
+
+def forward(
+    arch: str,
+    config: Mapping[str, int],
+    model: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    *,
+    device: str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Check parsed ``tensors`` against the entry's input spec and run one forward pass."""
     entry = catalog.get(arch)
     cfg = entry.resolve(config)
-    tensors = parse_safetensors(inputs, "inputs")
     entry.inputs(cfg, tensors, model_dtype(model))
     moved = {k: v.to(device) for k, v in tensors.items()}
     with torch.inference_mode():

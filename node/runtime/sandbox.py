@@ -66,9 +66,11 @@ ENV: Final = {
     "LOGNAME": "gpunet-job",
 }
 #: Landlock rules a CUDA worker gets beyond a CPU worker's (which already read /proc,
-#: /dev, /sys and use the assigned /dev/nvidia* nodes read-write + ioctl); see
-#: docs/runtime.md §5 and scripts/bench/gpu_landlock_probe.py, which measures them.
-GPU_LANDLOCK: Final[dict[str, tuple[str, ...]]] = {"read": (), "write": (), "devices": ()}
+#: /dev, /sys and use the assigned /dev/nvidia* nodes read-write + ioctl): on an H200
+#: (driver 580), CUDA init fails with error 304 unless the worker may write under /proc;
+#: scripts/bench/gpu_landlock_probe.py measures this (docs/runtime.md §5). With the uid
+#: drop, only the worker's own /proc entries are writable for it anyway.
+GPU_LANDLOCK: Final[dict[str, tuple[str, ...]]] = {"read": (), "write": ("/proc",), "devices": ()}
 NO_EXTRA: Final[dict[str, tuple[str, ...]]] = {"read": (), "write": (), "devices": ()}
 
 

@@ -444,19 +444,20 @@ def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
             t_load = t_infer = 0.0
             device_ms = None
         else:
-            with open(f"{scratch}/inputs.safetensors", "rb") as f:
-                inputs = f.read()
+            path = f"{scratch}/inputs.safetensors"
             t0 = time.perf_counter()
             if req["format"] == "export-v2":
                 from . import pt2
 
+                with open(path, "rb") as f:
+                    inputs = f.read()
                 prog = pt2.load_guarded(f"{scratch}/model.pt2", device=req["device"])
                 torch.use_deterministic_algorithms(bool(req["deterministic"]))
                 t1 = time.perf_counter()
                 outputs, device_ms = pt2.run(prog, inputs, device=req["device"])
             else:
                 t1 = time.perf_counter()
-                outputs, device_ms = _timed_run(z, req, model, inputs)
+                outputs, device_ms = _timed_run(z, req, model, path)
             t_load, t_infer = t1 - t0, time.perf_counter() - t1
         data, digest = formats.encode_outputs(outputs)
         if len(data) > req["max_output_bytes"]:
@@ -486,13 +487,19 @@ def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
         return {"ok": False, "code": "oom" if oom else "crashed", "msg": msg}
 
 
-def _timed_run(z: _Zygote, req: dict[str, Any], model: Any, inputs: bytes) -> tuple[Any, Any]:
-    torch = z.torch
-    if not req["device"].startswith("cuda"):
-        return z.formats.run(req["arch"], req["config"], model, inputs, device="cpu"), None
+def _timed_run(z: _Zygote, req: dict[str, Any], model: Any, path: str) -> tuple[Any, Any]:
+    """Inputs straight from the scratch file (mapped; on a GPU copied to it directly)."""
+    torch, formats, dev = z.torch, z.formats, req["device"]
+    if not dev.startswith("cuda"):
+        # read, not mapped: tensors views of a mapping are laid out differently and CPU
+        # kernels then round differently (the exact tier must match a bare run bit for bit)
+        with open(path, "rb") as f:
+            inputs = f.read()
+        return formats.run(req["arch"], req["config"], model, inputs), None
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    out = z.formats.run(req["arch"], req["config"], model, inputs, device=req["device"])
+    tensors = formats.parse_safetensors_file(path, "inputs", device=dev)
+    out = formats.forward(req["arch"], req["config"], model, tensors, device=dev)
     end.record()
     torch.cuda.synchronize()
     return out, float(start.elapsed_time(end))

@@ -40,6 +40,7 @@ print("cuda ok")
 CANDIDATES: dict[str, dict[str, list[str]] | None] = {
     "cpu-rules": {"read": [], "write": [], "devices": []},
     "+write /dev/shm": {"read": [], "write": ["/dev/shm"], "devices": []},
+    "+write /proc/self": {"read": [], "write": ["/proc/self"], "devices": []},
     "+write /proc": {"read": [], "write": ["/proc"], "devices": []},
     "+write /sys": {"read": [], "write": ["/sys"], "devices": []},
     "+ioctl /dev": {"read": [], "write": [], "devices": ["/dev"]},

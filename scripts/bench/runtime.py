@@ -84,7 +84,13 @@ def bench_warm(
         weights = _weights(arch, config, dtype)
         wsha = hashlib.sha256(weights).digest()  # a node knows it from the job spec
         model = formats.load_model(arch, config, weights, device=args.device)
+        one = formats.encode_outputs(
+            formats.run(arch, config, model, _inputs(kind, shape, 1, dtype), device=args.device)
+        )[0]
         for batch in args.batches:
+            if len(one) * batch > pool.config.max_output_bytes:
+                print(f"skip {name} batch {batch}: output over the cap", file=sys.stderr)
+                continue
             inputs = _inputs(kind, shape, batch, dtype)
             n = _reps(name, batch, args.device)
             bare: list[float] = []

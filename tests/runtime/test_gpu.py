@@ -191,7 +191,7 @@ def test_wall_clock_kills_and_replaces_the_lease_worker(gpu_pool: WorkerPool) ->
     good = gpu_pool.run(_job("mlp@1", 2))
     t0 = time.monotonic()
     with pytest.raises(JobError) as info:
-        gpu_pool.run(code_job("import time\ntime.sleep(10**6)", timeout_s=3.0))
+        gpu_pool.run(code_job("import time\ntime.sleep(10**6)", timeout_s=3.0, determinism=DET))
     assert info.value.code == "timeout"
     assert time.monotonic() - t0 < 3.0 + 8.0
     assert first.poll() is not None
