@@ -67,10 +67,14 @@ ENV: Final = {
 }
 #: Landlock rules a CUDA worker gets beyond a CPU worker's (which already read /proc,
 #: /dev, /sys and use the assigned /dev/nvidia* nodes read-write + ioctl): on an H200
-#: (driver 580), CUDA init fails with error 304 unless the worker may write under /proc;
-#: scripts/bench/gpu_landlock_probe.py measures this (docs/runtime.md §5). With the uid
-#: drop, only the worker's own /proc entries are writable for it anyway.
-GPU_LANDLOCK: Final[dict[str, tuple[str, ...]]] = {"read": (), "write": ("/proc",), "devices": ()}
+#: (driver 580), CUDA init fails with error 304 unless the worker may write under its
+#: own /proc/<pid> (``/proc/self`` resolves when the rule is added, in the worker);
+#: scripts/bench/gpu_landlock_probe.py measures this (docs/runtime.md §5).
+GPU_LANDLOCK: Final[dict[str, tuple[str, ...]]] = {
+    "read": (),
+    "write": ("/proc/self",),
+    "devices": (),
+}
 NO_EXTRA: Final[dict[str, tuple[str, ...]]] = {"read": (), "write": (), "devices": ()}
 
 

@@ -55,7 +55,7 @@ rules = json.load(open(sys.argv[1]))
 p = "node/runtime/sandbox.py"
 s = open(p).read()
 new = "GPU_LANDLOCK: Final[dict[str, tuple[str, ...]]] = " + repr({k: tuple(v) for k, v in rules.items()})
-s = re.sub(r"^GPU_LANDLOCK: Final\[.*$", new, s, count=1, flags=re.M)
+s = re.sub(r"^GPU_LANDLOCK: Final\[[^=]*= \{.*?\}$", new, s, count=1, flags=re.M | re.S)
 open(p, "w").write(s)
 print("using", new)
 PYEOF
