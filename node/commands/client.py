@@ -40,12 +40,20 @@ def client() -> None:
 @keystore_override
 @bootstrap_option
 @listen_option
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, max=600),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for a first offer before serving (jobs need one).",
+)
 def serve(
     *,
     config_path: Path | None,
     keystore: Path | None,
     bootstrap: tuple[str, ...],
     listen: tuple[str, ...],
+    wait: float,
 ) -> None:
     """Serve the HTTP API of a client node (stops cleanly on Ctrl-C or SIGTERM)."""
     from node import __version__
@@ -75,10 +83,12 @@ def serve(
     )
     sdk.rpc.on_error = metrics.rpc_error
     metrics.add_counters("p2p", sdk.p2p.metrics.snapshot)
-    asyncio.run(_serve(sdk, ClientNode(sdk, cfg, metrics), bootstrap))
+    asyncio.run(_serve(sdk, ClientNode(sdk, cfg, metrics), bootstrap, wait))
 
 
-async def _serve(sdk: AsyncClient, node: ClientNode, bootstrap: tuple[str, ...]) -> None:
+async def _serve(
+    sdk: AsyncClient, node: ClientNode, bootstrap: tuple[str, ...], wait: float
+) -> None:
     from node.store.records import Role
 
     stop = asyncio.Event()
@@ -93,6 +103,8 @@ async def _serve(sdk: AsyncClient, node: ClientNode, bootstrap: tuple[str, ...])
                 click.echo(f"cannot reach {addr}: {exc}", err=True)
         for addr in await sdk.p2p.addrs():
             click.echo(f"listening {addr}")
+        seen = await sdk.wait_for_offers(1, wait) if wait else 0
+        click.echo(f"offers from {seen} provider(s)")
         resumed = len(sdk.store.jobs.in_flight(Role.CLIENT))
         async with node.serve() as url:
             click.echo(f"api {url}")

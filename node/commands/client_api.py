@@ -6,7 +6,7 @@ in the client's blob store, ``POST /v1/jobs`` (validated by the API) is checked
 against those blobs, recorded at once (role client, state ``none``) and run in
 a task the node owns; the job's record then follows it (``matched`` ...
 ``finalized``, or ``last_error`` and abandoned when no provider took it), and
-the verified output is named in ``output_cid`` and served by
+the verified output is named in ``output`` and served by
 ``GET /v1/blobs/{cid}``. A submission that names a blob the node does not hold,
 or holds with another size, is refused (``422 blob_missing`` /
 ``blob_size_mismatch``) with nothing recorded.
