@@ -103,7 +103,7 @@ class _Api:
         client: ClientConfig,
         known_models: Callable[[], Collection[str]] | None,
         clock: Callable[[], float],
-        blobs: BlobStore | None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.blobs = blobs
         self.store = store
