@@ -131,6 +131,7 @@ def keys_export_address(keystore: Path) -> None:
 
 
 def _register() -> None:
+    from node.commands.client import client
     from node.commands.devnet import devnet
     from node.commands.jobs import jobs
     from node.commands.market import offers, submit
@@ -142,6 +143,7 @@ def _register() -> None:
     for command in (
         devnet,
         provider,
+        client,
         submit,
         offers,
         jobs,

@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -201,7 +202,9 @@ class AsyncClient:
         for stored in await asyncio.to_thread(self.store.jobs.in_flight, Role.CLIENT):
             job, local_id = stored, stored.id
             if job.job_id is None:
-                assert job.counterparty is not None
+                if job.counterparty is None:  # an API submission never sent to a provider
+                    await asyncio.to_thread(self.store.jobs.abandon, local_id, "never matched")
+                    continue
                 created = await asyncio.to_thread(
                     lookup.find_created,
                     self.escrow,
@@ -230,6 +233,8 @@ class AsyncClient:
                 self._busy_lanes.add(chain_job.lane)
             if "ResultSubmitted" in names and job.state is JobState.MATCHED:
                 job = await asyncio.to_thread(self.store.jobs.transition, local_id, JobEvent.SUBMIT)
+            if job.state is JobState.SUBMITTED and not {"JobFinalized", "JobRefunded"} & set(names):
+                self._audited[chain_job.job_id] = (local_id, chain_job.lane)  # follow it to the end
             if "JobFinalized" in names:
                 await asyncio.to_thread(self.store.jobs.transition, local_id, JobEvent.FINALIZE)
             elif "JobRefunded" in names:
@@ -280,6 +285,8 @@ class AsyncClient:
         max_output_bytes: int = 64 << 20,
         progress: Progress | None = None,
         accept: bool = True,
+        max_payment: int | None = None,
+        record: int | None = None,
     ) -> Result:
         """Run one job to a verified, accepted result (see the module docstring).
 
@@ -287,7 +294,10 @@ class AsyncClient:
         of tensors or safetensors bytes. With ``accept=False`` (audit mode) the
         checked result is returned without ``acceptResult``: the challenge window
         stays open for verifiers and the provider finalizes after it; ``cost`` is
-        then the payment the escrow will make.
+        then the payment the escrow will make. ``max_payment`` overrides the
+        escrow amount (default: max price x ``max_gpu_millis``); ``record`` is the
+        local id of a job already recorded in state ``NONE`` (an API submission),
+        bound to the provider at the match instead of a new record.
         """
         say = progress or (lambda stage, detail: None)
         started = time.monotonic()
@@ -305,7 +315,8 @@ class AsyncClient:
             max_output_bytes=max_output_bytes,
             max_gpu_millis=max_gpu_millis,
         )
-        max_payment = pricing.max_payment_for(max_price, max_gpu_millis)
+        if max_payment is None:
+            max_payment = pricing.max_payment_for(max_price, max_gpu_millis)
         say("selecting", f"{arch}, max {max_price}/GPU-s, escrow {max_payment}")
         domain = await asyncio.to_thread(lambda: self.escrow.domain)
         req = Requirements(
@@ -363,7 +374,13 @@ class AsyncClient:
                         continue
                     try:
                         result = await self._matched(
-                            answer, request, peers[provider], spec, say, accept_result=accept
+                            answer,
+                            request,
+                            peers[provider],
+                            spec,
+                            say,
+                            accept_result=accept,
+                            record=record,
                         )
                     except (AttestationInvalid, DeadlineMissed):
                         self._record(provider, ok=False)
@@ -418,6 +435,7 @@ class AsyncClient:
         say: Progress,
         *,
         accept_result: bool = True,
+        record: int | None = None,
     ) -> Result:
         offer = accept.offer
         if (
@@ -442,6 +460,7 @@ class AsyncClient:
                 spec=spec,
                 say=say,
                 accept_result=accept_result,
+                record=record,
             )
             if not accept_result:  # the lane stays busy until the job finalizes
                 self._busy_lanes.add(lane)
@@ -459,6 +478,7 @@ class AsyncClient:
         spec: JobSpec,
         say: Progress,
         accept_result: bool = True,
+        record: int | None = None,
     ) -> Result:
         offer = accept.offer
         new = NewJob(
@@ -470,7 +490,7 @@ class AsyncClient:
             lane=lane,
         )
         local = await asyncio.to_thread(
-            self.store.jobs.create,
+            self.store.jobs.create if record is None else partial(self.store.jobs.bind, record),
             StoreNewJob(
                 role=Role.CLIENT,
                 spec_hash=accept.spec_hash,

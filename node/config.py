@@ -129,6 +129,7 @@ class ApiConfig(_Section, frozen=True, kw_only=True):
     token_file: PathText = "api.token"
     auth_reads: bool = False
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 << 20)] = 1 << 20
+    max_blob_bytes: Annotated[int, msgspec.Meta(ge=1024, le=4 << 30)] = 256 << 20
 
     def __post_init__(self) -> None:
         if not self.auth_reads and not _is_loopback(self.host):

@@ -7,8 +7,12 @@ name                            type    updated by
 =============================== ======= ===================================================
 gpunet_jobs{role,state}         gauge   :meth:`Metrics.set_job_counts` (the API, per scrape)
 gpunet_queue_depth              gauge   provider: accepted jobs waiting for a worker slot
-gpunet_device_utilization_ratio gauge   runtime: busy fraction per device (0..1), {device}
-gpunet_earnings_total           counter provider: payments received (token smallest units)
+gpunet_device_utilization_ratio gauge   provider: runtime-metered device time of the jobs that
+                                        ended in the last :data:`UTILIZATION_WINDOW_S`, over
+                                        that wall time x slots (0..1), {device}; refreshed
+                                        at each scrape from :meth:`Metrics.device_run`
+gpunet_earnings_total           counter provider: payments received, from the
+                                        ``JobFinalized`` events of chain receipts and logs
 gpunet_p2p_peers                gauge   p2p: connected peers
 gpunet_rpc_errors_total         counter chain client: failed JSON-RPC calls, {method}
 gpunet_jobs_transitions_total   counter store users: lifecycle transitions, {role,event}
@@ -24,7 +28,10 @@ bounded set so a misbehaving peer cannot blow up the series count.
 
 from __future__ import annotations
 
+import collections
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
@@ -41,7 +48,7 @@ from prometheus_client.registry import Collector
 
 from protocol.lifecycle import JobEvent, JobState
 
-__all__ = ["CONTENT_TYPE", "ROLES", "Metrics"]
+__all__ = ["CONTENT_TYPE", "ROLES", "UTILIZATION_WINDOW_S", "Metrics"]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 #: Roles a job can have in the store (mirrors ``node.store.Role``).
@@ -50,12 +57,21 @@ _LABEL: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _MAX_LABEL_VALUES: Final = 64
 _KEY: Final = re.compile(r"^(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)(?:\{(?P<labels>[^{}]*)\})?$")
 _PREFIX: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: Seconds of history behind ``gpunet_device_utilization_ratio``.
+UTILIZATION_WINDOW_S: Final = 60.0
+_MAX_DEVICES: Final = 16
+_MAX_RUNS: Final = 100_000
 
 
 class Metrics:
     """The node's metrics; ``render()`` gives the Prometheus text format."""
 
-    def __init__(self, version: str = "") -> None:
+    def __init__(self, version: str = "", *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._runs: dict[str, collections.deque[tuple[float, float]]] = {}
+        self._slots: dict[str, int] = {}
+        self._lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.jobs = Gauge(
@@ -129,8 +145,41 @@ class Metrics:
             raise ValueError("earnings only grow")
         self.earnings.inc(amount)
 
+    def device_run(self, device: str, metered_millis: int, *, slots: int = 1) -> None:
+        """Record one finished job's runtime-metered device time on ``device``.
+
+        ``slots`` is how many jobs the device runs at once (the worker pool's
+        slots), so a device busy in every slot for the whole window reads 1.0.
+        """
+        if metered_millis < 0 or slots < 1:
+            raise ValueError("metered time must be >= 0 and slots >= 1")
+        if not _LABEL.match(device):
+            device = "other"
+        now = self._clock()
+        with self._lock:
+            runs = self._runs.get(device)
+            if runs is None:
+                if len(self._runs) >= _MAX_DEVICES:
+                    return
+                runs = self._runs[device] = collections.deque(maxlen=_MAX_RUNS)
+            runs.append((now, metered_millis / 1000))
+            self._slots[device] = slots
+        self._refresh_utilization()
+
+    def _refresh_utilization(self) -> None:
+        now = self._clock()
+        span = max(min(UTILIZATION_WINDOW_S, now - self._started), 1e-3)
+        with self._lock:
+            for device, runs in self._runs.items():
+                while runs and runs[0][0] < now - UTILIZATION_WINDOW_S:
+                    runs.popleft()
+                busy = sum(seconds for _, seconds in runs)
+                ratio = min(1.0, busy / (span * self._slots[device]))
+                self.device_utilization.labels(device).set(ratio)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
+        self._refresh_utilization()
         return generate_latest(self.registry)
 
 

@@ -37,6 +37,7 @@ from node.chain.escrow import Escrow, ResultArgs
 from node.chain.follower import EventFollower, JsonCursorStore
 from node.chain.jobs import Job as ChainJob
 from node.chain.rpc import Rpc, Signer
+from node.metrics import Metrics
 from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.service import P2PService
@@ -119,13 +120,15 @@ class ProviderDaemon:
         store: Store,
         data_dir: Path,
         settings: ProviderSettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.identity = identity
         self.settings = settings
         self.pool = pool
         self.store = store
         self.data_dir = Path(data_dir)
-        self.rpc = Rpc(rpc_url)
+        self.metrics = metrics or Metrics()
+        self.rpc = Rpc(rpc_url, on_error=self.metrics.rpc_error)
         self.escrow = Escrow(self.rpc, escrow_address, Signer(self.rpc, identity.private_key))
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.p2p = P2PService(
@@ -255,7 +258,10 @@ class ProviderDaemon:
                 continue
             running = _Running(chain_job, job.spec, peer, job.id)
             names = {e.name for e in events}
-            if "JobFinalized" in names:
+            if "JobFinalized" in names:  # paid while we were down
+                for ev in events:
+                    if ev.name == "JobFinalized":
+                        self.metrics.earned(int(ev.fields["payment"]))
                 await asyncio.to_thread(self.store.jobs.transition, job.id, JobEvent.ACCEPT)
             elif "JobRefunded" in names:
                 await asyncio.to_thread(self.store.jobs.transition, job.id, JobEvent.REFUND)
@@ -274,6 +280,7 @@ class ProviderDaemon:
                 await self._deliver_and_queue(running, attestation, job.output_cid, None)
             else:
                 await self._queue.put(running)
+                self.metrics.queue_depth.set(self._queue.qsize())
             log.info("resumed job %d in state %s", chain_job.job_id, job.state.name)
 
     # ------------------------------------------------------------ offers
@@ -434,10 +441,12 @@ class ProviderDaemon:
             await self._queue.put(
                 _Running(chain_job, pending.request.spec, pending.peer, pending.local_id)
             )
+            self.metrics.queue_depth.set(self._queue.qsize())
         elif name == "JobFinalized":
             job_id = int(fields["jobId"])  # type: ignore[call-overload]
             running = self._submitted.pop(job_id, None)
-            if running is not None:
+            if running is not None:  # paid (by acceptResult, or a finalize not yet claimed)
+                self.metrics.earned(int(fields["payment"]))  # type: ignore[call-overload]
                 await asyncio.to_thread(
                     self.store.jobs.transition, running.local_id, JobEvent.ACCEPT, block=block
                 )
@@ -447,6 +456,7 @@ class ProviderDaemon:
     async def _worker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             running = await self._queue.get()
+            self.metrics.queue_depth.set(self._queue.qsize())
             try:
                 await self._execute(running)
             except Exception as exc:
@@ -466,6 +476,9 @@ class ProviderDaemon:
         )
         weights, inputs = weights_path.read_bytes(), inputs_path.read_bytes()
         result = await asyncio.to_thread(self.pool.run, RunRequest.from_spec(spec, weights, inputs))
+        self.metrics.device_run(
+            self.pool.device_class, result.metered_millis, slots=self.pool.config.slots
+        )
         output = self.blobs.put_bytes(result.output)
         domain = self.escrow.domain
         attestation = Attestation.create(
@@ -587,8 +600,12 @@ class ProviderDaemon:
         if not ready:
             return
         tx = await asyncio.to_thread(self.escrow.finalize_many, [r.chain_job for r in ready])
-        for r in ready:
-            self._submitted.pop(r.chain_job.job_id, None)
+        payments = {int(ev["jobId"]): int(ev["payment"]) for ev in tx.named("JobFinalized")}
+        # claim every job before the first await: the follower may see the same
+        # JobFinalized logs meanwhile, and whoever pops a job records it (once)
+        ours = [r for r in ready if self._submitted.pop(r.chain_job.job_id, None) is not None]
+        for r in ours:
+            self.metrics.earned(payments.get(r.chain_job.job_id, 0))
             await asyncio.to_thread(
                 self.store.jobs.transition,
                 r.local_id,

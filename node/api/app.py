@@ -1,9 +1,11 @@
 """The HTTP API (aiohttp): routes, token auth, JSON errors, and serving.
 
-Every route answers JSON (``/metrics`` the Prometheus text format); every
-error is ``{"error": {"code": ..., "message": ...}}`` with a 4xx/5xx status.
-Routes that change state need ``Authorization: Bearer <token>``; with
-``api.auth_reads`` the read routes do too (``/health`` never does). Bad input
+Every route answers JSON (``/metrics`` the Prometheus text format, a blob its
+bytes); every error is ``{"error": {"code": ..., "message": ...}}`` with a
+4xx/5xx status. Routes that change state need ``Authorization: Bearer <token>``;
+so do the blob routes (they carry a client's data); with ``api.auth_reads`` the
+read routes do too (``/health`` never does). Blob uploads stream to disk and
+stop at ``api.max_blob_bytes``. Bad input
 (malformed JSON, wrong types, unknown fields or models, bodies over
 ``api.max_body_bytes``) is refused before anything is handed on, so it changes
 nothing. Store calls run in a worker thread (the store is thread-safe), so a
@@ -24,6 +26,7 @@ from aiohttp import web
 
 from node import __version__
 from node.api.auth import check_bearer
+from node.api.blobs import BlobTooLarge, receive_blob
 from node.api.models import (
     DETERMINISM_NAMES,
     JobSubmitter,
@@ -35,8 +38,10 @@ from node.api.models import (
 from node.api.views import history_json, job_json, offer_json
 from node.config import ApiConfig, ClientConfig
 from node.metrics import CONTENT_TYPE, Metrics
+from node.p2p.blobstore import BlobStore
 from node.store import Role, Store, StoreError
-from protocol.errors import IdentityError
+from protocol.content import ContentId
+from protocol.errors import IdentityError, InvalidField
 from protocol.identity import parse_address
 from protocol.lifecycle import JobState
 from protocol.messages import JobSpec, ModelRef
@@ -98,7 +103,9 @@ class _Api:
         client: ClientConfig,
         known_models: Callable[[], Collection[str]] | None,
         clock: Callable[[], float],
+        blobs: BlobStore | None = None,
     ) -> None:
+        self.blobs = blobs
         self.store = store
         self.token = token
         self.metrics = metrics
@@ -137,7 +144,7 @@ class _Api:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         """Require the bearer token for state changes (and reads, with ``auth_reads``)."""
-        reads = request.method in ("GET", "HEAD")
+        reads = request.method in ("GET", "HEAD") and not request.path.startswith("/v1/blobs")
         if request.path != "/health" and (not reads or self.config.auth_reads):
             header = request.headers.get("Authorization")
             if not header:
@@ -238,6 +245,42 @@ class _Api:
             raise ApiError(exc.status, exc.code, exc.message) from None
         job = await asyncio.to_thread(self.store.jobs.get, local_id)
         return _json(job_json(job), 202, {"Location": f"/v1/jobs/{local_id}"})
+
+    async def upload_blob(self, request: web.Request) -> web.Response:
+        """Store a blob (weights or inputs) that a job will name by content id."""
+        _no_params(request)
+        if self.blobs is None:
+            raise ApiError(
+                422, "not_a_client", "this node keeps no client blobs; run a client node"
+            )
+        if request.content_type != "application/octet-stream":
+            raise ApiError(
+                415, "unsupported_media_type", "send the blob as application/octet-stream"
+            )
+        limit = self.config.max_blob_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, "body_too_large", f"the blob is over {limit} bytes")
+        try:
+            cid, size = await receive_blob(request.content, self.blobs, limit)
+        except BlobTooLarge:
+            raise ApiError(413, "body_too_large", f"the blob is over {limit} bytes") from None
+        return _json({"cid": str(cid), "size": size}, 201, {"Location": f"/v1/blobs/{cid}"})
+
+    async def blob(self, request: web.Request) -> web.StreamResponse:
+        """The bytes of a blob this node holds (an upload, or a job's fetched output)."""
+        _no_params(request)
+        raw = request.match_info["cid"]
+        try:
+            cid = ContentId.parse(raw)
+        except InvalidField:
+            raise ApiError(
+                400, "invalid_cid", f"a content id is sha256:<64 hex>, not {raw[:80]!r}"
+            ) from None
+        if self.blobs is None or not self.blobs.has(cid):
+            raise ApiError(404, "blob_not_found", f"this node holds no blob {cid}")
+        return web.FileResponse(
+            self.blobs.path(cid), headers={"Content-Type": "application/octet-stream"}
+        )
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         """Prometheus metrics (job counts refreshed from the store on each scrape)."""
@@ -402,8 +445,13 @@ def create_app(
     client: ClientConfig | None = None,
     known_models: Callable[[], Collection[str]] | None = None,
     clock: Callable[[], float] = time.time,
+    blobs: BlobStore | None = None,
 ) -> web.Application:
-    """The API application; serve it with :func:`serve` (or aiohttp's test server)."""
+    """The API application; serve it with :func:`serve` (or aiohttp's test server).
+
+    ``blobs`` is a client node's blob store (the blob routes); without it the
+    node takes no uploads.
+    """
     config = config or ApiConfig()
     if len(token) < 32:
         raise ValueError("the API token must be at least 32 characters")
@@ -417,6 +465,7 @@ def create_app(
         client=client or ClientConfig(),
         known_models=known_models,
         clock=clock,
+        blobs=blobs,
     )
     app = web.Application(middlewares=[api.errors, api.auth], client_max_size=config.max_body_bytes)
     app.router.add_get("/health", api.health, allow_head=False)
@@ -426,6 +475,8 @@ def create_app(
     app.router.add_get("/v1/jobs", api.jobs, allow_head=False)
     app.router.add_post("/v1/jobs", api.submit_job)
     app.router.add_get("/v1/jobs/{id}", api.job, allow_head=False)
+    app.router.add_post("/v1/blobs", api.upload_blob)
+    app.router.add_get("/v1/blobs/{cid}", api.blob, allow_head=False)
     return app
 
 

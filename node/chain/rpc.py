@@ -135,13 +135,24 @@ class RetryPolicy:
 
 
 class Rpc:
-    """Thin, validated JSON-RPC client over web3's HTTPProvider."""
+    """Thin, validated JSON-RPC client over web3's HTTPProvider.
+
+    ``on_error(method)`` is called once for every failed request: each transport
+    failure (retries included), each error answer (reverts included) and each
+    malformed answer. A node passes :meth:`node.metrics.Metrics.rpc_error`.
+    """
 
     def __init__(
-        self, url: str, *, timeout: float = 10.0, retry: RetryPolicy | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.retry = retry or RetryPolicy()
+        self.on_error = on_error
         self._provider = HTTPProvider(
             url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True
         )
@@ -149,11 +160,27 @@ class Rpc:
 
     def request(self, method: str, params: list[Any]) -> Any:
         """Send one request; retry transport failures with backoff; raise on RPC errors."""
+        try:
+            return self._request(method, params)
+        except RpcError:
+            self._failed(method)
+            raise
+
+    def _failed(self, method: str) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(method)
+            except Exception:  # a metrics hook must never break a chain call
+                log.exception("rpc on_error hook failed")
+
+    def _request(self, method: str, params: list[Any]) -> Any:
         delay = self.retry.initial_delay
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 answer = self._provider.make_request(method, params)
             except (requests.ConnectionError, requests.Timeout, OSError) as exc:
+                if attempt < self.retry.attempts:
+                    self._failed(method)  # the last attempt is counted by request()
                 if attempt == self.retry.attempts:
                     raise RpcUnavailable(f"{method}: {self.url} unreachable: {exc}") from exc
                 log.warning("rpc %s failed (%s); retry %d in %.2fs", method, exc, attempt, delay)

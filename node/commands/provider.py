@@ -52,6 +52,8 @@ def start(
 ) -> None:
     """Start the provider daemon (stops cleanly on Ctrl-C or SIGTERM)."""
     # heavy imports (torch, libp2p) only when the command runs: `gpunet --help` stays fast
+    from node import __version__
+    from node.metrics import Metrics
     from node.provider import ProviderDaemon, ProviderSettings
     from node.runtime import catalog, detect
     from node.runtime.pool import PoolConfig, WorkerPool
@@ -103,6 +105,7 @@ def start(
             store=store,
             data_dir=ctx.data_dir,
             settings=settings,
+            metrics=Metrics(__version__),
         )
         # the HTTP API ([api] enabled) is served around the daemon's run
         api = provider_api(daemon, cfg, report, trusted=tier_ok)

@@ -1,12 +1,13 @@
 """The HTTP API of a running provider (``[api] enabled``): built from the daemon's parts.
 
 :func:`provider_api` serves :func:`node.api.create_app` for the duration of an
-``async with`` block: the provider's store, a fresh :class:`node.metrics.Metrics`
-with the p2p counters exported at each scrape, ``GET /v1/node`` from the
-sandbox report and the offer's capabilities, and the catalog as the known
-models; ``gpunet_p2p_peers`` is sampled every few seconds. ``POST /v1/jobs``
-answers ``422 not_a_client``: a provider node does not submit jobs (client
-submission through the API is a follow-up).
+``async with`` block: the provider's store, the daemon's :class:`node.metrics.Metrics`
+(the daemon updates queue depth, device utilisation, earnings and RPC errors; the
+p2p counters are exported at each scrape), ``GET /v1/node`` from the sandbox
+report and the offer's capabilities, and the catalog as the known models;
+``gpunet_p2p_peers`` is sampled every few seconds. ``POST /v1/jobs`` answers
+``422 not_a_client``: a provider node does not submit jobs (``gpunet client
+serve`` runs a client node whose API does).
 """
 
 from __future__ import annotations
@@ -83,7 +84,6 @@ async def provider_api(
     from node.api import (
         SandboxReport as ApiSandboxReport,
     )
-    from node.metrics import Metrics
     from node.runtime import catalog
     from protocol.identity import checksum_address
 
@@ -91,7 +91,7 @@ async def provider_api(
         token = load_or_create_token(config.api_token_path)
     except TokenError as exc:
         raise UserError(str(exc), "fix the file, or set [api] token_file") from None
-    metrics = Metrics(__version__)
+    metrics = daemon.metrics
     metrics.add_counters("p2p", daemon.p2p.metrics.snapshot)
     sandbox = msgspec.convert(report.to_dict() | {"trusted": trusted}, ApiSandboxReport)
 
@@ -119,7 +119,7 @@ async def provider_api(
         raise SubmitRejected(
             "not_a_client",
             "this node runs as a provider and does not submit jobs; "
-            "use the Python SDK or `gpunet submit`",
+            "run a client node (`gpunet client serve`), the Python SDK or `gpunet submit`",
         )
 
     known = frozenset(catalog.CATALOG)

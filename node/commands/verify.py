@@ -148,6 +148,7 @@ async def _serve(daemon: VerifierDaemon, peers: tuple[str, ...], metrics_port: i
         loop.add_signal_handler(sig, stop.set)
     metrics = Metrics()
     metrics.add_counters("verifier", daemon.stats.counters)
+    daemon.rpc.on_error = metrics.rpc_error
     runner: web.AppRunner | None = None
     if metrics_port:
 

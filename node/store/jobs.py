@@ -94,6 +94,36 @@ class Jobs:
             assert local_id is not None
             return self.get(local_id)
 
+    def bind(self, local_id: int, new: NewJob) -> Job:
+        """Fill in a job recorded before its provider was known (an API submission).
+
+        The job must still be in state ``NONE``, of the same role and spec hash;
+        its counterparty, request id, price, payment and deadline become ``new``'s.
+        """
+        if new.counterparty is None or new.request_id is None:
+            raise StoreError("binding needs the counterparty and the request id")
+        check_bytes("counterparty", new.counterparty, 20)
+        check_bytes("request_id", new.request_id, 16)
+        check_i64("deadline", new.deadline)
+        with self._db.transaction() as db:
+            job = self.get(local_id)
+            if job.state is not JobState.NONE or job.abandoned_at is not None:
+                raise StoreError(f"job {local_id} is no longer open for a provider")
+            if job.role is not Role(new.role) or job.spec_hash != new.spec_hash:
+                raise StoreError(f"job {local_id} is another job (role or spec differs)")
+            updates = {
+                "counterparty": hex_of(new.counterparty),
+                "request_id": hex_of(new.request_id),
+                "price": u64_text("price", new.price),
+                "max_payment": u64_text("max_payment", new.max_payment),
+                "deadline": new.deadline,
+            }
+            try:
+                self._update(db, local_id, updates)
+            except sqlite3.IntegrityError:
+                raise StoreError("a job with this request id already exists") from None
+            return self.get(local_id)
+
     def transition(
         self,
         local_id: int,

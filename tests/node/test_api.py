@@ -3,6 +3,7 @@ OpenAPI file, response schemas, token auth, strict validation with no state chan
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -31,6 +32,7 @@ from node.api import (
 from node.api.models import DeviceInfo
 from node.config import ApiConfig, ClientConfig
 from node.metrics import Metrics
+from node.p2p.blobstore import BlobStore
 from node.store import NewJob, Role, Store
 from protocol.content import ContentId
 from protocol.lifecycle import JobEvent
@@ -95,7 +97,7 @@ class Node:
         )
         return job.id
 
-    def app(self, config: ApiConfig | None = None) -> Any:
+    def app(self, config: ApiConfig | None = None, blobs: BlobStore | None = None) -> Any:
         return create_app(
             store=self.store,
             token=TOKEN,
@@ -106,6 +108,7 @@ class Node:
             client=ClientConfig(max_price_per_gpu_second=5000, default_deadline_s=900),
             known_models=lambda: {"mlp@1", "resnet18@1"},
             clock=lambda: NOW,
+            blobs=blobs,
         )
 
 
@@ -466,3 +469,61 @@ def test_the_runtime_report_converts_to_the_api_shape() -> None:
     converted = msgspec.convert(report.to_dict() | {"trusted": False}, SandboxReport)
     assert converted.tier == 1 and converted.layers["seccomp"].detail == "no filter"
     assert converted.formats == list(report.formats())
+
+
+@pytest.mark.asyncio
+async def test_blob_upload_and_download(node: Node, tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    config = ApiConfig(max_body_bytes=64 * 1024, max_blob_bytes=100_000)
+    octet = {"Content-Type": "application/octet-stream"}
+    data = os.urandom(70_000)  # over max_body_bytes: blobs have their own limit
+    async with TestClient(TestServer(node.app(config, blobs))) as c:
+        assert (await c.post("/v1/blobs", data=data, headers=octet)).status == 401
+        resp = await c.post("/v1/blobs", data=data, headers={**AUTH, **octet})
+        assert resp.status == 201
+        answer = await resp.json()
+        check_schema("/v1/blobs", "post", 201, answer)
+        cid = "sha256:" + hashlib.sha256(data).hexdigest()
+        assert answer == {"cid": cid, "size": len(data)}
+        assert resp.headers["Location"] == f"/v1/blobs/{cid}"
+        assert blobs.path(ContentId.parse(cid)).read_bytes() == data
+        # reads of a client's data need the token even without auth_reads
+        assert (await c.get(f"/v1/blobs/{cid}")).status == 401
+        got = await c.get(f"/v1/blobs/{cid}", headers=AUTH)
+        assert got.status == 200 and await got.read() == data
+        # bad uploads: wrong type, too large (declared or streamed); nothing is left behind
+        before = sorted(p.name for p in blobs.root.rglob("*"))
+        bad = await c.post("/v1/blobs", data=b"x", headers={**AUTH, "Content-Type": "text/plain"})
+        assert bad.status == 415
+        huge = os.urandom(100_001)
+        bad = await c.post("/v1/blobs", data=huge, headers={**AUTH, **octet})
+        assert bad.status == 413 and (await bad.json())["error"]["code"] == "body_too_large"
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(11):
+                yield b"z" * 10_000
+
+        bad = await c.post("/v1/blobs", data=chunks(), headers={**AUTH, **octet})
+        assert bad.status == 413
+        assert sorted(p.name for p in blobs.root.rglob("*")) == before
+        for path, status, code in [
+            ("/v1/blobs/sha256:" + "00" * 32, 404, "blob_not_found"),
+            ("/v1/blobs/sha256:xyz", 400, "invalid_cid"),
+            ("/v1/blobs/" + cid.upper(), 400, "invalid_cid"),
+        ]:
+            resp = await c.get(path, headers=AUTH)
+            assert resp.status == status, path
+            err = await resp.json()
+            assert err["error"]["code"] == code
+            check_schema("/v1/blobs/{cid}", "get", status, err)
+
+
+@pytest.mark.asyncio
+async def test_a_node_without_a_blob_store_takes_no_uploads(
+    node: Node, client: TestClient[Any, Any]
+) -> None:
+    headers = {**AUTH, "Content-Type": "application/octet-stream"}
+    resp = await client.post("/v1/blobs", data=b"abc", headers=headers)
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "not_a_client"
+    resp = await client.get("/v1/blobs/sha256:" + "ab" * 32, headers=AUTH)
+    assert resp.status == 404

@@ -1,4 +1,5 @@
-"""The README's first command runs end to end: devnet, 3 provider processes, jobs, balances."""
+"""The README's first command runs end to end: devnet, 3 provider processes and a verifier
+process, jobs, the audit, balances."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(400)
 def test_demo_runs_jobs_and_conserves_money() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--jobs", "6", "--concurrency", "2"],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "demo.py"),
+            "--jobs",
+            "6",
+            "--concurrency",
+            "2",
+            "--sample-rate",
+            "1",
+        ],
         capture_output=True,
         text=True,
         timeout=380,
@@ -26,3 +36,6 @@ def test_demo_runs_jobs_and_conserves_money() -> None:
     assert "6/6 jobs verified and paid" in out.stdout
     assert "money is conserved" in out.stdout
     assert out.stdout.count("✓") == 6
+    # the verifier ran as its own process and re-ran every result (sample rate 1)
+    assert "saw 6 results, sampled 6, re-executed 6, matched 6, mismatched 0" in out.stdout
+    assert "challenges 0: every sampled result re-ran" in out.stdout
