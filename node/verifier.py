@@ -143,14 +143,15 @@ def compare_outputs(
     """Whether our re-run agrees with the attested output; returns (agrees, rel. error).
 
     ``exact`` and ``gpu-deterministic``: bitwise equality. ``tolerance``: every
-    tensor present in both with equal shapes and
-    ``max|a - b| / max(max|b|, 1e-12)`` within the catalog entry's bound.
+    tensor present in both with equal shapes and dtypes, and
+    ``max|a - b| / max(max|b|, 1e-12)`` within the catalog's bound for the model and
+    that tensor's dtype (:mod:`node.runtime.catalog.tolerances`); non-float tensors
+    must be equal. The returned error is the worst ratio seen.
     """
     if determinism is not Determinism.TOLERANCE:
         return attested == ours, 0.0 if attested == ours else float("inf")
     from node.runtime import catalog, formats  # noqa: PLC0415 - torch only when needed
 
-    bound = catalog.get(arch).tolerance
     try:
         a = formats.parse_safetensors(attested, "attested output")
         b = formats.parse_safetensors(ours, "re-run output")
@@ -169,7 +170,10 @@ def compare_outputs(
         scale = max(float(ref64.abs().max()) if ref64.numel() else 0.0, 1e-12)
         err = float((got64 - ref64).abs().max()) / scale if ref64.numel() else 0.0
         worst = max(worst, err)
-    return worst <= bound, worst
+        bound = catalog.tolerance(arch, ref.dtype) if ref.is_floating_point() else 0.0
+        if err > bound:
+            return False, worst
+    return True, worst
 
 
 class VerifierDaemon:

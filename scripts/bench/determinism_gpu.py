@@ -18,8 +18,9 @@ and dtype it measures, in fresh processes (``--procs``, default 3):
   (first ``--ref-batch`` samples), and of sample 0 run alone (batch 1) against
   sample 0 inside the full batch (no configuration tested on an H200 was
   batch-invariant);
-* the **bound** it would set: 4 × the worst spread, rounded up to 1, 2 or 5 × 10^k,
-  next to the catalog's current ``tolerance``.
+* the **bound** it would set (``tolerances.derive_bound``: 4 × the worst spread,
+  rounded up to 1, 2 or 5 × 10^k), next to the catalog's current bound, and the
+  ``Spread(...)`` lines to paste into ``node/runtime/catalog/tolerances.py``.
 
 Needs a CUDA build of torch for ``--device cuda`` (the default). Not run in the
 session that wrote it (no GPU); the starting facts are in
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -45,8 +45,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from node.runtime import catalog, formats  # noqa: E402
+from node.runtime.catalog import tolerances  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SEQ = 128
 
 
@@ -114,16 +115,6 @@ def _load(d: Path, name: str) -> dict[str, Any]:
     return formats.parse_safetensors((d / f"{name}.safetensors").read_bytes(), name)
 
 
-def _round_up(x: float) -> float:
-    if x <= 0:
-        return 1e-7
-    exp = math.floor(math.log10(x))
-    for m in (1, 2, 5, 10):
-        if m * 10**exp >= x:
-            return float(m * 10**exp)
-    return float(10 ** (exp + 1))
-
-
 def _spawn(args: argparse.Namespace, arch: str, dt: str, det: bool, out: Path) -> None:
     env = dict(os.environ)
     if det:
@@ -161,8 +152,8 @@ def measure(args: argparse.Namespace, arch: str, dt: str) -> dict[str, Any]:
         reference = _forward(arch, _weights(arch, torch.float32), ref_in, "cpu", fp64=True)
         row["rel_vs_fp64_cpu"] = _rel(_load(first, "ref"), reference)
     spread = max(row["rel_batch1_vs_full"], row["rel_vs_fp64_cpu"])
-    row["suggested_bound"] = _round_up(4 * spread)
-    row["catalog_bound"] = catalog.get(arch).tolerance
+    row["suggested_bound"] = tolerances.derive_bound(spread)
+    row["catalog_bound"] = catalog.tolerance(arch, DTYPES[dt])
     return row
 
 
@@ -204,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {r['catalog_bound']:.0e} |",
                 flush=True,
             )
+    print("\nrows for node/runtime/catalog/tolerances.py SPREADS:")
+    where = "H200" if args.device.startswith("cuda") else "CPU"
+    for r in rows:
+        print(
+            f'    ("{r["model"]}", "{r["dtype"]}"): '
+            f'Spread({r["rel_vs_fp64_cpu"]:.1e}, "{where} {args.device} vs float64 CPU"), '
+            f'Spread({r["rel_batch1_vs_full"]:.1e}, "{where} batch 1 vs {args.batch}"),'
+        )
     if args.json:
         args.json.write_text(json.dumps({"device": args.device, "rows": rows}, indent=1))
     return 0
