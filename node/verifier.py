@@ -120,6 +120,9 @@ class VerifierStats:
     votes_revealed: int = 0
     disputes_finalized: int = 0
     outcomes: dict[int, Outcome] = dataclasses.field(default_factory=dict)
+    #: relative error of each re-run (0 when bitwise equal; ``tolerance`` jobs show the
+    #: real numerical noise between the provider's runtime and ours)
+    rel_errors: dict[int, float] = dataclasses.field(default_factory=dict)
 
     def counters(self) -> dict[str, int]:
         """Flat counters, one per outcome kind too."""
@@ -391,10 +394,11 @@ class VerifierDaemon:
             return Outcome.MISMATCH, f"served spec is invalid: {exc}"
         except Exception as exc:  # noqa: BLE001 - any transport failure: unavailable
             return Outcome.UNAVAILABLE, f"fetch failed: {exc}"
-        return await self._rerun(spec, submitted, weights, inputs, output=output)
+        return await self._rerun(job_id, spec, submitted, weights, inputs, output=output)
 
     async def _rerun(
         self,
+        job_id: int,
         spec: JobSpec,
         submitted: dict[str, Any],
         weights: bytes,
@@ -412,6 +416,9 @@ class VerifierDaemon:
         result = await asyncio.to_thread(self.pool.run, RunRequest.from_spec(spec, weights, inputs))
         self.stats.reexecutions += 1
         agrees, err = compare_outputs(det, output, result.output, arch=spec.model.arch)
+        self.stats.rel_errors[job_id] = err
+        while len(self.stats.rel_errors) > MAX_TRACKED_JOBS:
+            self.stats.rel_errors.pop(next(iter(self.stats.rel_errors)))
         detail = f"tier {det.name}, rel. error {err:.3g}"
         return (Outcome.MATCH if agrees else Outcome.MISMATCH), detail
 
