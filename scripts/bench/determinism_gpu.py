@@ -195,14 +195,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {r['catalog_bound']:.0e} |",
                 flush=True,
             )
-    print("\nrows for node/runtime/catalog/tolerances.py SPREADS:")
-    where = "H200" if args.device.startswith("cuda") else "CPU"
+    print("\nSpread lines for node/runtime/catalog/tolerances.py (add to the rows named):")
+    where = f"{args.device}, determinism_gpu.py --batch {args.batch}"
     for r in rows:
-        print(
-            f'    ("{r["model"]}", "{r["dtype"]}"): '
-            f'Spread({r["rel_vs_fp64_cpu"]:.1e}, "{where} {args.device} vs float64 CPU"), '
-            f'Spread({r["rel_batch1_vs_full"]:.1e}, "{where} batch 1 vs {args.batch}"),'
-        )
+        print(f'    # ("{r["model"]}", "{r["dtype"]}")')
+        print(f'    Spread({r["rel_vs_fp64_cpu"]:.1e}, "{where}: vs float64 CPU"),')
+        print(f'    Spread({r["rel_batch1_vs_full"]:.1e}, "{where}: batch 1 vs {args.batch}"),')
     if args.json:
         args.json.write_text(json.dumps({"device": args.device, "rows": rows}, indent=1))
     return 0
