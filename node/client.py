@@ -150,6 +150,9 @@ class AsyncClient:
         for lane in range(lanes):
             self._free_lanes.put_nowait(lane)
         self._waiting: dict[int, _Waiting] = {}
+        # specs being matched (createJob sent, job id not known yet): the provider may see
+        # JobCreated and fetch the blobs before createJob's receipt reaches us
+        self._matching: dict[bytes, tuple[bytes, JobSpec]] = {}  # request id -> (provider, spec)
         self._early: dict[int, ResultManifest] = {}
         self._reliability: dict[bytes, Reliability] = {}
         self._inflight: dict[bytes, int] = {}
@@ -502,19 +505,27 @@ class AsyncClient:
                 counterparty=offer.provider,
             ),
         )
-        chain_job, created = await asyncio.to_thread(self.escrow.create_job, new)
-        await asyncio.to_thread(
-            self.store.jobs.transition,
-            local.id,
-            JobEvent.CREATE,
-            block=created.receipt.block_number,
-            tx_hash="0x" + created.receipt.tx_hash.hex(),
-            job_id=chain_job.job_id,
-        )
-        say("matched", f"job {chain_job.job_id} with {checksum_address(offer.provider)}")
+        self._matching[request.request_id] = (offer.provider, spec)
+        try:
+            chain_job, created = await asyncio.to_thread(self.escrow.create_job, new)
+        finally:
+            self._matching.pop(request.request_id, None)
         loop = asyncio.get_running_loop()
         waiting = _Waiting(chain_job, peer, spec, loop.create_future(), loop.create_future())
-        self._waiting[chain_job.job_id] = waiting
+        self._waiting[chain_job.job_id] = waiting  # before the (fsynced) store write
+        try:
+            await asyncio.to_thread(
+                self.store.jobs.transition,
+                local.id,
+                JobEvent.CREATE,
+                block=created.receipt.block_number,
+                tx_hash="0x" + created.receipt.tx_hash.hex(),
+                job_id=chain_job.job_id,
+            )
+        except BaseException:
+            self._waiting.pop(chain_job.job_id, None)
+            raise
+        say("matched", f"job {chain_job.job_id} with {checksum_address(offer.provider)}")
         receipts = {"createJob": created}
         try:
             early = self._early.pop(chain_job.job_id, None)
@@ -651,8 +662,14 @@ class AsyncClient:
         return True
 
     async def _authorize(self, peer: str, cid: ContentId, job_id: int) -> bool:
+        provider = address_from_peer_id(peer)
         waiting = self._waiting.get(job_id)
-        if waiting is None or address_from_peer_id(peer) != waiting.chain_job.provider:
+        if waiting is None:  # maybe still matching: createJob mined, receipt not back yet
+            return any(
+                p == provider and cid.digest in (s.model.weights, s.inputs)
+                for p, s in self._matching.values()
+            )
+        if provider != waiting.chain_job.provider:
             return False
         return cid.digest in (waiting.spec.model.weights, waiting.spec.inputs)
 

@@ -167,7 +167,7 @@ class ProviderDaemon:
                 gpu_count=0,
                 sandbox_tier=self.pool.tier,
                 formats=(JobFormat.CATALOG_V1,),
-                determinism=(Determinism.EXACT,),
+                determinism=(Determinism.EXACT, Determinism.TOLERANCE),  # CPU: bits, or a bound
                 runtimes=("torch-" + parse_descriptor(self.pool.runtime_descriptor(0))["torch"],),
                 max_job_bytes=1 << 30,
                 max_concurrent_jobs=self.settings.max_concurrent_jobs,

@@ -18,8 +18,11 @@ A result's path through the daemon:
    committee dispute; any verifier draws the committee once the seed block
    exists;
 4. drawn into a committee, it re-checks the job (or reuses its verdict),
-   commits ``keccak(jobId, self, fault, salt)``, reveals when reveals open and
-   finalizes when the votes are in or the window is over;
+   stores the vote and a fresh salt in the node store (fsynced) and only then
+   commits ``keccak(jobId, self, fault, salt)``; it reveals when reveals open and
+   finalizes when the votes are in or the window is over. A verifier restarted
+   between commit and reveal replays the committee's events, finds its stored
+   vote and reveals it (the first stored vote for a seat is binding);
 5. :meth:`VerifierDaemon.observe_attestation` takes a signed attestation seen
    elsewhere (e.g. forwarded by a client); if it differs from the recorded
    result it is a self-contained fraud proof, sent with ``proveEquivocation``.
@@ -41,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.chain.committee import Committee, Phase, new_salt, vote_commitment
+from node.chain.committee import Committee, DisputeInfo, Phase, new_salt, vote_commitment
 from node.chain.errors import ChainError, ContractRevert
 from node.chain.escrow import Escrow
 from node.chain.follower import EventFollower, MemoryCursorStore
@@ -52,6 +55,7 @@ from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.service import P2PService
 from node.runtime.pool import RunRequest, WorkerPool
+from node.store.store import Store
 from node.tasks import Stop, sleep_or_stop
 from protocol import eip712
 from protocol.content import ContentId
@@ -116,6 +120,9 @@ class VerifierStats:
     votes_revealed: int = 0
     disputes_finalized: int = 0
     outcomes: dict[int, Outcome] = dataclasses.field(default_factory=dict)
+    #: relative error of each re-run (0 when bitwise equal; ``tolerance`` jobs show the
+    #: real numerical noise between the provider's runtime and ours)
+    rel_errors: dict[int, float] = dataclasses.field(default_factory=dict)
 
     def counters(self) -> dict[str, int]:
         """Flat counters, one per outcome kind too."""
@@ -127,14 +134,19 @@ class VerifierStats:
 
 @dataclasses.dataclass
 class _Duty:
-    """A committee seat: the vote and its secret until revealed."""
+    """A committee seat: the vote and its secret until revealed.
 
-    job: ChainJob
+    ``restored``: the vote came from the store (a previous run decided it), so the
+    chain's ballot says whether it was already committed or revealed.
+    """
+
+    job_id: int
     salt: bytes
     vote: bool | None = None
     deciding: bool = False
     committed: bool = False
     revealed: bool = False
+    restored: bool = False
 
 
 def compare_outputs(
@@ -143,14 +155,15 @@ def compare_outputs(
     """Whether our re-run agrees with the attested output; returns (agrees, rel. error).
 
     ``exact`` and ``gpu-deterministic``: bitwise equality. ``tolerance``: every
-    tensor present in both with equal shapes and
-    ``max|a - b| / max(max|b|, 1e-12)`` within the catalog entry's bound.
+    tensor present in both with equal shapes and dtypes, and
+    ``max|a - b| / max(max|b|, 1e-12)`` within the catalog's bound for the model and
+    that tensor's dtype (:mod:`node.runtime.catalog.tolerances`); non-float tensors
+    must be equal. The returned error is the worst ratio seen.
     """
     if determinism is not Determinism.TOLERANCE:
         return attested == ours, 0.0 if attested == ours else float("inf")
     from node.runtime import catalog, formats  # noqa: PLC0415 - torch only when needed
 
-    bound = catalog.get(arch).tolerance
     try:
         a = formats.parse_safetensors(attested, "attested output")
         b = formats.parse_safetensors(ours, "re-run output")
@@ -169,7 +182,10 @@ def compare_outputs(
         scale = max(float(ref64.abs().max()) if ref64.numel() else 0.0, 1e-12)
         err = float((got64 - ref64).abs().max()) / scale if ref64.numel() else 0.0
         worst = max(worst, err)
-    return worst <= bound, worst
+        bound = catalog.tolerance(arch, ref.dtype) if ref.is_floating_point() else 0.0
+        if err > bound:
+            return False, worst
+    return True, worst
 
 
 class VerifierDaemon:
@@ -184,10 +200,12 @@ class VerifierDaemon:
         committee_address: bytes,
         p2p_config: P2PConfig,
         pool: WorkerPool,
+        store: Store,
         data_dir: Path,
         settings: VerifierSettings,
     ) -> None:
         self.identity = identity
+        self.store = store
         self.settings = settings
         self.pool = pool
         self.data_dir = Path(data_dir)
@@ -219,9 +237,13 @@ class VerifierDaemon:
             past = max(0, start - self.settings.lookback_blocks)
             escrow_follower = EventFollower(self.escrow, MemoryCursorStore(), start_block=past)
             committee_follower = EventFollower(
-                self.committee, MemoryCursorStore(), start_block=start
+                self.committee, MemoryCursorStore(), start_block=past
             )
             await asyncio.to_thread(lambda: self.escrow.domain)
+            # the escrow's history first, so replayed disputes find their jobs (a restarted
+            # committee member must judge, or reveal, jobs it saw before it stopped)
+            for ev in await asyncio.to_thread(escrow_follower.poll):
+                await self._on_escrow_event(ev.name, ev.fields)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._follow(escrow_follower, self._on_escrow_event, stop))
                 tg.create_task(self._follow(committee_follower, self._on_committee_event, stop))
@@ -372,10 +394,11 @@ class VerifierDaemon:
             return Outcome.MISMATCH, f"served spec is invalid: {exc}"
         except Exception as exc:  # noqa: BLE001 - any transport failure: unavailable
             return Outcome.UNAVAILABLE, f"fetch failed: {exc}"
-        return await self._rerun(spec, submitted, weights, inputs, output=output)
+        return await self._rerun(job_id, spec, submitted, weights, inputs, output=output)
 
     async def _rerun(
         self,
+        job_id: int,
         spec: JobSpec,
         submitted: dict[str, Any],
         weights: bytes,
@@ -393,6 +416,9 @@ class VerifierDaemon:
         result = await asyncio.to_thread(self.pool.run, RunRequest.from_spec(spec, weights, inputs))
         self.stats.reexecutions += 1
         agrees, err = compare_outputs(det, output, result.output, arch=spec.model.arch)
+        self.stats.rel_errors[job_id] = err
+        while len(self.stats.rel_errors) > MAX_TRACKED_JOBS:
+            self.stats.rel_errors.pop(next(iter(self.stats.rel_errors)))
         detail = f"tier {det.name}, rel. error {err:.3g}"
         return (Outcome.MATCH if agrees else Outcome.MISMATCH), detail
 
@@ -458,14 +484,23 @@ class VerifierDaemon:
         job = self._jobs.get(job_id)
         if name == "DisputeOpened" and job is not None:
             self._disputes.setdefault(job_id, job)
-        elif name == "CommitteeDrawn" and job is not None:
-            self._disputes.setdefault(job_id, job)
+        elif name == "CommitteeDrawn":
+            if job is not None:
+                self._disputes.setdefault(job_id, job)
             me = "0x" + self.identity.address.hex()
             if me in [str(m).lower() for m in fields["members"]] and self.settings.join_committees:
-                self._duties[job_id] = _Duty(job, new_salt())
+                self._duties[job_id] = await asyncio.to_thread(self._seat, job_id)
         elif name in ("DisputeResolved", "DisputeCancelled"):
             self._disputes.pop(job_id, None)
             self._duties.pop(job_id, None)
+
+    def _seat(self, job_id: int) -> _Duty:
+        """A new seat; a vote stored by a previous run of this node is restored, not redone."""
+        stored = self.store.votes.get(self.committee.address, job_id, self.identity.address)
+        if stored is None:
+            return _Duty(job_id, new_salt())
+        log.info("dispute %d: restored our stored vote (fault=%s)", job_id, stored.fault)
+        return _Duty(job_id, stored.salt, stored.fault, deciding=True, restored=True)
 
     async def _drive_disputes(self, stop: asyncio.Event) -> None:
         """Draw, commit, reveal and finalize whatever is due, every poll interval."""
@@ -486,7 +521,7 @@ class VerifierDaemon:
         """A member's vote: at fault on a mismatch, and when the provider does not serve
         the job to a drawn member during the dispute (SPEC.md §9 obligation). A member
         that cannot judge (other runtime, internal error) keeps the result."""
-        outcome = await self.check(duty.job.job_id)
+        outcome = await self.check(duty.job_id)
         duty.vote = outcome in (Outcome.MISMATCH, Outcome.UNAVAILABLE)
 
     def _drive_once(self) -> None:
@@ -515,18 +550,40 @@ class VerifierDaemon:
             d = self.committee.dispute(job_id)
             if d.phase is not Phase.VOTING:
                 continue
-            me = self.identity.address
             try:
-                if not duty.committed and now <= d.commit_end:
-                    c = vote_commitment(job_id, me, duty.vote, duty.salt)
-                    self.committee.commit_vote(job_id, c)
-                    duty.committed = True
-                    self.stats.votes_committed += 1
-                elif duty.committed and not duty.revealed:
-                    n = len(self.committee.members(job_id))
-                    if (d.commits >= n or now > d.commit_end) and now <= d.reveal_end:
-                        self.committee.reveal_vote(job_id, duty.vote, duty.salt)
-                        duty.revealed = True
-                        self.stats.votes_revealed += 1
+                self._vote_once(duty, d, now)
             except ContractRevert as exc:
                 log.info("vote on dispute %d: %s", job_id, exc.name)
+
+    def _vote_once(self, duty: _Duty, d: DisputeInfo, now: int) -> None:
+        """Commit (vote and salt stored first), or reveal, whichever is due for one seat."""
+        assert duty.vote is not None
+        job_id, me, votes = duty.job_id, self.identity.address, self.store.votes
+        if duty.restored:  # a previous run may have committed or even revealed
+            duty.restored = False
+            ballot = self.committee.ballot(job_id, me)
+            ours = vote_commitment(job_id, me, duty.vote, duty.salt)
+            if ballot.commitment not in (bytes(32), ours):
+                log.error("dispute %d: onchain commitment is not our stored vote", job_id)
+            duty.committed = ballot.commitment != bytes(32)
+            duty.revealed = ballot.revealed
+            if duty.revealed:
+                votes.mark_revealed(self.committee.address, job_id, me)
+        if not duty.committed and now <= d.commit_end:
+            c = vote_commitment(job_id, me, duty.vote, duty.salt)
+            # durable before the transaction exists: a crash after sending must not lose it
+            stored = votes.remember(
+                self.committee.address, job_id, me, fault=duty.vote, salt=duty.salt, commitment=c
+            )
+            duty.vote, duty.salt = stored.fault, stored.salt  # the first stored vote binds
+            tx = self.committee.commit_vote(job_id, stored.commitment)
+            duty.committed = True
+            self.stats.votes_committed += 1
+            votes.record_commit(self.committee.address, job_id, me, "0x" + tx.receipt.tx_hash.hex())
+        elif duty.committed and not duty.revealed:
+            n = len(self.committee.members(job_id))
+            if (d.commits >= n or now > d.commit_end) and now <= d.reveal_end:
+                self.committee.reveal_vote(job_id, duty.vote, duty.salt)
+                duty.revealed = True
+                self.stats.votes_revealed += 1
+                votes.mark_revealed(self.committee.address, job_id, me)

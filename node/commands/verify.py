@@ -72,6 +72,7 @@ def verify(
     from node.chain.committee import Committee
     from node.chain.rpc import Signer
     from node.runtime.pool import PoolConfig, WorkerPool
+    from node.store.store import Store
     from node.verifier import VerifierDaemon, VerifierSettings
 
     ctx = open_context(config_path, keystore)
@@ -98,7 +99,8 @@ def verify(
         keystores=(str(ctx.data_dir / cfg.node.keystore),),
     )
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
-    with WorkerPool(pool_cfg) as pool:
+    # the node store keeps committee votes and their salts across restarts
+    with WorkerPool(pool_cfg) as pool, Store.open(ctx.data_dir) as store:
         daemon = VerifierDaemon(
             ctx.identity,
             rpc_url=cfg.chain.rpc_url,
@@ -106,6 +108,7 @@ def verify(
             committee_address=committee_address,
             p2p_config=ctx.p2p_config(listen=listen or None),
             pool=pool,
+            store=store,
             data_dir=ctx.data_dir / "verifier",
             settings=settings,
         )

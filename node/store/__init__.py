@@ -1,5 +1,8 @@
 """Node persistence (sqlite via sqlite-utils, WAL): jobs, history, offers, blobs,
-attestations and the chain cursor. See :class:`Store` and docs/architecture.md."""
+attestations, the chain cursor and a verifier's committee votes.
+
+See :class:`Store` and docs/architecture.md.
+"""
 
 from node.store.records import (
     BlobRecord,
@@ -10,6 +13,7 @@ from node.store.records import (
     OfferRecord,
     Role,
     StoredAttestation,
+    StoredVote,
     StoreError,
 )
 from node.store.schema import SCHEMA_VERSION, SchemaError
@@ -29,4 +33,5 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredAttestation",
+    "StoredVote",
 ]

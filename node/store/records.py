@@ -33,6 +33,7 @@ __all__ = [
     "Role",
     "StoreError",
     "StoredAttestation",
+    "StoredVote",
 ]
 
 U64_MAX: Final = 2**64 - 1
@@ -143,6 +144,21 @@ class BlobRecord:
     created_at: int
     pinned_until: int  # unix seconds; the latest of the explicit pin and every job pin
     jobs: tuple[int, ...]  # local job ids that pin it
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredVote:
+    """A verifier's committee vote and its salt (secret until revealed)."""
+
+    committee: bytes
+    job_id: int
+    member: bytes
+    fault: bool
+    salt: bytes
+    commitment: bytes
+    created_at: int
+    commit_tx: str | None
+    revealed_at: int | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

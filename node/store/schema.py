@@ -146,10 +146,31 @@ def _v3_data(db: sqlite_utils.Database) -> None:
     )
 
 
+_V4 = (
+    # A verifier's committee votes: the salt must outlive a crash between commitVote
+    # and revealVote (a lost salt cannot be revealed, and costs the no-vote penalty).
+    # Written before the commit transaction is sent; one row per (committee, job, member).
+    """CREATE TABLE committee_votes (
+        committee TEXT NOT NULL CHECK (length(committee) = 42),
+        job_id INTEGER NOT NULL CHECK (job_id >= 0),
+        member TEXT NOT NULL CHECK (length(member) = 42),
+        fault INTEGER NOT NULL CHECK (fault IN (0, 1)),
+        salt BLOB NOT NULL CHECK (length(salt) = 32),
+        commitment TEXT NOT NULL CHECK (length(commitment) = 66),
+        created_at INTEGER NOT NULL,
+        commit_tx TEXT CHECK (commit_tx IS NULL OR length(commit_tx) = 66),
+        revealed_at INTEGER,
+        PRIMARY KEY (committee, job_id, member)
+    ) STRICT""",
+    "CREATE INDEX committee_votes_open ON committee_votes(committee, member)"
+    " WHERE revealed_at IS NULL",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "jobs, history, offers, blobs, chain cursor", _V1),
     Migration(2, "job tx hashes, abandoned jobs, idempotent history, attestations", _V2),
     Migration(3, "blob pins per job, recent block hashes", _V3, _v3_data),
+    Migration(4, "verifier committee votes (salts survive a restart)", _V4),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

@@ -16,6 +16,7 @@ from node.store.db import Database, Synchronous
 from node.store.jobs import Jobs
 from node.store.offers import Offers
 from node.store.schema import SCHEMA_VERSION
+from node.store.votes import Votes
 
 __all__ = ["STORE_FILE", "Store"]
 
@@ -26,8 +27,8 @@ STORE_FILE: Final = "node.sqlite"
 class Store:
     """Persistence for one node.
 
-    ``store.jobs``, ``store.offers``, ``store.blobs``, ``store.attestations`` and
-    ``store.chain`` each own their tables; each method is one transaction, and
+    ``store.jobs``, ``store.offers``, ``store.blobs``, ``store.attestations``,
+    ``store.votes`` and ``store.chain`` each own their tables; each method is one transaction, and
     ``with store.transaction():`` groups several calls into one.
     """
 
@@ -47,6 +48,7 @@ class Store:
         self.blobs = Blobs(self._db)
         self.attestations = Attestations(self._db)
         self.chain = ChainCursor(self._db)
+        self.votes = Votes(self._db)
 
     @classmethod
     def open(

@@ -19,8 +19,9 @@ default 3, all started at once; each runs every model):
   (first ``--ref-batch`` samples), and of sample 0 run alone (batch 1) against
   sample 0 inside the full batch (no configuration tested on an H200 was
   batch-invariant);
-* the **bound** it would set: 4 × the worst spread, rounded up to 1, 2 or 5 × 10^k,
-  next to the catalog's current ``tolerance``.
+* the **bound** it would set (``tolerances.derive_bound``: 4 × the worst spread,
+  rounded up to 1, 2 or 5 × 10^k), next to the catalog's current bound, and the
+  ``Spread(...)`` lines to paste into ``node/runtime/catalog/tolerances.py``.
 
 Needs a CUDA build of torch for ``--device cuda`` (the default). Not run in the
 session that wrote it (no GPU); the starting facts are in
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -46,8 +46,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from node.runtime import catalog, formats  # noqa: E402
+from node.runtime.catalog import tolerances  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SEQ = 128
 
 
@@ -116,16 +117,6 @@ def _load(d: Path, name: str) -> dict[str, Any]:
     return formats.parse_safetensors((d / f"{name}.safetensors").read_bytes(), name)
 
 
-def _round_up(x: float) -> float:
-    if x <= 0:
-        return 1e-7
-    exp = math.floor(math.log10(x))
-    for m in (1, 2, 5, 10):
-        if m * 10**exp >= x:
-            return float(m * 10**exp)
-    return float(10 ** (exp + 1))
-
-
 def _spawn(args: argparse.Namespace, dt: str, det: bool, out: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     if det:
@@ -171,7 +162,7 @@ def measure(
     row["rel_batch1_vs_full"] = _rel(one, _head(full, 1))
     row["rel_vs_fp64_cpu"] = _rel(_load(first, "ref"), _reference(args, arch))
     spread = max(row["rel_batch1_vs_full"], row["rel_vs_fp64_cpu"])
-    row["suggested_bound"] = _round_up(4 * spread)
+    row["suggested_bound"] = tolerances.derive_bound(spread)
     row["catalog_bound"] = catalog.tolerance(arch, DTYPES[dt])
     return row
 
@@ -228,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"| {r['suggested_bound']:.0e} | {r['catalog_bound']:.0e} |",
                     flush=True,
                 )
+    print("\nSpread lines for node/runtime/catalog/tolerances.py (add to the rows named):")
+    where = f"{args.device}, determinism_gpu.py --batch {args.batch}"
+    for r in rows:
+        print(f'    # ("{r["model"]}", "{r["dtype"]}")')
+        print(f'    Spread({r["rel_vs_fp64_cpu"]:.1e}, "{where}: vs float64 CPU"),')
+        print(f'    Spread({r["rel_batch1_vs_full"]:.1e}, "{where}: batch 1 vs {args.batch}"),')
     if args.json:
         args.json.write_text(json.dumps({"device": args.device, "rows": rows}, indent=1))
     return 0

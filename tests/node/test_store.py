@@ -300,6 +300,36 @@ def test_chain_cursor_and_reorg(store: Store) -> None:
     assert store.chain.get() is None and store.chain.block_hash(6) is None
 
 
+def test_committee_votes_survive_a_reopen_and_the_first_vote_binds(tmp_path: Path) -> None:
+    path = tmp_path / "node.sqlite"
+    committee, member, other = b"\xcc" * 20, b"\x01" * 20, b"\x02" * 20
+    salt, commitment = b"\x5a" * 32, b"\xc0" * 32
+    with Store(path) as s:
+        first = s.votes.remember(committee, 7, member, fault=True, salt=salt, commitment=commitment)
+        assert (first.fault, first.salt, first.commitment) == (True, salt, commitment)
+        # a second decision for the same seat (e.g. after a restart) does not replace it
+        again = s.votes.remember(
+            committee, 7, member, fault=False, salt=b"\x00" * 32, commitment=b"\x11" * 32
+        )
+        assert again == first
+        s.votes.remember(committee, 8, other, fault=False, salt=salt, commitment=commitment)
+        s.votes.record_commit(committee, 7, member, TX1)
+    with Store(path) as s:  # what a restarted verifier reads back
+        vote = s.votes.get(committee, 7, member)
+        assert vote is not None and vote.salt == salt and vote.fault and vote.commit_tx == TX1
+        assert [v.job_id for v in s.votes.unrevealed(committee, member)] == [7]
+        assert s.votes.get(b"\xcd" * 20, 7, member) is None  # another deployment
+        s.votes.mark_revealed(committee, 7, member)
+        assert s.votes.unrevealed(committee, member) == []
+        assert s.votes.get(committee, 7, member).revealed_at is not None  # type: ignore[union-attr]
+    with Store(path) as s, pytest.raises(StoreError):
+        s.votes.remember(committee, 9, member, fault=True, salt=b"short", commitment=commitment)
+    with Store(path) as s, pytest.raises(StoreError):
+        s.votes.remember(committee, -1, member, fault=True, salt=salt, commitment=commitment)
+    with Store(path) as s:
+        assert s.votes.get(committee, 9, member) is None
+
+
 def test_reopen_keeps_everything(tmp_path: Path) -> None:
     path = tmp_path / "node.sqlite"
     with Store(path) as s:
@@ -342,6 +372,9 @@ def test_upgrade_from_v1(tmp_path: Path) -> None:
         new.jobs.record_tx(1, JobEvent.FINALIZE, TX2)
         assert replay(new, 1) is JobState.SUBMITTED
         assert new.attestations.add(attestation(42, h("s"), h("o")), "self")
+        c, m = b"\x0c" * 20, b"\x0d" * 20  # the v4 table
+        new.votes.remember(c, 42, m, fault=False, salt=b"\x01" * 32, commitment=b"\x02" * 32)
+        assert [v.job_id for v in new.votes.unrevealed(c, m)] == [42]
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -172,8 +172,32 @@ def test_output_encoding_is_canonical() -> None:
     assert formats.save_safetensors(a)[8:9] == b"{"
 
 
-def test_tolerance_bounds() -> None:
-    assert catalog.tolerance("gpt2@1", torch.float32) == 1e-4
-    assert catalog.tolerance("gpt2@1", torch.bfloat16) == catalog.HALF_TOLERANCE
+def test_tolerance_bounds_are_per_model_and_dtype() -> None:
+    from node.runtime.catalog import tolerances
+
+    for arch in catalog.CATALOG:  # every model the runtime runs, in every weight dtype
+        for dt in formats.WEIGHT_DTYPES:
+            b = catalog.tolerance(arch, dt)
+            assert 0 < b < 1
+    # the table follows the measured spreads: GPT-2 on an H200, bf16 1.2e-2, fp32 1.4e-6
+    assert catalog.tolerance("gpt2@1", torch.bfloat16) == 5e-2
+    assert catalog.tolerance("gpt2@1", torch.float32) == 1e-5
+    assert catalog.tolerance("resnet50@1", torch.float32) == 2e-3
+    for key, spreads in tolerances.SPREADS.items():
+        worst = max(s.value for s in spreads)
+        assert tolerances.BOUNDS[key] >= tolerances.MARGIN * worst * (1 - 1e-9), key
+        assert tolerances.BOUNDS[key] <= 2.5 * tolerances.MARGIN * worst, key
     with pytest.raises(JobError):
         catalog.tolerance("nope@1", torch.float32)
+    with pytest.raises(JobError):
+        catalog.tolerance("gpt2@1", torch.float64)
+
+
+def test_derive_bound_rounds_up_to_1_2_5() -> None:
+    from node.runtime.catalog.tolerances import derive_bound
+
+    assert derive_bound(1.2e-2) == 5e-2  # 4.8e-2
+    assert derive_bound(5.0e-4) == 2e-3
+    assert derive_bound(2.5e-4) == 1e-3  # exactly 1e-3: not bumped to 2e-3
+    assert derive_bound(1.3e-6) == 1e-5  # 5.2e-6
+    assert derive_bound(0.0) == 1e-7

@@ -64,7 +64,7 @@ def test_exact_tiers_compare_bits() -> None:
 
 
 def test_tolerance_uses_the_catalog_bound() -> None:
-    bound = catalog.get("resnet18@1").tolerance
+    bound = catalog.tolerance("resnet18@1", torch.float32)
     ref = torch.linspace(-1, 1, 64).reshape(8, 8)
     near = ref + bound / 4
     far = ref + bound * 4
@@ -77,6 +77,25 @@ def test_tolerance_uses_the_catalog_bound() -> None:
     other_shape = _st(ref[:4])
     assert not compare_outputs(Determinism.TOLERANCE, other_shape, _st(ref), arch="resnet18@1")[0]
     assert not compare_outputs(Determinism.TOLERANCE, b"junk", _st(ref), arch="resnet18@1")[0]
+
+
+def test_tolerance_bound_depends_on_the_dtype() -> None:
+    """A 1e-2 relative error is bf16 noise for GPT-2 (H200: 1.2e-2) but a fault in fp32."""
+    ref = torch.linspace(-1, 1, 64).reshape(8, 8)
+    noisy = ref + 1e-2
+    for dt, ok in ((torch.bfloat16, True), (torch.float16, True), (torch.float32, False)):
+        got, want = _st(noisy.to(dt)), _st(ref.to(dt))
+        agrees, err = compare_outputs(Determinism.TOLERANCE, got, want, arch="gpt2@1")
+        assert agrees is ok, dt
+        assert 0 < err < catalog.tolerance("gpt2@1", torch.bfloat16)
+    # a dtype swap is a mismatch, whatever the values
+    assert not compare_outputs(
+        Determinism.TOLERANCE, _st(ref.to(torch.bfloat16)), _st(ref), arch="gpt2@1"
+    )[0]
+    # non-float outputs must be equal
+    ints = torch.arange(6)
+    assert compare_outputs(Determinism.TOLERANCE, _st(ints), _st(ints), arch="gpt2@1")[0]
+    assert not compare_outputs(Determinism.TOLERANCE, _st(ints + 1), _st(ints), arch="gpt2@1")[0]
 
 
 def test_settings_are_validated() -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import JobError
-from . import mlp, resnet, transformers
+from . import mlp, resnet, tolerances, transformers
 
 __all__ = [
     "CATALOG",
@@ -51,7 +51,6 @@ class Entry:
     factory: Callable[[Mapping[str, int]], nn.Module]
     check: Callable[[Mapping[str, int]], None]  # cross-field config rules
     inputs: Callable[[Mapping[str, int], Mapping[str, torch.Tensor], torch.dtype], None]
-    tolerance: float  # relative error bound for the ``tolerance`` determinism tier
 
     def resolve(self, config: Mapping[str, int]) -> dict[str, int]:
         """Fill defaults and check bounds; raise ``JobError('bad_model'|'too_large')``."""
@@ -169,7 +168,6 @@ _ENTRIES: Final = (
         lambda c: mlp.MLP(c["in"], c["hidden"], c["depth"], c["out"]),
         lambda c: None,
         _float_input("x", lambda c: (None, c["in"])),
-        1e-5,
     ),
     Entry(
         "resnet18@1",
@@ -178,7 +176,6 @@ _ENTRIES: Final = (
         lambda c: resnet.resnet18(c["width"], c["classes"]),
         _check_resnet,
         _float_input("x", _image_dims),
-        1e-3,
     ),
     Entry(
         "resnet50@1",
@@ -187,7 +184,6 @@ _ENTRIES: Final = (
         lambda c: resnet.resnet50(c["width"], c["classes"]),
         _check_resnet,
         _float_input("x", _image_dims),
-        1e-3,
     ),
     Entry(
         "vit@1",
@@ -204,7 +200,6 @@ _ENTRIES: Final = (
         lambda c: transformers.ViT(**c),
         _check_vit,
         _float_input("x", _image_dims),
-        1e-3,
     ),
     Entry(
         "bert@1",
@@ -213,7 +208,6 @@ _ENTRIES: Final = (
         lambda c: transformers.BertEncoder(**c),
         _check_text,
         _ids_input(mask=True),
-        1e-4,
     ),
     Entry(
         "gpt2@1",
@@ -222,7 +216,6 @@ _ENTRIES: Final = (
         lambda c: transformers.GPT2(**c),
         _check_text,
         _ids_input(mask=False),
-        1e-4,
     ),
 )
 
@@ -269,15 +262,18 @@ def get(arch: str) -> Entry:
     return entry
 
 
-#: Relative-error bound of the ``tolerance`` tier for half-precision weights (bf16/fp16),
-#: from the H200 spreads (ResNet-50 bf16 5.2e-3, GPT-2 bf16 1.2e-2) with margin.
-HALF_TOLERANCE: Final = 3e-2
+_DTYPE_NAMES: Final = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def tolerance(arch: str, dtype: torch.dtype) -> float:
-    """The relative error a verifier accepts for ``arch`` in the ``tolerance`` tier."""
-    entry = get(arch)
-    return entry.tolerance if dtype == torch.float32 else max(entry.tolerance, HALF_TOLERANCE)
+    """The relative error a verifier accepts for ``arch`` in ``dtype`` in the ``tolerance``
+    tier: the per-(model, dtype) table of :mod:`.tolerances`, derived from measured spreads.
+    ``JobError('bad_model')`` for an unknown model or a dtype the runtime does not run."""
+    get(arch)
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        raise JobError("bad_model", f"no tolerance bound for dtype {dtype}")
+    return tolerances.bound(arch, name)
 
 
 def build(arch: str, config: Mapping[str, int], *, max_params: int = MAX_PARAMS) -> nn.Module:
