@@ -11,12 +11,7 @@ data dir, and the job still ends (finalized or refunded) with nothing lost.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -33,13 +28,11 @@ from node.chain import lookup
 from node.chain.anvil import Anvil, free_port
 from node.chain.deploy import EscrowParams
 from node.chain.devnet import TOKEN, Actor, Devnet
-from node.keys import create_keystore
 from node.runtime import detect, formats
-from protocol.identity import checksum_address
+from tests.e2e.node_process import NodeProcess
 
 pytestmark = pytest.mark.timeout(300)
 
-PASSWORD = "client-node-test"
 PRICE = 10**15
 ARCH = "resnet18@1"
 RESNET = {"width": 16, "classes": 10, "image": 64}
@@ -60,72 +53,6 @@ def devnet() -> Iterator[tuple[Anvil, Devnet]]:
     )
     with Anvil() as anvil:
         yield anvil, Devnet(anvil.url, params)
-
-
-@dataclasses.dataclass
-class Node:
-    """One ``gpunet`` process on its own home (config, keystore, data, log)."""
-
-    home: Path
-    args: list[str]
-    proc: subprocess.Popen[bytes] | None = None
-    offset: int = 0
-
-    @classmethod
-    def make(cls, home: Path, devnet: Devnet, actor: Actor, args: list[str], extra: str) -> Node:
-        home.mkdir(parents=True, exist_ok=True)
-        create_keystore(home / "keystore.json", PASSWORD, identity=actor.identity, scrypt_n=2**12)
-        (home / "gpunet.toml").write_text(
-            f'[node]\ndata_dir = "{home}"\nkeystore = "keystore.json"\nlog_level = "warning"\n'
-            f'[chain]\nrpc_url = "{devnet.rpc.url}"\nchain_id = {devnet.escrow.domain.chain_id}\n'
-            f'escrow_address = "{checksum_address(devnet.escrow.address)}"\n'
-            "poll_interval_s = 0.05\n" + extra
-        )
-        return cls(home, [*args, "--config", str(home / "gpunet.toml")])
-
-    def start(self, marker: str = "ready:") -> None:
-        """Start the process; wait until this run prints ``marker``."""
-        log = (self.home / "node.log").open("ab")
-        self.offset = log.tell()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", *self.args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "GPUNET_PASSWORD": PASSWORD},
-        )
-        deadline = time.monotonic() + 120
-        while marker not in self.log():
-            assert self.proc.poll() is None, self.log()[-3000:]
-            assert time.monotonic() < deadline, f"no {marker!r}: {self.log()[-3000:]}"
-            time.sleep(0.1)
-
-    def log(self) -> str:
-        """What the current run printed."""
-        with (self.home / "node.log").open("rb") as fh:
-            fh.seek(self.offset)
-            return fh.read().decode(errors="replace")
-
-    def printed(self, prefix: str) -> str:
-        """The last word of the last line that starts with ``prefix``."""
-        return [ln for ln in self.log().splitlines() if ln.startswith(prefix)][-1].split()[1]
-
-    @property
-    def token(self) -> str:
-        return (self.home / "api.token").read_text().strip()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def http(
@@ -201,8 +128,8 @@ def wait_state(api: str, local_id: int, states: set[str], within: float) -> dict
     raise AssertionError(f"job {local_id} did not reach {states}: {job}")
 
 
-def provider_node(tmp: Path, devnet: Devnet, actor: Actor, api: bool) -> Node:
-    return Node.make(
+def provider_node(tmp: Path, devnet: Devnet, actor: Actor, api: bool) -> NodeProcess:
+    return NodeProcess.make(
         tmp / "provider", devnet, actor, ["provider", "start", "--yes"],
         '[p2p]\nlisten_addrs = ["/ip4/127.0.0.1/tcp/0"]\nmdns = false\n'
         f"[provider]\nprice_per_gpu_second = {PRICE}\noffer_interval_s = 1\n"
@@ -211,8 +138,10 @@ def provider_node(tmp: Path, devnet: Devnet, actor: Actor, api: bool) -> Node:
     )  # fmt: skip
 
 
-def client_node(tmp: Path, devnet: Devnet, actor: Actor, bootstrap: str, p2p_port: int) -> Node:
-    return Node.make(
+def client_node(
+    tmp: Path, devnet: Devnet, actor: Actor, bootstrap: str, p2p_port: int
+) -> NodeProcess:
+    return NodeProcess.make(
         tmp / "client", devnet, actor, ["client", "serve", "--wait", "20"],
         f'[p2p]\nlisten_addrs = ["/ip4/127.0.0.1/tcp/{p2p_port}"]\nmdns = false\n'
         f'bootstrap_peers = ["{bootstrap}"]\n'

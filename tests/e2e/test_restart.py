@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,16 +19,14 @@ from node.chain.deploy import EscrowParams
 from node.chain.devnet import TOKEN, Actor, Devnet
 from node.client import AsyncClient
 from node.errors import DeadlineMissed
-from node.keys import create_keystore
 from node.p2p.config import P2PConfig
 from node.runtime import detect, formats
 from node.store.store import Store
-from protocol.identity import checksum_address
 from protocol.lifecycle import JobState
+from tests.e2e.node_process import NodeProcess
 
 pytestmark = pytest.mark.timeout(300)
 
-PASSWORD = "restart-test"
 PRICE = 10**15
 RESNET = {"width": 16, "classes": 10, "image": 64}
 
@@ -55,62 +48,17 @@ def devnet() -> Iterator[Devnet]:
         yield Devnet(anvil.url, params)
 
 
-class ProviderProcess:
+class ProviderProcess(NodeProcess):
     """``gpunet provider start`` in its own process, restartable on the same data dir."""
 
-    def __init__(self, devnet: Devnet, actor: Actor, home: Path, bootstrap: str) -> None:
-        self.home = home
-        home.mkdir(parents=True, exist_ok=True)
-        create_keystore(home / "keystore.json", PASSWORD, identity=actor.identity, scrypt_n=2**12)
-        self.config = home / "gpunet.toml"
-        self.config.write_text(
-            f"""[node]
-data_dir = "{home}"
-keystore = "keystore.json"
-[chain]
-rpc_url = "{devnet.rpc.url}"
-chain_id = {devnet.escrow.domain.chain_id}
-escrow_address = "{checksum_address(devnet.escrow.address)}"
-poll_interval_s = 0.05
-[p2p]
-listen_addrs = ["/ip4/127.0.0.1/tcp/0"]
-bootstrap_peers = ["{bootstrap}"]
-mdns = false
-[provider]
-price_per_gpu_second = {PRICE}
-offer_interval_s = 1
-[runtime]
-pool_size = 1
-[api]
-enabled = false
-"""
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = (self.home / "provider.log").open("ab")
-        cmd = [sys.executable, "-m", "node.cli", "provider", "start", "--config", str(self.config)]
-        env = {**os.environ, "GPUNET_PASSWORD": PASSWORD}
-        self.proc = subprocess.Popen([*cmd, "--yes"], stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 90
-        while "ready:" not in (self.home / "provider.log").read_text(errors="replace"):
-            assert self.proc.poll() is None, (self.home / "provider.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "provider did not start"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    @classmethod
+    def at(cls, devnet: Devnet, actor: Actor, home: Path, bootstrap: str) -> ProviderProcess:
+        return cls.make(
+            home, devnet, actor, ["provider", "start", "--yes"],
+            f'[p2p]\nlisten_addrs = ["/ip4/127.0.0.1/tcp/0"]\nbootstrap_peers = ["{bootstrap}"]\n'
+            f"mdns = false\n[provider]\nprice_per_gpu_second = {PRICE}\noffer_interval_s = 1\n"
+            "[runtime]\npool_size = 1\n[api]\nenabled = false\n",
+        )  # fmt: skip
 
     def store_states(self) -> list[JobState]:
         with Store.open(self.home) as store:
@@ -148,7 +96,7 @@ def test_provider_killed_mid_job_resumes_after_restart(devnet: Devnet) -> None:
         port = free_port()
         async with client_at(devnet, tmp, port) as c:
             bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{c.identity.peer_id}"
-            prov = ProviderProcess(devnet, devnet.provider(), tmp / "provider", bootstrap)
+            prov = ProviderProcess.at(devnet, devnet.provider(), tmp / "provider", bootstrap)
             prov.start()
             try:
                 assert await c.wait_for_offers(1, 30) == 1
@@ -187,7 +135,7 @@ def test_provider_gone_for_good_means_refund_with_penalty(devnet: Devnet) -> Non
         async with client_at(devnet, tmp, port) as c:
             bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{c.identity.peer_id}"
             actor = devnet.provider()
-            prov = ProviderProcess(devnet, actor, tmp / "provider", bootstrap)
+            prov = ProviderProcess.at(devnet, actor, tmp / "provider", bootstrap)
             prov.start()
             try:
                 assert await c.wait_for_offers(1, 30) == 1
@@ -225,7 +173,7 @@ def test_client_that_never_accepts_still_pays_after_the_window(devnet: Devnet) -
         async with client_at(devnet, tmp, port) as c:
             bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{c.identity.peer_id}"
             actor = devnet.provider()
-            prov = ProviderProcess(devnet, actor, tmp / "provider", bootstrap)
+            prov = ProviderProcess.at(devnet, actor, tmp / "provider", bootstrap)
             prov.start()
             try:
                 assert await c.wait_for_offers(1, 30) == 1
@@ -279,7 +227,7 @@ def test_client_restarted_after_create_job_claims_its_refund(devnet: Devnet) -> 
         first = make_client()
         await first.start()
         bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{actor.identity.peer_id}"
-        prov = ProviderProcess(devnet, devnet.provider(), tmp / "provider", bootstrap)
+        prov = ProviderProcess.at(devnet, devnet.provider(), tmp / "provider", bootstrap)
         prov.start()
         try:
             assert await first.wait_for_offers(1, 30) == 1
@@ -328,7 +276,7 @@ def test_audit_mode_leaves_the_window_open_then_the_provider_finalizes(devnet: D
         async with client_at(devnet, tmp, port) as c:
             bootstrap = f"/ip4/127.0.0.1/tcp/{port}/p2p/{c.identity.peer_id}"
             actor = devnet.provider()
-            prov = ProviderProcess(devnet, actor, tmp / "provider", bootstrap)
+            prov = ProviderProcess.at(devnet, actor, tmp / "provider", bootstrap)
             prov.start()
             try:
                 assert await c.wait_for_offers(1, 30) == 1

@@ -12,23 +12,17 @@ penalised; the test asserts the opposite.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from node.chain.devnet import TOKEN, Actor, Devnet
-from node.keys import create_keystore
 from node.runtime.pool import WorkerPool
 from node.store.store import Store
-from protocol.identity import checksum_address
 from protocol.lifecycle import JobState
+from tests.e2e.node_process import NodeProcess
 from tests.e2e.verification_kit import (
     COMMIT_S,
     REVEAL_S,
@@ -47,8 +41,6 @@ from tests.e2e.verification_kit import (
 
 pytestmark = pytest.mark.timeout(300)
 
-PASSWORD = "verifier-restart"
-
 
 @pytest.fixture
 def devnet() -> Iterator[Devnet]:
@@ -60,60 +52,14 @@ def pool() -> Iterator[WorkerPool]:
     yield from sandbox_pool()
 
 
-class VerifierProcess:
+def verifier_process(devnet: Devnet, actor: Actor, home: Path, provider_addr: str) -> NodeProcess:
     """``gpunet verify`` in its own process, restartable on the same data dir and key."""
-
-    def __init__(self, devnet: Devnet, actor: Actor, home: Path, provider_addr: str) -> None:
-        self.home = home
-        self.provider_addr = provider_addr
-        home.mkdir(parents=True, exist_ok=True)
-        create_keystore(home / "keystore.json", PASSWORD, identity=actor.identity, scrypt_n=2**12)
-        self.config = home / "gpunet.toml"
-        self.config.write_text(
-            f"""[node]
-data_dir = "{home}"
-keystore = "keystore.json"
-[chain]
-rpc_url = "{devnet.rpc.url}"
-chain_id = {devnet.escrow.domain.chain_id}
-escrow_address = "{checksum_address(devnet.escrow.address)}"
-poll_interval_s = 0.1
-[p2p]
-listen_addrs = ["/ip4/127.0.0.1/tcp/0"]
-mdns = false
-[runtime]
-pool_size = 1
-"""
-        )
-        self.log = home / "verifier.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        start = self.log.stat().st_size if self.log.exists() else 0
-        cmd = [sys.executable, "-m", "node.cli", "verify", "--config", str(self.config)]
-        cmd += ["--sample-rate", "0", "--connect", self.provider_addr]
-        env = {**os.environ, "GPUNET_PASSWORD": PASSWORD}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 90
-        while " ready" not in self.log.read_text(errors="replace")[start:]:
-            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "verifier did not start"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    return NodeProcess.make(
+        home, devnet, actor,
+        ["verify", "--sample-rate", "0", "--connect", provider_addr],
+        '[p2p]\nlisten_addrs = ["/ip4/127.0.0.1/tcp/0"]\nmdns = false\n[runtime]\npool_size = 1\n',
+        poll_interval_s=0.1,
+    )  # fmt: skip
 
 
 def test_member_killed_between_commit_and_reveal_reveals_after_restart(
@@ -133,8 +79,8 @@ def test_member_killed_between_commit_and_reveal_reveals_after_restart(
             running(lambda stop: mine(devnet, stop)),
             provider_daemon(devnet, cheater, tmp, prov_actor) as prov,
         ):
-            proc = VerifierProcess(devnet, member, tmp / "member", (await prov.p2p.addrs())[0])
-            await asyncio.to_thread(proc.start)
+            proc = verifier_process(devnet, member, tmp / "member", (await prov.p2p.addrs())[0])
+            await asyncio.to_thread(proc.start, " ready")
             try:
                 async with (
                     verifier_daemon(devnet, pool, tmp, sampler, prov, sample_rate=1.0),
@@ -157,7 +103,7 @@ def test_member_killed_between_commit_and_reveal_reveals_after_restart(
                     assert vote.commitment == committee.ballot(jid, me).commitment
                     devnet.warp(COMMIT_S + 1)  # the offline member never commits: reveals open
 
-                    await asyncio.to_thread(proc.start)  # same key, same data dir
+                    await asyncio.to_thread(proc.start, " ready")  # same key, same data dir
                     await until(lambda: committee.ballot(jid, me).revealed, 120, "the reveal")
                     devnet.warp(REVEAL_S + 1)
                     assert await state_after(devnet, jid, 60) is JobState.SLASHED
