@@ -397,10 +397,18 @@ class Attestation(Message, frozen=True, kw_only=True, tag="attestation"):
         )
 
 
-class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
-    """Provider -> client (and verifiers): where the output is and what was attested."""
+#: Largest output a ResultManifest may carry inline (smaller outputs skip a blob fetch).
+MAX_INLINE_OUTPUT: Final = 1024
 
-    MAX_BYTES: ClassVar[int] = 2048
+
+class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
+    """Provider -> client (and verifiers): where the output is and what was attested.
+
+    An output of at most :data:`MAX_INLINE_OUTPUT` bytes may travel ``inline``;
+    it must then be the whole output (its size and content id are checked here).
+    """
+
+    MAX_BYTES: ClassVar[int] = 2048 + MAX_INLINE_OUTPUT
 
     job_id: U64
     output: Hash32  # content id of the output safetensors
@@ -408,6 +416,7 @@ class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
     attestation: Attestation
     peak_memory_bytes: U64 = 0
     wall_millis: U64 = 0
+    inline: Annotated[bytes, msgspec.Meta(max_length=MAX_INLINE_OUTPUT)] = b""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -415,6 +424,11 @@ class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
             raise ValueError("attestation is for another job")
         if self.attestation.output_hash != self.output:
             raise ValueError("attestation covers another output")
+        if self.inline and (
+            len(self.inline) != self.output_size
+            or hashlib.sha256(self.inline).digest() != self.output
+        ):
+            raise ValueError("inline output is not the output")
 
 
 # ---------------------------------------------------------------- blobs

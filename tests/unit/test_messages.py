@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any
 
 import msgspec
@@ -26,6 +27,7 @@ from protocol.messages import (
     JobDecline,
     Message,
     Offer,
+    ResultManifest,
     decode,
     decode_as,
     encode,
@@ -240,6 +242,32 @@ def test_result_manifest_must_match_its_attestation(manifest: Any, other: bytes)
     raw["output"] = other
     with pytest.raises(InvalidField, match="another output"):
         decode(_pack(raw))
+
+
+@SETTINGS
+@given(S.result_manifests(), st.binary(min_size=1, max_size=1100))
+def test_result_manifest_inline_output_must_be_the_output(manifest: Any, data: bytes) -> None:
+    raw = _raw(manifest)
+    raw["inline"] = data  # almost surely neither the size nor the content id of `output`
+    with pytest.raises((InvalidField, MessageTooLarge)):
+        decode(_pack(raw))
+
+
+_SMALL = b"safetensors bytes of a small output"
+
+
+@SETTINGS
+@given(S.attestations(job_id=7, output=hashlib.sha256(_SMALL).digest()))
+def test_result_manifest_carries_a_small_output_inline(att: Any) -> None:
+    data, digest = _SMALL, hashlib.sha256(_SMALL).digest()
+    manifest = ResultManifest(
+        job_id=7, output=digest, output_size=len(data), attestation=att, inline=data
+    )
+    assert decode(encode(manifest)) == manifest
+    with pytest.raises(ValueError, match="inline output"):
+        ResultManifest(
+            job_id=7, output=digest, output_size=len(data) + 1, attestation=att, inline=data
+        )
 
 
 @SETTINGS
