@@ -23,13 +23,45 @@ from protocol import eip712
 from protocol.lifecycle import JobState
 
 __all__ = [
+    "GAS_ACCEPT_RESULT",
+    "GAS_CREATE_JOB",
+    "GAS_SUBMIT_RESULT",
     "Escrow",
     "EventRecord",
     "NewJob",
     "ResultArgs",
     "StakeInfo",
     "TxResult",
+    "gas_create_jobs",
+    "gas_finalize_many",
+    "gas_submit_results",
 ]
+
+# Gas limits for the calls on a job's hot path, so they skip ``eth_estimateGas`` (a
+# round trip and a full execution on the node: ~4 ms of a ~12 ms transaction, see
+# docs/benchmarks.md "Chain client"). Each is the measured ``gasUsed`` of the dearest
+# case (docs/benchmarks.md "Gas": first use of a lane, batch sizes 1 to 256) plus
+# at least 50 %. Only the gas used is paid; a call that would revert is mined with
+# status 0 and its custom error recovered by replay, as without a limit.
+GAS_CREATE_JOB = 120_000  # measured 58,273; 75,374 on the first use of a lane
+GAS_SUBMIT_RESULT = 70_000  # measured 43,131 (signature checked onchain)
+GAS_ACCEPT_RESULT = 70_000  # measured 43,784
+
+
+def gas_create_jobs(n: int) -> int:
+    """Limit for ``createJobs`` of ``n`` (measured ~22.7k a job at 16, 21k at 64; a
+    never-used lane adds ~17k)."""
+    return 60_000 + 60_000 * n
+
+
+def gas_submit_results(n: int) -> int:
+    """Limit for ``submitResults`` of ``n`` (measured 38,327 for 1, ~17.6k a job at 256)."""
+    return 50_000 + 30_000 * n
+
+
+def gas_finalize_many(n: int) -> int:
+    """Limit for ``finalizeMany`` of ``n`` (measured 45,222 for 1, ~13k a job at 256)."""
+    return 50_000 + 25_000 * n
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

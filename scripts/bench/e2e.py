@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import statistics
@@ -35,6 +36,42 @@ from node.store.store import Store
 
 MLP = {"in": 16, "hidden": 32, "depth": 1, "out": 4}
 PRICE = 10**12
+
+
+def _proc_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process tree, by kind: this process (client,
+    provider, libp2p threads), anvil, and the sandbox pool's processes (exited
+    workers count in their parent's children times)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    kinds = ("client + provider (this process)", "anvil", "sandbox processes")
+    out = dict.fromkeys(kinds, 0.0)
+    me = os.getpid()
+    for pid in _proc_tree(me):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        if pid == me:  # our children are counted on their own
+            out[kinds[0]] += (utime + stime) / tick
+        else:
+            kind = kinds[1] if "anvil" in name else kinds[2]
+            out[kind] += (utime + stime + cutime + cstime) / tick
+    return out
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -74,7 +111,6 @@ async def main_async(args: argparse.Namespace) -> None:
                     queue_size=1024,
                     offer_interval_s=1,
                     poll_interval_s=args.poll,
-                    settle_interval_s=args.poll,
                 ),
             )
             stop = asyncio.Event()
@@ -113,9 +149,10 @@ async def main_async(args: argparse.Namespace) -> None:
                     async with gate:
                         await client.run(job, {"x": xs[i % len(xs)]}, max_price=PRICE)
 
-                t = time.perf_counter()
+                cpu0, t = _cpu_seconds(), time.perf_counter()
                 await asyncio.gather(*(one(i) for i in range(args.throughput_jobs)))
                 elapsed = time.perf_counter() - t
+                cpu1 = _cpu_seconds()
             stop.set()
             await runner
     bare_ms = statistics.median(bare) * 1000
@@ -132,6 +169,12 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"| overhead (latency − bare), p50 / p95 | {_pct(overhead, .5):.1f} / "
           f"{_pct(overhead, .95):.1f} ms |")  # fmt: skip
     print(f"| sustained throughput, one provider | {args.throughput_jobs / elapsed:.1f} jobs/s |")
+    print("\n| CPU per job during the throughput run (all cores) | ms |")
+    print("|---|---:|")
+    for kind, before in cpu0.items():
+        print(f"| {kind} | {(cpu1[kind] - before) * 1000 / args.throughput_jobs:.1f} |")
+    total = sum(cpu1.values()) - sum(cpu0.values())
+    print(f"| total | {total * 1000 / args.throughput_jobs:.1f} |")
     print("\n| time until the client's progress stage (ms since the previous one) | median |")
     print("|---|---:|")
     for name, values in stages.items():
@@ -144,7 +187,9 @@ def main() -> None:
     parser.add_argument("--throughput-jobs", type=int, default=120)
     parser.add_argument("--concurrency", type=int, default=24)
     parser.add_argument("--slots", type=int, default=2)
-    parser.add_argument("--poll", type=float, default=0.05, help="chain poll/settle interval")
+    parser.add_argument(
+        "--poll", type=float, default=0.05, help="chain follower poll interval (the fallback path)"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
