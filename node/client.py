@@ -501,17 +501,20 @@ class AsyncClient:
         chain_job, created = await asyncio.to_thread(
             self.escrow.create_job, new, gas=GAS_CREATE_JOB
         )
-        # the notice and the store write in parallel (a restart finds the job onchain)
-        await _both(
-            self._notify_created(peer, chain_job.job_id, created.receipt.tx_hash),
-            asyncio.to_thread(
-                self.store.jobs.transition,
-                local.id,
-                JobEvent.CREATE,
-                block=created.receipt.block_number,
-                tx_hash="0x" + created.receipt.tx_hash.hex(),
-                job_id=chain_job.job_id,
-            ),
+        # the notice and the store write run while the provider works (a restart finds
+        # the job onchain); awaited before the next store write, and on every way out
+        recorded = asyncio.ensure_future(
+            _both(
+                self._notify_created(peer, chain_job.job_id, created.receipt.tx_hash),
+                asyncio.to_thread(
+                    self.store.jobs.transition,
+                    local.id,
+                    JobEvent.CREATE,
+                    block=created.receipt.block_number,
+                    tx_hash="0x" + created.receipt.tx_hash.hex(),
+                    job_id=chain_job.job_id,
+                ),
+            )
         )
         say("matched", f"job {chain_job.job_id} with {checksum_address(offer.provider)}")
         loop = asyncio.get_running_loop()
@@ -531,8 +534,10 @@ class AsyncClient:
                     waiting.submitted, max(1.0, request.deadline - time.time() + 5)
                 )
             except TimeoutError:
+                await recorded
                 refund_tx = await self._refund_and_record(local.id, chain_job)
                 raise DeadlineMissed(chain_job.job_id, refund_tx) from None
+            await recorded
             # recorded while the result is checked and accepted (the chain has it already)
             record_submit = asyncio.to_thread(self.store.jobs.transition, local.id, JobEvent.SUBMIT)
             try:
@@ -591,6 +596,8 @@ class AsyncClient:
             )
         finally:
             self._waiting.pop(chain_job.job_id, None)
+            with contextlib.suppress(Exception):  # the error on the way out is the one
+                await recorded  # (at once if it was awaited above)
 
     async def _notify_created(self, peer: str, job_id: int, tx_hash: bytes) -> None:
         """Tell the provider its job is mined (a hint; its follower is the fallback)."""

@@ -167,7 +167,10 @@ class ProviderDaemon:
         )
         self._nonces = itertools.count(time.time_ns() // 1000)
         self._requests = itertools.count(1)
-        self._pending: dict[tuple[bytes, bytes], _Pending] = {}
+        # accepts waiting for their createJob, by (client, spec hash); several accepts of
+        # one spec by one client are interchangeable, so each key holds a FIFO
+        self._pending: dict[tuple[bytes, bytes], list[_Pending]] = {}
+        self._pending_count = 0
         self._queue: asyncio.Queue[_Running] = asyncio.Queue(maxsize=settings.queue_size)
         self._active = 0
         self._to_submit: list[_Running] = []
@@ -271,8 +274,11 @@ class ProviderDaemon:
                         max_payment=job.max_payment,
                         deadline=job.deadline,
                     )
-                    self._pending[(job.counterparty, job.spec_hash)] = _Pending(
-                        request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s
+                    self._add_pending(
+                        (job.counterparty, job.spec_hash),
+                        _Pending(
+                            request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s
+                        ),
                     )
                     continue
                 job = await asyncio.to_thread(
@@ -358,7 +364,7 @@ class ProviderDaemon:
             known_archs=self.settings.known_archs,
             max_queue=self.settings.queue_size,
         )
-        load = self._queue.qsize() + len(self._pending)
+        load = self._queue.qsize() + self._pending_count
         verdict = admit(request, policy, queue_depth=load, now=int(time.time()))
         if not verdict.accepted:
             assert verdict.reason is not None
@@ -389,7 +395,7 @@ class ProviderDaemon:
         pending = _Pending(request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s)
         if self._tg is not None:
             pending.prefetch = self._tg.create_task(self._prefetch(peer, request.spec))
-        self._pending[(request.client, spec_hash)] = pending
+        self._add_pending((request.client, spec_hash), pending)
         return JobAccept(
             request_id=request.request_id,
             spec_hash=spec_hash,
@@ -467,13 +473,42 @@ class ProviderDaemon:
             if await sleep_or_stop(stop, self.settings.poll_interval_s):
                 return
 
+    def _add_pending(self, key: tuple[bytes, bytes], pending: _Pending) -> None:
+        self._pending.setdefault(key, []).append(pending)
+        self._pending_count += 1
+
+    def _take_pending(self, job: ChainJob) -> _Pending | None:
+        """The accept ``job`` matched: the oldest with its terms, else the oldest."""
+        key = (job.client, job.spec_hash)
+        queue = self._pending.get(key)
+        if not queue:
+            return None
+        exact = [
+            i
+            for i, p in enumerate(queue)
+            if p.request.deadline == job.deadline and p.request.max_payment == job.max_payment
+        ]
+        pending = queue.pop(exact[0] if exact else 0)
+        self._pending_count -= 1
+        if not queue:
+            del self._pending[key]
+        return pending
+
     def _expire_pending(self) -> None:
         now = time.monotonic()
-        for key in [k for k, p in self._pending.items() if p.expires < now]:
-            pending = self._pending.pop(key)
-            if pending.prefetch is not None:
-                pending.prefetch.cancel()
-            self.store.jobs.abandon(pending.local_id, "no createJob within the accept window")
+        for key in list(self._pending):
+            queue = self._pending[key]
+            expired = [p for p in queue if p.expires < now]
+            if not expired:
+                continue
+            self._pending[key] = [p for p in queue if p.expires >= now]
+            if not self._pending[key]:
+                del self._pending[key]
+            self._pending_count -= len(expired)
+            for pending in expired:
+                if pending.prefetch is not None:
+                    pending.prefetch.cancel()
+                self.store.jobs.abandon(pending.local_id, "no createJob within the accept window")
 
     async def _on_event(self, name: str, fields: dict[str, object], block: int) -> None:
         if name == "JobCreated":
@@ -482,7 +517,7 @@ class ProviderDaemon:
                 return
             if chain_job.job_id in self._taken:
                 return  # already queued (the client's notice came first, or vice versa)
-            pending = self._pending.pop((chain_job.client, chain_job.spec_hash), None)
+            pending = self._take_pending(chain_job)
             if pending is None:
                 log.error("job %d matched without a request we accepted", chain_job.job_id)
                 return
@@ -534,14 +569,13 @@ class ProviderDaemon:
             return
         client = address_from_peer_id(peer)
         for ev in self.escrow.decode_events(receipt):
-            if (
-                ev.name == "JobCreated"
-                and int(ev.fields["jobId"]) == notice.job_id
-                and ChainJob.from_created(ev.fields).client == client
-            ):
+            if ev.name != "JobCreated" or int(ev.fields["jobId"]) != notice.job_id:
+                continue
+            job = ChainJob.from_created(ev.fields)
+            if job.client == client and (job.client, job.spec_hash) in self._pending:
                 await self._on_event(ev.name, ev.fields, ev.block_number)
                 return
-        log.info("job-created notice from %s names no job of theirs", peer)
+        log.info("job-created notice from %s names no job waiting here", peer)
 
     # ------------------------------------------------------------ work
     async def _worker(self, stop: asyncio.Event) -> None:

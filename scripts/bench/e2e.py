@@ -82,6 +82,7 @@ def _pct(values: list[float], q: float) -> float:
 async def main_async(args: argparse.Namespace) -> None:
     weights = formats.random_weights("mlp@1", MLP, seed=1)
     xs = [torch.randn(2, 16, generator=torch.Generator().manual_seed(i)) for i in range(args.jobs)]
+    torch.set_num_threads(1)  # like a sandbox slot (PoolConfig threads=1)
     bare: list[float] = []
     for x in xs:
         t = time.perf_counter()
@@ -188,7 +189,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=24)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument(
-        "--poll", type=float, default=0.05, help="chain follower poll interval (the fallback path)"
+        "--poll",
+        type=float,
+        default=0.25,
+        help="chain follower poll interval (a fallback: notices and lookups drive a job)",
     )
     asyncio.run(main_async(parser.parse_args()))
 
