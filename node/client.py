@@ -63,6 +63,7 @@ from protocol.errors import BadSignature, IllegalTransition
 from protocol.identity import Identity, address_from_peer_id, checksum_address
 from protocol.lifecycle import JobEvent, JobState
 from protocol.messages import (
+    MAX_INLINE_BYTES,
     Attestation,
     DeclineReason,
     Determinism,
@@ -315,6 +316,7 @@ class AsyncClient:
             max_gpu_millis=max_gpu_millis,
         )
         max_payment = pricing.max_payment_for(max_price, max_gpu_millis)
+        inline = inputs_bytes if len(inputs_bytes) <= MAX_INLINE_BYTES else b""
         say("selecting", f"{arch}, max {max_price}/GPU-s, escrow {max_payment}")
         domain = await asyncio.to_thread(lambda: self.escrow.domain)
         req = Requirements(
@@ -354,6 +356,7 @@ class AsyncClient:
                     max_price_per_gpu_second=max_price,
                     max_payment=max_payment,
                     deadline=int(time.time()) + deadline_s,
+                    inputs_inline=inline,
                 )
                 say("requesting", checksum_address(provider))
                 # reserve before the first await, so concurrent runs see the load and spread

@@ -103,13 +103,26 @@ class ProviderSettings:
     deliver_wait_s: float = 30.0  # deliver unsubmitted after this long (the client polls)
     decline_every: int = 0  # demo/testing knob: decline every Nth request (capacity)
     accept_ttl_s: int = 120  # how long an accept waits for its createJob
+    # run an accepted job before its createJob lands when a sandbox slot is idle and
+    # nothing paid waits, if its weights + inputs are at most this many bytes (0: never)
+    speculate_max_bytes: int = 1 << 20
 
 
 #: How many recently created job ids are remembered to tell a late duplicate
 #: (notice and follower both report a job) from a job nobody accepted.
 _TAKEN_MEMORY = 65_536
 
-Blobs = tuple[Path, Path] | None  # (weights, inputs) paths, or None if the prefetch failed
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """What was done for an accepted job before its ``createJob`` landed."""
+
+    weights: Path
+    inputs: Path
+    result: RunResult | None = None  # a speculative run, when the pool was idle
+
+
+Blobs = _Prepared | None  # None: the prefetch failed; the worker fetches again
 
 
 @dataclasses.dataclass
@@ -174,6 +187,7 @@ class ProviderDaemon:
         self._queue: asyncio.Queue[_Running] = asyncio.Queue(maxsize=settings.queue_size)
         self._active = 0
         self._to_submit: list[_Running] = []
+        self._in_pool = 0  # sandbox runs in flight (paid and speculative)
         self._submit_wake = asyncio.Event()
         self._taken: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._tg: asyncio.TaskGroup | None = None
@@ -394,7 +408,9 @@ class ProviderDaemon:
         )
         pending = _Pending(request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s)
         if self._tg is not None:
-            pending.prefetch = self._tg.create_task(self._prefetch(peer, request.spec))
+            pending.prefetch = self._tg.create_task(
+                self._prefetch(peer, request.spec, request.inputs_inline)
+            )
         self._add_pending((request.client, spec_hash), pending)
         return JobAccept(
             request_id=request.request_id,
@@ -404,13 +420,21 @@ class ProviderDaemon:
             queue_position=self._queue.qsize(),
         )
 
-    async def _prefetch(self, peer: str, spec: JobSpec) -> Blobs:
-        """Fetch an accepted job's weights and inputs before its ``createJob`` lands.
+    async def _prefetch(self, peer: str, spec: JobSpec, inline: bytes = b"") -> Blobs:
+        """Fetch an accepted job's weights and inputs before its ``createJob`` lands,
+        and run a small job speculatively if a sandbox slot is idle.
 
         The client authorises these for the provider it asked (job id 0: there is
-        none yet). A failure is logged and the job fetches again once it is matched.
+        none yet); inputs that came inline with the request (checked against the
+        spec when it was decoded) are stored instead. A failure is logged and the
+        job fetches again once it is matched. A speculative run is signed only
+        once the job exists onchain (so it is never attested twice); paid work
+        goes first: only an idle pool with an empty queue speculates, and
+        admission bounds the accepts waiting.
         """
         try:
+            if inline:
+                await asyncio.to_thread(self.blobs.put_bytes, inline)
             weights = await self.p2p.fetch_blob(
                 peer, ContentId(spec.model.weights), 0, max_size=spec.model.weights_size
             )
@@ -420,7 +444,32 @@ class ProviderDaemon:
         except Exception as exc:  # noqa: BLE001 - refused, corrupt or unreachable: refetch later
             log.info("prefetch from %s failed: %s", peer, exc)
             return None
-        return weights, inputs
+        size = spec.model.weights_size + spec.inputs_size
+        if (
+            size > self.settings.speculate_max_bytes
+            or self._in_pool >= self.pool.config.slots
+            or not self._queue.empty()
+        ):
+            return _Prepared(weights, inputs)
+        try:
+            result = await self._run(spec, weights, inputs)
+        except Exception as exc:  # noqa: BLE001 - the worker runs it again once matched
+            log.info("speculative run failed: %s", exc)
+            return _Prepared(weights, inputs)
+        return _Prepared(weights, inputs, result)
+
+    async def _run(self, spec: JobSpec, weights: Path, inputs: Path) -> RunResult:
+        """One sandboxed run (counted, so speculation can tell an idle pool)."""
+        self._in_pool += 1
+        try:
+
+            def run() -> RunResult:
+                req = RunRequest.from_spec(spec, weights.read_bytes(), inputs.read_bytes())
+                return self.pool.run(req)
+
+            return await asyncio.to_thread(run)
+        finally:
+            self._in_pool -= 1
 
     async def _authorize(self, peer: str, cid: ContentId, job_id: int) -> bool:
         """The job's client may fetch its output; a staked verifier may fetch the job's
@@ -589,9 +638,9 @@ class ProviderDaemon:
 
     async def _execute(self, running: _Running) -> None:
         job, spec = running.chain_job, running.spec
-        blobs = await running.prefetch if running.prefetch is not None else None
-        if blobs is None:
-            blobs = (
+        prepared = await running.prefetch if running.prefetch is not None else None
+        if prepared is None:
+            prepared = _Prepared(
                 await self.p2p.fetch_blob(
                     running.peer,
                     ContentId(spec.model.weights),
@@ -602,8 +651,7 @@ class ProviderDaemon:
                     running.peer, ContentId(spec.inputs), job.job_id, max_size=spec.inputs_size
                 ),
             )
-        weights, inputs = blobs[0].read_bytes(), blobs[1].read_bytes()
-        result = await asyncio.to_thread(self.pool.run, RunRequest.from_spec(spec, weights, inputs))
+        result = prepared.result or await self._run(spec, prepared.weights, prepared.inputs)
         if running.recorded is not None and (failure := await running.recorded) is not None:
             raise failure
         output = self.blobs.put_bytes(result.output)

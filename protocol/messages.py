@@ -279,10 +279,18 @@ class JobSpec(_Base, frozen=True, kw_only=True):
         return hashlib.sha256(_ENCODER.encode(self)).digest()
 
 
-class JobRequest(Message, frozen=True, kw_only=True, tag="job_request"):
-    """Client -> provider: please run this job under these terms."""
+#: Largest inputs (or output) a JobRequest (ResultManifest) may carry inline.
+MAX_INLINE_BYTES: Final = 1024
 
-    MAX_BYTES: ClassVar[int] = 4096
+
+class JobRequest(Message, frozen=True, kw_only=True, tag="job_request"):
+    """Client -> provider: please run this job under these terms.
+
+    Inputs of at most :data:`MAX_INLINE_BYTES` may travel ``inputs_inline``; they
+    must then be the whole inputs blob (size and content id checked here).
+    """
+
+    MAX_BYTES: ClassVar[int] = 4096 + MAX_INLINE_BYTES
 
     request_id: RequestId
     client: Address
@@ -290,6 +298,15 @@ class JobRequest(Message, frozen=True, kw_only=True, tag="job_request"):
     max_price_per_gpu_second: U64
     max_payment: U64
     deadline: U64  # unix seconds by which the result must be onchain
+    inputs_inline: Annotated[bytes, msgspec.Meta(max_length=MAX_INLINE_BYTES)] = b""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.inputs_inline and (
+            len(self.inputs_inline) != self.spec.inputs_size
+            or hashlib.sha256(self.inputs_inline).digest() != self.spec.inputs
+        ):
+            raise ValueError("inline inputs are not the spec's inputs")
 
 
 class JobAccept(Message, frozen=True, kw_only=True, tag="job_accept"):
@@ -398,7 +415,7 @@ class Attestation(Message, frozen=True, kw_only=True, tag="attestation"):
 
 
 #: Largest output a ResultManifest may carry inline (smaller outputs skip a blob fetch).
-MAX_INLINE_OUTPUT: Final = 1024
+MAX_INLINE_OUTPUT: Final = MAX_INLINE_BYTES
 
 
 class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):

@@ -25,6 +25,7 @@ from protocol.messages import (
     MESSAGE_TYPES,
     Attestation,
     JobDecline,
+    JobRequest,
     Message,
     Offer,
     ResultManifest,
@@ -251,6 +252,37 @@ def test_result_manifest_inline_output_must_be_the_output(manifest: Any, data: b
     raw["inline"] = data  # almost surely neither the size nor the content id of `output`
     with pytest.raises((InvalidField, MessageTooLarge)):
         decode(_pack(raw))
+
+
+@SETTINGS
+@given(S.job_requests, st.binary(min_size=1, max_size=1100))
+def test_job_request_inline_inputs_must_be_the_inputs(request: Any, data: bytes) -> None:
+    assume(hashlib.sha256(data).digest() != request.spec.inputs)
+    raw = _raw(request)
+    raw["inputs_inline"] = data
+    with pytest.raises((InvalidField, MessageTooLarge)):
+        decode(_pack(raw))
+
+
+@SETTINGS
+@given(S.job_requests)
+def test_job_request_carries_small_inputs_inline(request: Any) -> None:
+    data = b"safetensors bytes of small inputs"
+    spec = msgspec.structs.replace(
+        request.spec, inputs=hashlib.sha256(data).digest(), inputs_size=len(data)
+    )
+    inline = msgspec.structs.replace(request, spec=spec, inputs_inline=data)
+    assert decode(encode(inline)) == inline
+    with pytest.raises(ValueError, match="inline inputs"):
+        JobRequest(
+            request_id=request.request_id,
+            client=request.client,
+            spec=spec,
+            max_price_per_gpu_second=request.max_price_per_gpu_second,
+            max_payment=request.max_payment,
+            deadline=request.deadline,
+            inputs_inline=data + b"!",
+        )
 
 
 _SMALL = b"safetensors bytes of a small output"
