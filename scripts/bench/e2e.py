@@ -1,12 +1,14 @@
 """Marketplace overhead per tiny job and sustained jobs/s per provider, on a local devnet.
 
 One run, side by side: the same tiny job (catalog MLP, batch 2) is timed
-(a) bare, in this process (build + load + forward), and (b) through the whole
-marketplace (offer selection, JobRequest/JobAccept over libp2p, createJob,
-blob fetches, the sandboxed run, attestation, result delivery, output fetch
-and checks, acceptResult) with one in-process provider. Overhead is (b) minus
-the median of (a). Then ``--concurrency`` jobs at a time measure sustained
-throughput against that one provider.
+(a) bare, in this process, single-threaded like a sandbox slot (build + load +
+forward), and (b) through the whole marketplace (offer selection,
+JobRequest/JobAccept over libp2p, createJob and its notice, blob fetches, the
+sandboxed run, attestation, submitResult, result delivery, checks,
+acceptResult) with one in-process provider. Overhead is (b) minus the median
+of (a). Then ``--concurrency`` jobs at a time measure sustained throughput
+against that one provider, with the CPU each job cost by process kind (what
+bounds throughput on a small machine).
 
     .venv/bin/python scripts/bench/e2e.py [--jobs 40] [--throughput-jobs 120] [--concurrency 24]
 """
@@ -74,6 +76,19 @@ def _cpu_seconds() -> dict[str, float]:
     return out
 
 
+def _fsync_ms(directory: Path, n: int = 40) -> float:
+    """Median time of a 100-byte append + fsync here (every durable commit pays one)."""
+    times = []
+    with (directory / "fsync-probe").open("ab") as fh:
+        for _ in range(n):
+            t = time.perf_counter()
+            fh.write(b"x" * 100)
+            fh.flush()
+            os.fsync(fh.fileno())
+            times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -90,6 +105,7 @@ async def main_async(args: argparse.Namespace) -> None:
         formats.run("mlp@1", MLP, model, formats.save_safetensors({"x": x}))
         bare.append(time.perf_counter() - t)
     with Anvil() as anvil, tempfile.TemporaryDirectory() as tmp:
+        fsync_ms = _fsync_ms(Path(tmp))
         devnet = Devnet(anvil.url)
         prov = devnet.provider()
         client_actor = devnet.actor(deposit=1000 * TOKEN)
@@ -165,6 +181,7 @@ async def main_async(args: argparse.Namespace) -> None:
     print("| measure | value |")
     print("|---|---:|")
     print(f"| bare compute, median | {bare_ms:.2f} ms |")
+    print(f"| one fsync on this disk, median | {fsync_ms:.2f} ms |")
     print(f"| marketplace latency, p50 / p95 | {_pct(latency, .5) * 1000:.1f} / "
           f"{_pct(latency, .95) * 1000:.1f} ms |")  # fmt: skip
     print(f"| overhead (latency − bare), p50 / p95 | {_pct(overhead, .5):.1f} / "
