@@ -3,15 +3,19 @@
 ``run`` turns a catalog model and input tensors into a verified result:
 
 1. weights and inputs become safetensors blobs, named by content id and
-   served (only) to the provider the job is matched with;
+   served (only) to the provider a request is sent to, from the request on (so
+   it can fetch them while ``createJob`` is mined);
 2. offers from gossip are ranked (:mod:`node.selection`); the best provider
    gets a ``JobRequest``; a decline or a timeout moves on to the next one;
 3. the accept's client-bound offer is matched onchain (``createJob``), which
-   locks ``max_payment`` of the client's prepaid deposit;
-4. the provider delivers a ``ResultManifest``; the client fetches the output
-   by content id, checks its hash and the attestation (signer, job, spec,
-   output, chain, contract) against what the chain recorded, and only then
-   calls ``acceptResult``; a missed deadline is refunded automatically.
+   locks ``max_payment`` of the client's prepaid deposit; a
+   ``JobCreatedNotice`` with the transaction hash tells the provider at once;
+4. the provider delivers a ``ResultManifest`` once its ``submitResult`` is
+   mined; the client looks that ``ResultSubmitted`` up by job id (its chain
+   follower is the fallback), fetches the output by content id, checks its
+   hash and the attestation (signer, job, spec, output, chain, contract)
+   against what the chain recorded, and only then calls ``acceptResult``; a
+   missed deadline is refunded automatically.
 
 Every failure is a typed :mod:`node.errors` exception that says why.
 """
@@ -26,13 +30,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from node.chain import lookup
-from node.chain.escrow import Escrow, NewJob, TxResult
+from node.chain.errors import ChainError
+from node.chain.escrow import GAS_ACCEPT_RESULT, GAS_CREATE_JOB, Escrow, NewJob, TxResult
 from node.chain.follower import EventFollower, MemoryCursorStore
 from node.chain.jobs import Job as ChainJob
 from node.chain.rpc import Rpc, Signer
@@ -47,6 +52,7 @@ from node.errors import (
 from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.service import P2PService
+from node.p2p.wire import JobCreatedNotice
 from node.runtime.formats import parse_safetensors, save_safetensors
 from node.selection import Reliability, Requirements, rank_offers
 from node.store.records import NewJob as StoreNewJob
@@ -58,6 +64,7 @@ from protocol.errors import BadSignature, IllegalTransition
 from protocol.identity import Identity, address_from_peer_id, checksum_address
 from protocol.lifecycle import JobEvent, JobState
 from protocol.messages import (
+    MAX_INLINE_BYTES,
     Attestation,
     DeclineReason,
     Determinism,
@@ -73,6 +80,7 @@ __all__ = ["AsyncClient", "Client", "Progress", "Result"]
 
 log = logging.getLogger("gpunet.client")
 T = TypeVar("T")
+U = TypeVar("U")
 
 #: Open job-protocol streams to one provider at a time (its per-peer stream limit is 16).
 REQUESTS_PER_PROVIDER = 8
@@ -150,9 +158,8 @@ class AsyncClient:
         for lane in range(lanes):
             self._free_lanes.put_nowait(lane)
         self._waiting: dict[int, _Waiting] = {}
-        # specs being matched (createJob sent, job id not known yet): the provider may see
-        # JobCreated and fetch the blobs before createJob's receipt reaches us
-        self._matching: dict[bytes, tuple[bytes, JobSpec]] = {}  # request id -> (provider, spec)
+        # (provider address, blob digest) -> open requests to that provider naming the blob
+        self._grants: dict[tuple[bytes, bytes], int] = {}
         self._early: dict[int, ResultManifest] = {}
         self._reliability: dict[bytes, Reliability] = {}
         self._inflight: dict[bytes, int] = {}
@@ -320,6 +327,7 @@ class AsyncClient:
         )
         if max_payment is None:
             max_payment = pricing.max_payment_for(max_price, max_gpu_millis)
+        inline = inputs_bytes if len(inputs_bytes) <= MAX_INLINE_BYTES else b""
         say("selecting", f"{arch}, max {max_price}/GPU-s, escrow {max_payment}")
         domain = await asyncio.to_thread(lambda: self.escrow.domain)
         req = Requirements(
@@ -359,10 +367,14 @@ class AsyncClient:
                     max_price_per_gpu_second=max_price,
                     max_payment=max_payment,
                     deadline=int(time.time()) + deadline_s,
+                    inputs_inline=inline,
                 )
                 say("requesting", checksum_address(provider))
                 # reserve before the first await, so concurrent runs see the load and spread
                 self._inflight[provider] = self._inflight.get(provider, 0) + 1
+                grant = [(provider, spec.model.weights), (provider, spec.inputs)]
+                for key in grant:  # the provider may fetch these as soon as it accepts
+                    self._grants[key] = self._grants.get(key, 0) + 1
                 try:
                     answer = await self._request(provider, peers[provider], request)
                     if isinstance(answer, GpunetError):
@@ -390,6 +402,10 @@ class AsyncClient:
                         raise
                 finally:
                     self._inflight[provider] -= 1
+                    for key in grant:
+                        self._grants[key] -= 1
+                        if not self._grants[key]:
+                            del self._grants[key]
                 self._record(provider, ok=True)
                 return dataclasses.replace(
                     result, latency_s=time.monotonic() - started, declined_by=tuple(declined)
@@ -505,27 +521,28 @@ class AsyncClient:
                 counterparty=offer.provider,
             ),
         )
-        self._matching[request.request_id] = (offer.provider, spec)
-        try:
-            chain_job, created = await asyncio.to_thread(self.escrow.create_job, new)
-        finally:
-            self._matching.pop(request.request_id, None)
+        chain_job, created = await asyncio.to_thread(
+            self.escrow.create_job, new, gas=GAS_CREATE_JOB
+        )
+        # the notice and the store write run while the provider works (a restart finds
+        # the job onchain); awaited before the next store write, and on every way out
+        recorded = asyncio.ensure_future(
+            _both(
+                self._notify_created(peer, chain_job.job_id, created.receipt.tx_hash),
+                asyncio.to_thread(
+                    self.store.jobs.transition,
+                    local.id,
+                    JobEvent.CREATE,
+                    block=created.receipt.block_number,
+                    tx_hash="0x" + created.receipt.tx_hash.hex(),
+                    job_id=chain_job.job_id,
+                ),
+            )
+        )
+        say("matched", f"job {chain_job.job_id} with {checksum_address(offer.provider)}")
         loop = asyncio.get_running_loop()
         waiting = _Waiting(chain_job, peer, spec, loop.create_future(), loop.create_future())
-        self._waiting[chain_job.job_id] = waiting  # before the (fsynced) store write
-        try:
-            await asyncio.to_thread(
-                self.store.jobs.transition,
-                local.id,
-                JobEvent.CREATE,
-                block=created.receipt.block_number,
-                tx_hash="0x" + created.receipt.tx_hash.hex(),
-                job_id=chain_job.job_id,
-            )
-        except BaseException:
-            self._waiting.pop(chain_job.job_id, None)
-            raise
-        say("matched", f"job {chain_job.job_id} with {checksum_address(offer.provider)}")
+        self._waiting[chain_job.job_id] = waiting
         receipts = {"createJob": created}
         try:
             early = self._early.pop(chain_job.job_id, None)
@@ -535,15 +552,25 @@ class AsyncClient:
             try:
                 remaining = max(1.0, request.deadline - time.time() + 5)
                 manifest = await asyncio.wait_for(waiting.manifest, remaining)
+                await self._look_up_submitted(waiting, created.receipt.block_number)
                 submitted = await asyncio.wait_for(
                     waiting.submitted, max(1.0, request.deadline - time.time() + 5)
                 )
             except TimeoutError:
+                await recorded
                 refund_tx = await self._refund_and_record(local.id, chain_job)
                 raise DeadlineMissed(chain_job.job_id, refund_tx) from None
-            await asyncio.to_thread(self.store.jobs.transition, local.id, JobEvent.SUBMIT)
-            output = await self._fetch_and_verify(waiting, manifest, submitted, say)
+            await recorded
+            # recorded while the result is checked and accepted (the chain has it already)
+            record_submit = asyncio.to_thread(self.store.jobs.transition, local.id, JobEvent.SUBMIT)
+            try:
+                output = await self._fetch_and_verify(waiting, manifest, submitted, say)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the check's error is the one to raise
+                    await record_submit
+                raise
             if not accept_result:
+                await record_submit
                 settlement = pricing.settle(
                     offer.price_per_gpu_second,
                     manifest.attestation.metered_millis,
@@ -564,7 +591,10 @@ class AsyncClient:
                     receipts=receipts,
                 )
             after = chain_job.after_submit(submitted, manifest.attestation.digest())
-            accepted = await asyncio.to_thread(self.escrow.accept_result, after)
+            accepted, _ = await _both(
+                asyncio.to_thread(self.escrow.accept_result, after, gas=GAS_ACCEPT_RESULT),
+                record_submit,
+            )
             receipts["acceptResult"] = accepted
             await asyncio.to_thread(
                 self.store.jobs.transition,
@@ -589,6 +619,31 @@ class AsyncClient:
             )
         finally:
             self._waiting.pop(chain_job.job_id, None)
+            with contextlib.suppress(Exception):  # the error on the way out is the one
+                await recorded  # (at once if it was awaited above)
+
+    async def _notify_created(self, peer: str, job_id: int, tx_hash: bytes) -> None:
+        """Tell the provider its job is mined (a hint; its follower is the fallback)."""
+        try:
+            await self.p2p.notify_created(peer, JobCreatedNotice(job_id=job_id, tx_hash=tx_hash))
+        except Exception as exc:  # noqa: BLE001 - the provider's follower still sees the job
+            log.info("job %d: could not notify the provider: %s", job_id, exc)
+
+    async def _look_up_submitted(self, waiting: _Waiting, from_block: int) -> None:
+        """Providers deliver after ``submitResult`` is mined: look the event up now
+        rather than wait for the follower's next poll (which stays the fallback)."""
+        if waiting.submitted.done():
+            return
+        job_id = waiting.chain_job.job_id
+        try:
+            event = await asyncio.to_thread(
+                lookup.result_submitted, self.escrow, job_id, from_block
+            )
+        except ChainError as exc:
+            log.info("job %d: ResultSubmitted lookup failed: %s", job_id, exc)
+            return
+        if event is not None and not waiting.submitted.done():
+            waiting.submitted.set_result(event.fields)
 
     async def _fetch_and_verify(
         self,
@@ -617,13 +672,16 @@ class AsyncClient:
         if failed:
             raise AttestationInvalid(f"job {job.job_id}: mismatch in {', '.join(failed)}")
         say("fetching", f"output {ContentId(manifest.output)} ({manifest.output_size} B)")
-        path = await self.p2p.fetch_blob(
-            waiting.provider_peer,
-            ContentId(manifest.output),
-            job.job_id,
-            max_size=waiting.spec.max_output_bytes,
-        )
-        data = path.read_bytes()
+        if manifest.inline:  # a small output came with the manifest (checked against it)
+            data = manifest.inline
+        else:
+            path = await self.p2p.fetch_blob(
+                waiting.provider_peer,
+                ContentId(manifest.output),
+                job.job_id,
+                max_size=waiting.spec.max_output_bytes,
+            )
+            data = path.read_bytes()
         say("verifying", f"job {job.job_id}")
         if cid_of(data).digest != att.output_hash:
             raise AttestationInvalid(f"job {job.job_id}: output does not hash to the attestation")
@@ -662,14 +720,13 @@ class AsyncClient:
         return True
 
     async def _authorize(self, peer: str, cid: ContentId, job_id: int) -> bool:
-        provider = address_from_peer_id(peer)
+        """A provider may fetch the weights and inputs of a request we sent it (any job
+        id: before ``createJob`` it has none), or of a job matched with it."""
+        address = address_from_peer_id(peer)
+        if self._grants.get((address, cid.digest)):
+            return True
         waiting = self._waiting.get(job_id)
-        if waiting is None:  # maybe still matching: createJob mined, receipt not back yet
-            return any(
-                p == provider and cid.digest in (s.model.weights, s.inputs)
-                for p, s in self._matching.values()
-            )
-        if provider != waiting.chain_job.provider:
+        if waiting is None or address != waiting.chain_job.provider:
             return False
         return cid.digest in (waiting.spec.model.weights, waiting.spec.inputs)
 
@@ -767,6 +824,15 @@ class Client:
 
 async def _make_client(identity: Identity, kwargs: dict[str, Any]) -> AsyncClient:
     return AsyncClient(identity, **kwargs)
+
+
+async def _both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Await both concurrently, always both to the end; raise the first one's error first."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    for outcome in (a, b):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return a, b  # type: ignore[return-value]
 
 
 def _to_safetensors(tensors: Mapping[str, Any]) -> bytes:

@@ -10,30 +10,45 @@ A job's path through the daemon:
    an accept carries a fresh offer bound to that client (gossiped offers are
    advertisements bound to :data:`ADVERTISEMENT_CLIENT`, which nobody can
    match onchain, so the provider always knows the spec of a job it owes);
-2. the chain follower sees ``JobCreated`` for this provider and queues the job;
-3. a worker fetches the weights and inputs from the client by content id,
-   runs them in the sandbox, stores the output, signs the attestation and
-   delivers the ``ResultManifest`` to the client;
-4. settlement submits ready results onchain in batches and finalizes jobs
-   whose challenge window has ended; the client's ``acceptResult`` pays at once.
+   Right after accepting, the daemon starts fetching the job's weights and
+   inputs from the client (blobs are kept by content id, so the same weights
+   are fetched once);
+2. the client's ``JobCreatedNotice`` (checked against the transaction's
+   receipt) or, failing that, the chain follower's ``JobCreated`` queues the job;
+3. a worker waits for the prefetched blobs, runs them in the sandbox, stores the
+   output, signs the attestation and queues the result for submission;
+4. settlement submits ready results onchain as soon as one is queued, batching
+   whatever accumulates while a transaction is in flight; once a result is
+   mined its ``ResultManifest`` is delivered to the client. Settlement also
+   finalizes jobs whose challenge window has ended; the client's
+   ``acceptResult`` pays at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
 import itertools
 import json
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 from node.admission import Policy, admit
 from node.chain import lookup
 from node.chain.committee import Committee
 from node.chain.errors import ChainError
-from node.chain.escrow import Escrow, ResultArgs
+from node.chain.escrow import (
+    GAS_SUBMIT_RESULT,
+    Escrow,
+    ResultArgs,
+    gas_finalize_many,
+    gas_submit_results,
+)
 from node.chain.follower import EventFollower, JsonCursorStore
 from node.chain.jobs import Job as ChainJob
 from node.chain.rpc import Rpc, Signer
@@ -41,6 +56,7 @@ from node.metrics import Metrics
 from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.service import P2PService
+from node.p2p.wire import JobCreatedNotice
 from node.runtime.descriptor import parse as parse_descriptor
 from node.runtime.pool import RunRequest, RunResult, WorkerPool
 from node.store.records import NewJob, Role
@@ -51,6 +67,7 @@ from protocol.identity import Identity, address_from_peer_id
 from protocol.lifecycle import JobEvent, JobState
 from protocol.messages import (
     ADVERTISEMENT_CLIENT,
+    MAX_INLINE_OUTPUT,
     Attestation,
     Capabilities,
     DeclineReason,
@@ -83,9 +100,30 @@ class ProviderSettings:
     offer_interval_s: float = 5.0
     offer_ttl_s: int = 60
     poll_interval_s: float = 0.05
-    settle_interval_s: float = 0.05
+    submit_retry_s: float = 0.5  # back-off after a failed submitResult(s)
+    deliver_wait_s: float = 30.0  # deliver unsubmitted after this long (the client polls)
     decline_every: int = 0  # demo/testing knob: decline every Nth request (capacity)
     accept_ttl_s: int = 120  # how long an accept waits for its createJob
+    # run an accepted job before its createJob lands when a sandbox slot is idle and
+    # nothing paid waits, if its weights + inputs are at most this many bytes (0: never)
+    speculate_max_bytes: int = 1 << 20
+
+
+#: How many recently created job ids are remembered to tell a late duplicate
+#: (notice and follower both report a job) from a job nobody accepted.
+_TAKEN_MEMORY = 65_536
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """What was done for an accepted job before its ``createJob`` landed."""
+
+    weights: Path
+    inputs: Path
+    result: RunResult | None = None  # a speculative run, when the pool was idle
+
+
+Blobs = _Prepared | None  # None: the prefetch failed; the worker fetches again
 
 
 @dataclasses.dataclass
@@ -94,6 +132,7 @@ class _Pending:
     peer: str
     local_id: int
     expires: float
+    prefetch: asyncio.Task[Blobs] | None = None
 
 
 @dataclasses.dataclass
@@ -104,6 +143,9 @@ class _Running:
     local_id: int
     result: ResultArgs | None = None
     attestation: Attestation | None = None
+    prefetch: asyncio.Task[Blobs] | None = None
+    recorded: asyncio.Task[BaseException | None] | None = None  # the CREATE store write
+    mined: asyncio.Future[None] | None = None  # resolved when submitResult is mined
 
 
 class ProviderDaemon:
@@ -137,13 +179,21 @@ class ProviderDaemon:
             on_job_request=self._on_job_request,
             blob_store=self.blobs,
             authorize=self._authorize,
+            on_created=self._on_created_notice,
         )
         self._nonces = itertools.count(time.time_ns() // 1000)
         self._requests = itertools.count(1)
-        self._pending: dict[tuple[bytes, bytes], _Pending] = {}
+        # accepts waiting for their createJob, by (client, spec hash); several accepts of
+        # one spec by one client are interchangeable, so each key holds a FIFO
+        self._pending: dict[tuple[bytes, bytes], list[_Pending]] = {}
+        self._pending_count = 0
         self._queue: asyncio.Queue[_Running] = asyncio.Queue(maxsize=settings.queue_size)
         self._active = 0
         self._to_submit: list[_Running] = []
+        self._in_pool = 0  # sandbox runs in flight (paid and speculative)
+        self._submit_wake = asyncio.Event()
+        self._taken: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._tg: asyncio.TaskGroup | None = None
         self._submitted: dict[int, _Running] = {}
         self._outputs: dict[int, tuple[bytes, ContentId]] = {}  # job id -> (client, output)
         # --- verification (issue 7): what verifiers of a job may fetch, and who they are
@@ -179,24 +229,27 @@ class ProviderDaemon:
         await self.p2p.start()
         try:
             start_block = await asyncio.to_thread(self._start_block)
-            await self._resume(start_block)
             follower = EventFollower(
                 self.escrow,
                 JsonCursorStore(self.data_dir / "provider-cursor.json"),
                 start_block=start_block,
             )
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._publish_offers(stop))
-                tg.create_task(self._follow(follower, stop))
+                # the group also owns blob prefetches and result deliveries
+                self._tg = tg
                 tg.create_task(self._settle(stop))
                 for _ in range(self.settings.max_concurrent_jobs):
                     tg.create_task(self._worker(stop))
+                await self._resume(start_block)
+                tg.create_task(self._publish_offers(stop))
+                tg.create_task(self._follow(follower, stop))
                 self.ready.set()
                 await stop.wait()
                 raise Stop
         except* Stop:
             pass
         finally:
+            self._tg = None
             await self.p2p.stop()
 
     def _start_block(self) -> int:
@@ -216,7 +269,7 @@ class ProviderDaemon:
         peers = self._peers.load()
         for stored in jobs:
             job = stored
-            peer = peers.get(job.id)
+            peer = peers.get(job.request_id or b"") or peers.get(job.id)
             if job.spec is None or job.counterparty is None or peer is None:
                 await asyncio.to_thread(self.store.jobs.abandon, job.id, "cannot resume: no peer")
                 continue
@@ -238,8 +291,11 @@ class ProviderDaemon:
                         max_payment=job.max_payment,
                         deadline=job.deadline,
                     )
-                    self._pending[(job.counterparty, job.spec_hash)] = _Pending(
-                        request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s
+                    self._add_pending(
+                        (job.counterparty, job.spec_hash),
+                        _Pending(
+                            request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s
+                        ),
                     )
                     continue
                 job = await asyncio.to_thread(
@@ -329,7 +385,7 @@ class ProviderDaemon:
             known_archs=self.settings.known_archs,
             max_queue=self.settings.queue_size,
         )
-        load = self._queue.qsize() + len(self._pending)
+        load = self._queue.qsize() + self._pending_count
         verdict = admit(request, policy, queue_depth=load, now=int(time.time()))
         if not verdict.accepted:
             assert verdict.reason is not None
@@ -340,23 +396,29 @@ class ProviderDaemon:
                 retry_after=verdict.retry_after,
             )
         spec_hash = request.spec.spec_hash()
-        job = await asyncio.to_thread(
-            self.store.jobs.create,
-            NewJob(
-                role=Role.PROVIDER,
-                spec_hash=spec_hash,
-                max_payment=request.max_payment,
-                price=self.settings.price_per_gpu_second,
-                deadline=request.deadline,
-                spec=request.spec,
-                request_id=request.request_id,
-                counterparty=request.client,
+        # both durable before the accept (a restart must know whom it owes); in parallel
+        job, _ = await asyncio.gather(
+            asyncio.to_thread(
+                self.store.jobs.create,
+                NewJob(
+                    role=Role.PROVIDER,
+                    spec_hash=spec_hash,
+                    max_payment=request.max_payment,
+                    price=self.settings.price_per_gpu_second,
+                    deadline=request.deadline,
+                    spec=request.spec,
+                    request_id=request.request_id,
+                    counterparty=request.client,
+                ),
             ),
+            asyncio.to_thread(self._peers.add, request.request_id, peer),
         )
-        await asyncio.to_thread(self._peers.add, job.id, peer)
-        self._pending[(request.client, spec_hash)] = _Pending(
-            request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s
-        )
+        pending = _Pending(request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s)
+        if self._tg is not None:
+            pending.prefetch = self._tg.create_task(
+                self._prefetch(peer, request.spec, request.inputs_inline)
+            )
+        self._add_pending((request.client, spec_hash), pending)
         return JobAccept(
             request_id=request.request_id,
             spec_hash=spec_hash,
@@ -364,6 +426,61 @@ class ProviderDaemon:
             estimated_gpu_millis=0,
             queue_position=self._queue.qsize(),
         )
+
+    async def _prefetch(self, peer: str, spec: JobSpec, inline: bytes = b"") -> Blobs:
+        """Fetch an accepted job's weights and inputs before its ``createJob`` lands,
+        and run a small job speculatively if a sandbox slot is idle.
+
+        The client authorises these for the provider it asked (job id 0: there is
+        none yet); inputs that came inline with the request (checked against the
+        spec when it was decoded) are stored instead. A failure is logged and the
+        job fetches again once it is matched. A speculative run is signed only
+        once the job exists onchain (so it is never attested twice); paid work
+        goes first: only an idle pool with an empty queue speculates, and
+        admission bounds the accepts waiting.
+        """
+        try:
+            if inline:
+                await asyncio.to_thread(self.blobs.put_bytes, inline)
+            weights = await self.p2p.fetch_blob(
+                peer, ContentId(spec.model.weights), 0, max_size=spec.model.weights_size
+            )
+            inputs = await self.p2p.fetch_blob(
+                peer, ContentId(spec.inputs), 0, max_size=spec.inputs_size
+            )
+        except Exception as exc:  # noqa: BLE001 - refused, corrupt or unreachable: refetch later
+            log.info("prefetch from %s failed: %s", peer, exc)
+            return None
+        size = spec.model.weights_size + spec.inputs_size
+        if (
+            size > self.settings.speculate_max_bytes
+            or self._in_pool >= self.pool.config.slots
+            or not self._queue.empty()
+        ):
+            return _Prepared(weights, inputs)
+        try:
+            result = await self._run(spec, weights, inputs)
+        except Exception as exc:  # noqa: BLE001 - the worker runs it again once matched
+            log.info("speculative run failed: %s", exc)
+            return _Prepared(weights, inputs)
+        return _Prepared(weights, inputs, result)
+
+    async def _run(self, spec: JobSpec, weights: Path, inputs: Path) -> RunResult:
+        """One sandboxed run (counted, so speculation can tell an idle pool)."""
+        self._in_pool += 1
+        try:
+
+            def run() -> RunResult:
+                req = RunRequest.from_spec(spec, weights.read_bytes(), inputs.read_bytes())
+                return self.pool.run(req)
+
+            result = await asyncio.to_thread(run)
+            self.metrics.device_run(
+                self.pool.device_class, result.metered_millis, slots=self.pool.config.slots
+            )
+            return result
+        finally:
+            self._in_pool -= 1
 
     async def _authorize(self, peer: str, cid: ContentId, job_id: int) -> bool:
         """The job's client may fetch its output; a staked verifier may fetch the job's
@@ -416,30 +533,76 @@ class ProviderDaemon:
             if await sleep_or_stop(stop, self.settings.poll_interval_s):
                 return
 
+    def _add_pending(self, key: tuple[bytes, bytes], pending: _Pending) -> None:
+        self._pending.setdefault(key, []).append(pending)
+        self._pending_count += 1
+
+    def _take_pending(self, job: ChainJob) -> _Pending | None:
+        """The accept ``job`` matched: the oldest with its terms, else the oldest."""
+        key = (job.client, job.spec_hash)
+        queue = self._pending.get(key)
+        if not queue:
+            return None
+        exact = [
+            i
+            for i, p in enumerate(queue)
+            if p.request.deadline == job.deadline and p.request.max_payment == job.max_payment
+        ]
+        pending = queue.pop(exact[0] if exact else 0)
+        self._pending_count -= 1
+        if not queue:
+            del self._pending[key]
+        return pending
+
     def _expire_pending(self) -> None:
         now = time.monotonic()
-        for key in [k for k, p in self._pending.items() if p.expires < now]:
-            pending = self._pending.pop(key)
-            self.store.jobs.abandon(pending.local_id, "no createJob within the accept window")
+        for key in list(self._pending):
+            queue = self._pending[key]
+            expired = [p for p in queue if p.expires < now]
+            if not expired:
+                continue
+            self._pending[key] = [p for p in queue if p.expires >= now]
+            if not self._pending[key]:
+                del self._pending[key]
+            self._pending_count -= len(expired)
+            for pending in expired:
+                if pending.prefetch is not None:
+                    pending.prefetch.cancel()
+                self.store.jobs.abandon(pending.local_id, "no createJob within the accept window")
 
     async def _on_event(self, name: str, fields: dict[str, object], block: int) -> None:
         if name == "JobCreated":
             chain_job = ChainJob.from_created(fields)
             if chain_job.provider != self.identity.address:
                 return
-            pending = self._pending.pop((chain_job.client, chain_job.spec_hash), None)
+            if chain_job.job_id in self._taken:
+                return  # already queued (the client's notice came first, or vice versa)
+            pending = self._take_pending(chain_job)
             if pending is None:
                 log.error("job %d matched without a request we accepted", chain_job.job_id)
                 return
-            await asyncio.to_thread(
+            self._taken[chain_job.job_id] = None
+            if len(self._taken) > _TAKEN_MEMORY:
+                self._taken.popitem(last=False)
+            # recorded while the job runs (a restart finds the job onchain if this is
+            # lost); the worker waits for it before it records the result
+            record = asyncio.to_thread(
                 self.store.jobs.transition,
                 pending.local_id,
                 JobEvent.CREATE,
                 block=block,
                 job_id=chain_job.job_id,
             )
+            assert self._tg is not None, "runs inside the daemon's task group"
             await self._queue.put(
-                _Running(chain_job, pending.request.spec, pending.peer, pending.local_id)
+                _Running(
+                    chain_job,
+                    pending.request.spec,
+                    pending.peer,
+                    pending.local_id,
+                    prefetch=pending.prefetch,
+                    recorded=self._tg.create_task(_quiet(record)),
+                )
             )
             self.metrics.queue_depth.set(self._queue.qsize())
         elif name == "JobFinalized":
@@ -451,6 +614,30 @@ class ProviderDaemon:
                     self.store.jobs.transition, running.local_id, JobEvent.ACCEPT, block=block
                 )
                 self.completed += 1
+
+    async def _on_created_notice(self, peer: str, notice: JobCreatedNotice) -> None:
+        """A client says its ``createJob`` is mined: check the receipt, then queue the job.
+
+        Only a successful transaction to the escrow that emitted ``JobCreated`` for
+        this job id, this provider and the sending peer's address counts; anything
+        else is ignored (the follower remains the authority of last resort).
+        """
+        try:
+            receipt = await asyncio.to_thread(self.rpc.receipt, notice.tx_hash)
+        except ChainError as exc:
+            log.info("job-created notice from %s: receipt lookup failed: %s", peer, exc)
+            return
+        if receipt is None or receipt.status != 1:
+            return
+        client = address_from_peer_id(peer)
+        for ev in self.escrow.decode_events(receipt):
+            if ev.name != "JobCreated" or int(ev.fields["jobId"]) != notice.job_id:
+                continue
+            job = ChainJob.from_created(ev.fields)
+            if job.client == client and (job.client, job.spec_hash) in self._pending:
+                await self._on_event(ev.name, ev.fields, ev.block_number)
+                return
+        log.info("job-created notice from %s names no job waiting here", peer)
 
     # ------------------------------------------------------------ work
     async def _worker(self, stop: asyncio.Event) -> None:
@@ -465,20 +652,22 @@ class ProviderDaemon:
 
     async def _execute(self, running: _Running) -> None:
         job, spec = running.chain_job, running.spec
-        weights_path = await self.p2p.fetch_blob(
-            running.peer,
-            ContentId(spec.model.weights),
-            job.job_id,
-            max_size=spec.model.weights_size,
-        )
-        inputs_path = await self.p2p.fetch_blob(
-            running.peer, ContentId(spec.inputs), job.job_id, max_size=spec.inputs_size
-        )
-        weights, inputs = weights_path.read_bytes(), inputs_path.read_bytes()
-        result = await asyncio.to_thread(self.pool.run, RunRequest.from_spec(spec, weights, inputs))
-        self.metrics.device_run(
-            self.pool.device_class, result.metered_millis, slots=self.pool.config.slots
-        )
+        prepared = await running.prefetch if running.prefetch is not None else None
+        if prepared is None:
+            prepared = _Prepared(
+                await self.p2p.fetch_blob(
+                    running.peer,
+                    ContentId(spec.model.weights),
+                    job.job_id,
+                    max_size=spec.model.weights_size,
+                ),
+                await self.p2p.fetch_blob(
+                    running.peer, ContentId(spec.inputs), job.job_id, max_size=spec.inputs_size
+                ),
+            )
+        result = prepared.result or await self._run(spec, prepared.weights, prepared.inputs)
+        if running.recorded is not None and (failure := await running.recorded) is not None:
+            raise failure
         output = self.blobs.put_bytes(result.output)
         domain = self.escrow.domain
         attestation = Attestation.create(
@@ -506,7 +695,14 @@ class ProviderDaemon:
         output: ContentId,
         result: RunResult | None,
     ) -> None:
-        """Queue the signed result for onchain submission and deliver it to the client."""
+        """Queue the signed result for onchain submission; deliver it once it is mined.
+
+        Delivering after the ``submitResult`` is mined lets the client confirm the
+        onchain record with one log lookup instead of waiting for its follower. If
+        submission takes longer than ``deliver_wait_s`` the result is delivered
+        anyway (the client then waits for the chain as before). The delivery is a
+        task of the daemon's group, so the worker is free for the next job.
+        """
         job = running.chain_job
         running.attestation = attestation
         running.result = ResultArgs(
@@ -516,7 +712,9 @@ class ProviderDaemon:
             determinism=int(attestation.determinism),
             metered_millis=attestation.metered_millis,
         )
+        running.mined = asyncio.get_running_loop().create_future()
         self._to_submit.append(running)
+        self._submit_wake.set()
         size = self.blobs.size(output) or 0
         manifest = ResultManifest(
             job_id=job.job_id,
@@ -525,7 +723,18 @@ class ProviderDaemon:
             attestation=attestation,
             peak_memory_bytes=result.peak_memory_bytes if result else 0,
             wall_millis=result.wall_millis if result else 0,
+            inline=self.blobs.path(output).read_bytes() if size <= MAX_INLINE_OUTPUT else b"",
         )
+        assert self._tg is not None, "runs inside the daemon's task group"
+        self._tg.create_task(self._deliver(running, manifest))
+
+    async def _deliver(self, running: _Running, manifest: ResultManifest) -> None:
+        job = running.chain_job
+        assert running.mined is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(running.mined), self.settings.deliver_wait_s)
+        except TimeoutError:
+            log.warning("job %d: result not mined yet; delivering it anyway", job.job_id)
         try:
             ack = await self.p2p.deliver_result(running.peer, manifest)
         except Exception as exc:  # noqa: BLE001 - the client can still fetch after the fact
@@ -544,43 +753,63 @@ class ProviderDaemon:
 
     # ------------------------------------------------------------ settlement
     async def _settle(self, stop: asyncio.Event) -> None:
+        """Natural batching: a result queued while nothing is in flight is sent at once;
+        what queues up while a transaction is in flight goes in the next batch."""
         while not stop.is_set():
+            self._submit_wake.clear()
             batch, self._to_submit = self._to_submit, []
+            failed = False
             if batch:
                 try:
                     await self._submit(batch)
                 except Exception as exc:  # noqa: BLE001 - retried on the next round
                     log.warning("submitting %d results failed: %s", len(batch), exc)
-                    self._to_submit.extend(batch)
+                    self._to_submit[:0] = batch
+                    failed = True
             if time.monotonic() - self._last_finalize > 1.0:
                 self._last_finalize = time.monotonic()
                 try:
                     await self._finalize_due()
                 except Exception as exc:  # noqa: BLE001 - retried on the next round
                     log.warning("finalizing failed: %s", exc)
-            if await sleep_or_stop(stop, self.settings.settle_interval_s):
-                return
+            if failed:
+                if await sleep_or_stop(stop, self.settings.submit_retry_s):
+                    return
+            elif not self._to_submit:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._submit_wake.wait(), 1.0)
 
     async def _submit(self, batch: list[_Running]) -> None:
         args = [r.result for r in batch if r.result is not None]
         if len(args) == 1:
             assert batch[0].attestation is not None
             signed = dataclasses.replace(args[0], sig=batch[0].attestation.signature)
-            jobs, tx = await asyncio.to_thread(self.escrow.submit_result, signed)
+            jobs, tx = await asyncio.to_thread(
+                self.escrow.submit_result, signed, gas=GAS_SUBMIT_RESULT
+            )
             submitted = [jobs]
         else:
-            submitted, tx = await asyncio.to_thread(self.escrow.submit_results, args)
+            submitted, tx = await asyncio.to_thread(
+                self.escrow.submit_results, args, gas=gas_submit_results(len(args))
+            )
         tx_hash = "0x" + tx.receipt.tx_hash.hex()
         for running, chain_job in zip(batch, submitted, strict=True):
             running.chain_job = chain_job
             self._submitted[chain_job.job_id] = running
-            await asyncio.to_thread(
-                self.store.jobs.transition,
-                running.local_id,
-                JobEvent.SUBMIT,
-                block=tx.receipt.block_number,
-                tx_hash=tx_hash,
-            )
+            if running.mined is not None and not running.mined.done():
+                running.mined.set_result(None)  # deliver now; a restart re-reads the chain
+
+        def record() -> None:
+            with self.store.transaction():  # one commit (one fsync) for the whole batch
+                for running in batch:
+                    self.store.jobs.transition(
+                        running.local_id,
+                        JobEvent.SUBMIT,
+                        block=tx.receipt.block_number,
+                        tx_hash=tx_hash,
+                    )
+
+        await asyncio.to_thread(record)
 
     async def _finalize_due(self) -> None:
         """Finalize submitted jobs whose challenge window has ended (unclaimed by the client)."""
@@ -599,7 +828,10 @@ class ProviderDaemon:
                 self._submitted.pop(r.chain_job.job_id, None)
         if not ready:
             return
-        tx = await asyncio.to_thread(self.escrow.finalize_many, [r.chain_job for r in ready])
+        jobs = [r.chain_job for r in ready]
+        tx = await asyncio.to_thread(
+            self.escrow.finalize_many, jobs, gas=gas_finalize_many(len(jobs))
+        )
         payments = {int(ev["jobId"]): int(ev["payment"]) for ev in tx.named("JobFinalized")}
         # claim every job before the first await: the follower may see the same
         # JobFinalized logs meanwhile, and whoever pops a job records it (once)
@@ -617,19 +849,23 @@ class ProviderDaemon:
 
 
 class _PeerLog:
-    """local job id -> the client's peer id, appended durably (the store has no peer column)."""
+    """request id -> the client's peer id, appended durably (the store has no peer column).
+
+    Keyed by the request id so it can be written in parallel with the job's row;
+    lines of older versions, keyed by local job id (``"id"``), are still read.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def add(self, local_id: int, peer: str) -> None:
+    def add(self, request_id: bytes, peer: str) -> None:
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"id": local_id, "peer": peer}) + "\n")
+            fh.write(json.dumps({"request": request_id.hex(), "peer": peer}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
-    def load(self) -> dict[int, str]:
-        out: dict[int, str] = {}
+    def load(self) -> dict[bytes | int, str]:
+        out: dict[bytes | int, str] = {}
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
@@ -637,10 +873,21 @@ class _PeerLog:
         for line in lines:
             try:
                 row = json.loads(line)
-                out[int(row["id"])] = str(row["peer"])
+                key = bytes.fromhex(row["request"]) if "request" in row else int(row["id"])
+                out[key] = str(row["peer"])
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line after a crash
         return out
+
+
+async def _quiet(step: Awaitable[object]) -> BaseException | None:
+    """Await ``step`` in a task-group task; hand back its exception instead of raising
+    it (which would cancel the whole group)."""
+    try:
+        await step
+    except Exception as exc:  # noqa: BLE001 - returned to the awaiting worker
+        return exc
+    return None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

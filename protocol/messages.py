@@ -279,10 +279,18 @@ class JobSpec(_Base, frozen=True, kw_only=True):
         return hashlib.sha256(_ENCODER.encode(self)).digest()
 
 
-class JobRequest(Message, frozen=True, kw_only=True, tag="job_request"):
-    """Client -> provider: please run this job under these terms."""
+#: Largest inputs (or output) a JobRequest (ResultManifest) may carry inline.
+MAX_INLINE_BYTES: Final = 1024
 
-    MAX_BYTES: ClassVar[int] = 4096
+
+class JobRequest(Message, frozen=True, kw_only=True, tag="job_request"):
+    """Client -> provider: please run this job under these terms.
+
+    Inputs of at most :data:`MAX_INLINE_BYTES` may travel ``inputs_inline``; they
+    must then be the whole inputs blob (size and content id checked here).
+    """
+
+    MAX_BYTES: ClassVar[int] = 4096 + MAX_INLINE_BYTES
 
     request_id: RequestId
     client: Address
@@ -290,6 +298,15 @@ class JobRequest(Message, frozen=True, kw_only=True, tag="job_request"):
     max_price_per_gpu_second: U64
     max_payment: U64
     deadline: U64  # unix seconds by which the result must be onchain
+    inputs_inline: Annotated[bytes, msgspec.Meta(max_length=MAX_INLINE_BYTES)] = b""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.inputs_inline and (
+            len(self.inputs_inline) != self.spec.inputs_size
+            or hashlib.sha256(self.inputs_inline).digest() != self.spec.inputs
+        ):
+            raise ValueError("inline inputs are not the spec's inputs")
 
 
 class JobAccept(Message, frozen=True, kw_only=True, tag="job_accept"):
@@ -397,10 +414,18 @@ class Attestation(Message, frozen=True, kw_only=True, tag="attestation"):
         )
 
 
-class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
-    """Provider -> client (and verifiers): where the output is and what was attested."""
+#: Largest output a ResultManifest may carry inline (smaller outputs skip a blob fetch).
+MAX_INLINE_OUTPUT: Final = MAX_INLINE_BYTES
 
-    MAX_BYTES: ClassVar[int] = 2048
+
+class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
+    """Provider -> client (and verifiers): where the output is and what was attested.
+
+    An output of at most :data:`MAX_INLINE_OUTPUT` bytes may travel ``inline``;
+    it must then be the whole output (its size and content id are checked here).
+    """
+
+    MAX_BYTES: ClassVar[int] = 2048 + MAX_INLINE_OUTPUT
 
     job_id: U64
     output: Hash32  # content id of the output safetensors
@@ -408,6 +433,7 @@ class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
     attestation: Attestation
     peak_memory_bytes: U64 = 0
     wall_millis: U64 = 0
+    inline: Annotated[bytes, msgspec.Meta(max_length=MAX_INLINE_OUTPUT)] = b""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -415,6 +441,11 @@ class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
             raise ValueError("attestation is for another job")
         if self.attestation.output_hash != self.output:
             raise ValueError("attestation covers another output")
+        if self.inline and (
+            len(self.inline) != self.output_size
+            or hashlib.sha256(self.inline).digest() != self.output
+        ):
+            raise ValueError("inline output is not the output")
 
 
 # ---------------------------------------------------------------- blobs

@@ -13,7 +13,7 @@ from node.chain.escrow import Escrow, EventRecord
 from node.chain.jobs import Job
 from protocol import eip712
 
-__all__ = ["created_for", "find_created", "job_events", "rebuild_job"]
+__all__ = ["created_for", "find_created", "job_events", "rebuild_job", "result_submitted"]
 
 MAX_BLOCK_RANGE = 100_000
 
@@ -46,6 +46,13 @@ def _query(escrow: Escrow, topics: list[object], from_block: int) -> list[EventR
 def job_events(escrow: Escrow, job_id: int, from_block: int = 0) -> list[EventRecord]:
     """Every escrow event whose first indexed topic is ``job_id``, in chain order."""
     return _query(escrow, [None, _word("uint64", job_id)], from_block)
+
+
+def result_submitted(escrow: Escrow, job_id: int, from_block: int = 0) -> EventRecord | None:
+    """The ``ResultSubmitted`` event of ``job_id`` at or after ``from_block``, if mined."""
+    topics: list[object] = [_topic0(escrow, "ResultSubmitted"), _word("uint64", job_id)]
+    found = _query(escrow, topics, from_block)
+    return found[-1] if found else None
 
 
 def created_for(

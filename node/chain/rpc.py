@@ -1,8 +1,9 @@
 """JSON-RPC transport: validated answers, retries, local signing, nonces, receipts.
 
 Fast paths (measured on anvil, see shared/notes/evm-toolchain.md): requests go
-straight to ``HTTPProvider.make_request`` with ``cache_allowed_requests=True``
-(no validation middleware, no repeated ``eth_chainId``), transactions are signed
+over a keep-alive ``http.client`` connection per thread
+(:mod:`node.chain.transport`; no web3 middleware, ~0.1 ms of CPU a call instead
+of ~0.6 ms through web3's ``HTTPProvider``), the chain id is asked once, transactions are signed
 locally and sent with ``eth_sendRawTransaction`` with gas, fees and nonce set
 here, and receipts are polled every 0.5 ms at first instead of every 100 ms.
 
@@ -19,14 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
-from web3 import HTTPProvider
-from web3.exceptions import Web3Exception
 
 from node.chain.errors import ChainError, RpcError, RpcUnavailable, TransactionTimeout
+from node.chain.transport import BadAnswer, HttpTransport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ class RetryPolicy:
 
 
 class Rpc:
-    """Thin, validated JSON-RPC client over web3's HTTPProvider.
+    """Thin, validated JSON-RPC client (:mod:`node.chain.transport` moves the bytes).
 
     ``on_error(method)`` is called once for every failed request: each transport
     failure (retries included), each error answer (reverts included) and each
@@ -153,9 +152,7 @@ class Rpc:
         self.url = url
         self.retry = retry or RetryPolicy()
         self.on_error = on_error
-        self._provider = HTTPProvider(
-            url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True
-        )
+        self._transport = HttpTransport(url, timeout=timeout)
         self._chain_id: int | None = None
 
     def request(self, method: str, params: list[Any]) -> Any:
@@ -177,8 +174,8 @@ class Rpc:
         delay = self.retry.initial_delay
         for attempt in range(1, self.retry.attempts + 1):
             try:
-                answer = self._provider.make_request(method, params)
-            except (requests.ConnectionError, requests.Timeout, OSError) as exc:
+                answer = self._transport.call(method, params)
+            except TransportError as exc:
                 if attempt < self.retry.attempts:
                     self._failed(method)  # the last attempt is counted by request()
                 if attempt == self.retry.attempts:
@@ -187,7 +184,7 @@ class Rpc:
                 time.sleep(delay)
                 delay = min(delay * 2, self.retry.max_delay)
                 continue
-            except (requests.RequestException, ValueError, Web3Exception) as exc:
+            except BadAnswer as exc:
                 raise RpcError(f"{method}: bad answer from {self.url}: {str(exc)[:300]}") from exc
             if not isinstance(answer, dict):
                 raise RpcError(f"{method}: answer is not a JSON object")

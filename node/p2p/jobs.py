@@ -10,6 +10,10 @@ One stream per exchange, every frame ``uvarint(len) || canonical message``
 * provider -> client: ``ResultManifest``; client -> provider: ``ResultAck``
   (the attestation must verify and be signed by the dialing peer's address).
 
+``/gpunet/job-created/1.0.0`` carries one ``JobCreatedNotice`` frame, client ->
+provider, no answer: a hint that ``createJob`` is mined; the provider's handler
+checks the transaction's receipt itself (rate-limited like requests).
+
 Garbage, oversized frames and undecodable messages strike the peer and reset
 the stream (after a ``bad_request`` decline when a reply is still possible);
 nothing reaches the application handlers.
@@ -30,7 +34,7 @@ from node.p2p.config import P2PConfig
 from node.p2p.framing import FrameError, FrameTooLarge, read_frame, write_frame
 from node.p2p.guard import PeerGuard, Refused
 from node.p2p.metrics import P2PMetrics
-from node.p2p.wire import ResultAck, decode_frame, encode_frame
+from node.p2p.wire import JobCreatedNotice, ResultAck, decode_frame, encode_frame
 from protocol.errors import BadSignature, DecodeError, IdentityError
 from protocol.identity import address_from_peer_id
 from protocol.messages import (
@@ -44,7 +48,9 @@ from protocol.messages import (
 )
 
 __all__ = [
+    "CREATED_PROTOCOL",
     "JOB_PROTOCOL",
+    "CreatedHandler",
     "JobProtocolError",
     "JobRequestHandler",
     "JobService",
@@ -54,12 +60,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JOB_PROTOCOL = TProtocol("/gpunet/job/1.0.0")
+CREATED_PROTOCOL = TProtocol("/gpunet/job-created/1.0.0")
 _NO_REQUEST_ID = bytes(16)
 
 #: provider side: decide on a request from ``peer`` (peer id text)
 JobRequestHandler = Callable[[str, JobRequest], Awaitable[JobAccept | JobDecline]]
 #: client side: take a verified result manifest; return False to refuse it
 ResultHandler = Callable[[str, ResultManifest], Awaitable[bool]]
+#: provider side: a client says its createJob is mined (a hint, checked by the handler)
+CreatedHandler = Callable[[str, JobCreatedNotice], Awaitable[None]]
 
 
 class JobProtocolError(Exception):
@@ -99,6 +108,7 @@ class JobService:
         *,
         on_request: JobRequestHandler | None = None,
         on_result: ResultHandler | None = None,
+        on_created: CreatedHandler | None = None,
     ) -> None:
         self.host = host
         self.config = config
@@ -106,11 +116,43 @@ class JobService:
         self.metrics = metrics
         self.on_request = on_request
         self.on_result = on_result
+        self.on_created = on_created
         self._limits = config.limits
 
     def install(self) -> None:
-        """Register the stream handler on the host."""
+        """Register the stream handlers on the host."""
         self.host.set_stream_handler(JOB_PROTOCOL, self._handle)
+        if self.on_created is not None:
+            self.host.set_stream_handler(CREATED_PROTOCOL, self._handle_created)
+
+    async def _handle_created(self, stream: INetStream) -> None:
+        peer = peer_of(stream)
+        lim = self._limits
+        try:
+            with self.guard.stream_slot(peer):
+                data = await read_frame(stream, max_bytes=128, time_limit=lim.read_timeout)
+                try:
+                    notice = decode_frame(data, JobCreatedNotice)
+                except DecodeError as exc:
+                    self.metrics.inc("job_messages_bad")
+                    log.info("job-created: undecodable notice from %s: %s", peer, exc)
+                    self.guard.strike(peer, "job:undecodable")
+                    raise Refused("undecodable notice") from None
+                if not self.guard.allow(peer, "request"):
+                    raise Refused("rate limited")
+                assert self.on_created is not None
+                with trio.move_on_after(lim.read_timeout):
+                    try:
+                        await self.on_created(peer, notice)
+                    except Exception:  # an application bug must not kill the node
+                        log.exception("job-created handler failed")
+                        self.metrics.inc("job_handler_errors")
+        except (Refused, FrameError) as exc:
+            self.metrics.inc("job_streams_refused")
+            log.info("job-created stream from %s ended: %s", peer, exc)
+            await reset_quietly(stream)
+        else:
+            await close_quietly(stream)
 
     # ------------------------------------------------------------ server side
     async def _handle(self, stream: INetStream) -> None:
@@ -263,6 +305,20 @@ class JobService:
         if offer.chain_id != self.config.chain_id or offer.contract != self.config.contract:
             raise JobProtocolError("accepted offer is for another chain or contract")
         return answer
+
+    async def notify_created(
+        self, peer: str, notice: JobCreatedNotice, *, time_limit: float = 10.0
+    ) -> None:
+        """Tell provider ``peer`` that its job is created (one frame, no answer)."""
+        try:
+            with trio.fail_after(time_limit):
+                stream = await self.host.new_stream(ID.from_base58(peer), [CREATED_PROTOCOL])
+                try:
+                    await write_frame(stream, encode_frame(notice), time_limit=time_limit)
+                finally:
+                    await close_quietly(stream)
+        except (BaseLibp2pError, OSError, FrameError, trio.TooSlowError) as exc:
+            raise JobProtocolError(f"cannot notify {peer}: {exc!r}") from None
 
     async def deliver_result(
         self, peer: str, manifest: ResultManifest, *, time_limit: float = 10.0

@@ -36,7 +36,7 @@ from node.p2p.gossip import (
 )
 from node.p2p.guard import PeerGuard
 from node.p2p.host import build_host, parse_peer_addr
-from node.p2p.jobs import JobRequestHandler, JobService, ResultHandler
+from node.p2p.jobs import CreatedHandler, JobRequestHandler, JobService, ResultHandler
 from node.p2p.metrics import P2PMetrics
 from node.p2p.orderbook import AddResult, OrderBook
 from protocol.identity import Identity
@@ -91,6 +91,7 @@ class P2PNode:
         metrics: P2PMetrics | None = None,
         on_job_request: JobRequestHandler | None = None,
         on_result: ResultHandler | None = None,
+        on_created: CreatedHandler | None = None,
         on_offer: OfferCallback | None = None,
         blob_store: BlobStore | None = None,
         authorize: Authorizer = deny_all,
@@ -104,6 +105,7 @@ class P2PNode:
         self.on_offer = on_offer
         self._on_job_request = on_job_request
         self._on_result = on_result
+        self._on_created = on_created
         self._nursery: trio.Nursery | None = None
         self._host: IHost | None = None
         self._pubsub: Pubsub | None = None
@@ -196,6 +198,7 @@ class P2PNode:
                     self.metrics,
                     on_request=self._on_job_request,
                     on_result=self._on_result,
+                    on_created=self._on_created,
                 )
                 self._jobs.install()
                 if self.blob_store is not None:

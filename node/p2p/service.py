@@ -23,7 +23,7 @@ from node.p2p.config import P2PConfig
 from node.p2p.metrics import P2PMetrics
 from node.p2p.node import P2PNode
 from node.p2p.orderbook import AddResult, BookEntry, OrderBook
-from node.p2p.wire import ResultAck
+from node.p2p.wire import JobCreatedNotice, ResultAck
 from protocol.content import ContentId
 from protocol.identity import Identity
 from protocol.messages import JobAccept, JobDecline, JobRequest, Offer, ResultManifest
@@ -32,6 +32,7 @@ __all__ = ["P2PService"]
 
 AsyncJobHandler = Callable[[str, JobRequest], Awaitable[JobAccept | JobDecline]]
 AsyncResultHandler = Callable[[str, ResultManifest], Awaitable[bool]]
+AsyncCreatedHandler = Callable[[str, JobCreatedNotice], Awaitable[None]]
 OfferListener = Callable[[Offer, str, AddResult], None]
 AsyncAuthorizer = Callable[[str, ContentId, int], Awaitable[bool]]
 
@@ -47,6 +48,7 @@ class P2PService:
         book: OrderBook | None = None,
         on_job_request: AsyncJobHandler | None = None,
         on_result: AsyncResultHandler | None = None,
+        on_created: AsyncCreatedHandler | None = None,
         on_offer: OfferListener | None = None,
         blob_store: BlobStore | None = None,
         authorize: AsyncAuthorizer | None = None,
@@ -59,6 +61,7 @@ class P2PService:
         self._node: P2PNode | None = None
         self._on_job_request = on_job_request
         self._on_result = on_result
+        self._on_created = on_created
         self._on_offer = on_offer
         self.blob_store = blob_store
         self._authorize = authorize
@@ -67,6 +70,7 @@ class P2PService:
     def _make_node(self) -> P2PNode:
         bridge = self.bridge
         job_cb, result_cb, offer_cb = self._on_job_request, self._on_result, self._on_offer
+        created_cb = self._on_created
 
         async def on_request(peer: str, req: JobRequest) -> JobAccept | JobDecline:
             assert job_cb is not None
@@ -75,6 +79,10 @@ class P2PService:
         async def on_result(peer: str, manifest: ResultManifest) -> bool:
             assert result_cb is not None
             return await bridge.call_asyncio(result_cb, peer, manifest)
+
+        async def on_created(peer: str, notice: JobCreatedNotice) -> None:
+            assert created_cb is not None
+            await bridge.call_asyncio(created_cb, peer, notice)
 
         def on_offer(offer: Offer, peer: str, result: AddResult) -> None:
             assert offer_cb is not None
@@ -94,6 +102,7 @@ class P2PService:
             metrics=self.metrics,
             on_job_request=on_request if job_cb else None,
             on_result=on_result if result_cb else None,
+            on_created=on_created if created_cb else None,
             on_offer=on_offer if offer_cb else None,
             blob_store=self.blob_store,
             authorize=authorize,
@@ -170,6 +179,17 @@ class P2PService:
 
         result: JobAccept | JobDecline = await self.bridge.call(run)
         return result
+
+    async def notify_created(
+        self, peer: str, notice: JobCreatedNotice, *, time_limit: float = 10.0
+    ) -> None:
+        """Tell provider ``peer`` that a job it accepted is created onchain."""
+        node = self.node
+
+        async def run() -> None:
+            await node.jobs.notify_created(peer, notice, time_limit=time_limit)
+
+        await self.bridge.call(run)
 
     async def deliver_result(
         self, peer: str, manifest: ResultManifest, *, time_limit: float = 10.0

@@ -3,6 +3,10 @@
 They travel only on our own libp2p streams (documented in ``docs/p2p.md``):
 
 * :class:`ResultAck` — the client's answer to a delivered ``ResultManifest``.
+* :class:`JobCreatedNotice` — client -> provider on ``/gpunet/job-created/1.0.0``:
+  "my ``createJob`` for your accept is mined in this transaction"; a hint the
+  provider checks against the transaction's receipt, so it need not wait for
+  its chain follower.
 * :class:`TicketRequest` / :class:`Ticket` — a short-lived token for the blob
   data plane, obtained over the Noise-authenticated libp2p stream
   ``/gpunet/blob-ticket/1.0.0``.
@@ -19,7 +23,14 @@ import msgspec
 
 from protocol.errors import GarbageInput, InvalidField, MessageTooLarge
 
-__all__ = ["ResultAck", "Ticket", "TicketRequest", "decode_frame", "encode_frame"]
+__all__ = [
+    "JobCreatedNotice",
+    "ResultAck",
+    "Ticket",
+    "TicketRequest",
+    "decode_frame",
+    "encode_frame",
+]
 
 Hash32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Token = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
@@ -37,6 +48,13 @@ class ResultAck(_Frame, frozen=True, kw_only=True, tag="result_ack"):
     job_id: U64
     ok: bool
     reason: Text = ""
+
+
+class JobCreatedNotice(_Frame, frozen=True, kw_only=True, tag="job_created"):
+    """Client -> provider: job ``job_id`` was created by transaction ``tx_hash``."""
+
+    job_id: U64
+    tx_hash: Hash32
 
 
 class TicketRequest(_Frame, frozen=True, kw_only=True, tag="ticket_request"):

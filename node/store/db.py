@@ -6,10 +6,19 @@ cache), but a power loss or kernel crash can drop the last commits. The store
 records facts that must not be forgotten: an attestation this provider has
 signed (signing a different one for the same job after a restart is
 equivocation, which is slashable), a transaction hash that was sent, a
-payment a client locked. So every commit is fsynced (FULL). The cost is one
-fsync of the WAL per commit; callers that write several rows for one step
-group them in one :meth:`Database.transaction`, which is also what makes the
-step atomic.
+payment a client locked. So every commit is fsynced (FULL): a transaction
+returns only once the WAL is on disk. Callers that write several rows for one
+step group them in one :meth:`Database.transaction`, which is also what makes
+the step atomic.
+
+Group commit: in ``FULL`` mode sqlite itself runs with ``synchronous=NORMAL``
+(no fsync inside ``COMMIT``, so the connection lock is not held across the
+disk flush) and each outermost transaction then waits, outside the lock, for
+a WAL fsync that began after its ``COMMIT``. Commits that arrive while one
+fsync is running share the next one, so concurrent jobs do not queue one
+fsync each (~4 ms on the benchmark VM) behind one lock. With ``NORMAL`` sqlite
+still syncs the WAL before every checkpoint, so the database file stays
+consistent as before.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ class Database:
         self._lock = threading.RLock()
         self._depth = 0
         self._owner: object = None
+        self._sync = _GroupSync(Path(str(path) + "-wal")) if synchronous == "FULL" else None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -65,9 +75,11 @@ class Database:
         try:
             self.db.execute("PRAGMA busy_timeout = 10000")
             self.db.enable_wal()
-            self.db.execute(f"PRAGMA synchronous = {synchronous}")
+            self.db.execute("PRAGMA synchronous = NORMAL")  # FULL: see _GroupSync
             self.db.execute("PRAGMA foreign_keys = ON")
             self.version = migrate(self.db, migrate_to)
+            if self._sync is not None:
+                self._sync.wait(self._sync.committed())
         except BaseException:
             conn.close()
             raise
@@ -83,6 +95,7 @@ class Database:
         Never ``await`` inside: the lock is per thread, so another task on the
         same event loop would silently join the transaction (this is checked).
         """
+        seq = 0
         with self._lock:
             if self._depth:
                 if _current_task() is not self._owner:
@@ -111,9 +124,14 @@ class Database:
                 except BaseException:
                     self.db.rollback()
                     raise
+                if self._sync is not None:
+                    seq = self._sync.committed()
             finally:
                 self._depth = 0
                 self._owner = None
+        if seq:
+            assert self._sync is not None
+            self._sync.wait(seq)  # durable before the caller goes on
 
     def query(
         self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
@@ -128,6 +146,70 @@ class Database:
         """Close the connection (a checkpoint leaves the WAL small)."""
         with self._lock:
             self.db.close()
+            if self._sync is not None:
+                self._sync.close()
+
+
+class _GroupSync:
+    """Makes commits durable with one WAL fsync per group of concurrent commits.
+
+    ``committed()`` numbers a commit (call it right after ``COMMIT``);
+    ``wait(n)`` returns once an fsync that started after commit ``n`` finished.
+    One thread flushes at a time; the others wait for it, and whoever finds
+    their commit not yet covered starts the next flush.
+    """
+
+    def __init__(self, wal: Path) -> None:
+        self.wal = wal
+        self._cond = threading.Condition()
+        self._committed = 0
+        self._synced = 0
+        self._flushing = False
+        self._fd: int | None = None
+
+    def committed(self) -> int:
+        """Number the commit that just returned."""
+        with self._cond:
+            self._committed += 1
+            return self._committed
+
+    def wait(self, seq: int) -> None:
+        """Block until commit ``seq`` is on disk (raises OSError if the flush fails)."""
+        with self._cond:
+            while self._synced < seq:
+                if self._flushing:
+                    self._cond.wait()
+                    continue
+                self._flushing, target = True, self._committed
+                try:
+                    self._cond.release()
+                    try:
+                        self._flush()
+                    finally:
+                        self._cond.acquire()
+                    self._synced = max(self._synced, target)
+                finally:
+                    self._flushing = False
+                    self._cond.notify_all()
+
+    def _flush(self) -> None:
+        # the WAL keeps its inode while a connection is open; reopen if it was replaced
+        try:
+            if self._fd is not None and os.fstat(self._fd).st_ino != os.stat(self.wal).st_ino:
+                os.close(self._fd)
+                self._fd = None
+            if self._fd is None:
+                self._fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # no WAL (nothing written yet): nothing to flush
+            return
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Close the WAL descriptor."""
+        with self._cond:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def _current_task() -> object:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,16 +14,18 @@ import torch
 
 from node.chain.anvil import Anvil
 from node.chain.devnet import TOKEN, Actor, Devnet
+from node.chain.escrow import NewJob
 from node.client import AsyncClient
 from node.errors import NoMatchingOffer
 from node.p2p.config import P2PConfig
+from node.p2p.wire import JobCreatedNotice
 from node.provider import ProviderDaemon, ProviderSettings
 from node.runtime import detect, formats
 from node.runtime.pool import PoolConfig, WorkerPool
 from node.store.store import Store
 from protocol.content import cid_of
 from protocol.lifecycle import JobState
-from protocol.messages import DeclineReason
+from protocol.messages import DeclineReason, JobAccept, JobRequest, JobSpec, ModelRef
 
 MLP = {"in": 12, "hidden": 16, "depth": 1, "out": 4}
 PRICE = 10**15
@@ -128,6 +131,78 @@ def test_happy_path_pays_the_provider_and_returns_the_right_tensor(
                     break
                 await asyncio.sleep(0.05)
             assert states == [JobState.FINALIZED]
+
+    asyncio.run(scenario())
+
+
+def test_fast_path_hints_are_checked_against_the_chain(devnet: Devnet, pool: WorkerPool) -> None:
+    """A JobCreatedNotice starts a job only for a real JobCreated of the sending client;
+    request blobs are served to the asked provider only."""
+
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        prov = devnet.provider()
+        # the follower polls once at start, then not for a minute: only notices start jobs
+        async with (
+            provider(devnet, pool, tmp, prov, poll_interval_s=60) as daemon,
+            client(devnet, tmp, [daemon]) as c,
+            client(devnet, tmp / "s", [daemon]) as stranger,
+        ):
+            weights = formats.random_weights("mlp@1", MLP, seed=5)
+            inputs = formats.save_safetensors({"x": torch.ones(1, 12)})
+            w_cid, i_cid = c.blobs.put_bytes(weights), c.blobs.put_bytes(inputs)
+            spec = JobSpec(
+                model=ModelRef(
+                    arch="mlp@1", config=MLP, weights=w_cid.digest, weights_size=len(weights)
+                ),
+                inputs=i_cid.digest,
+                inputs_size=len(inputs),
+            )
+            request = JobRequest(
+                request_id=bytes(range(16)),
+                client=c.identity.address,
+                spec=spec,
+                max_price_per_gpu_second=2 * PRICE,
+                max_payment=2 * PRICE * 10,
+                deadline=int(time.time()) + 300,
+            )
+            # no request was sent from `c`: the provider may not fetch its blobs
+            assert not await c._authorize(daemon.p2p.peer_id, w_cid, 0)
+            c._grants[(prov.address, w_cid.digest)] = 1  # what run() grants per request
+            c._grants[(prov.address, i_cid.digest)] = 1
+            assert await c._authorize(daemon.p2p.peer_id, i_cid, 0)
+            assert not await c._authorize(stranger.p2p.peer_id, i_cid, 0)
+            accept = await c.p2p.request_job(daemon.p2p.peer_id, request)
+            assert isinstance(accept, JobAccept)
+            new = NewJob(
+                offer=accept.offer.signed_data(),
+                offer_sig=accept.offer.signature,
+                spec_hash=accept.spec_hash,
+                max_payment=request.max_payment,
+                deadline=request.deadline,
+                lane=0,
+            )
+            job, created = await asyncio.to_thread(c.escrow.create_job, new)
+            real = JobCreatedNotice(job_id=job.job_id, tx_hash=created.receipt.tx_hash)
+            # the right transaction, but sent by another peer than its client: ignored
+            await stranger.p2p.notify_created(daemon.p2p.peer_id, real)
+            # the sending client, but a transaction that is no JobCreated: ignored
+            other = await asyncio.to_thread(c.escrow.withdraw, 1)
+            fake = JobCreatedNotice(job_id=job.job_id, tx_hash=other.receipt.tx_hash)
+            await c.p2p.notify_created(daemon.p2p.peer_id, fake)
+            await asyncio.sleep(0.5)
+            assert daemon._pending_count == 1 and daemon._queue.empty()
+            assert [j.state for j in daemon.store.jobs.select(limit=10)] == [JobState.NONE]
+            # the real notice from the client starts the job, long before the next poll
+            await c.p2p.notify_created(daemon.p2p.peer_id, real)
+            states: list[JobState] = []
+            for _ in range(200):
+                states = [j.state for j in daemon.store.jobs.select(limit=10)]
+                if states == [JobState.SUBMITTED]:
+                    break
+                await asyncio.sleep(0.05)
+            assert states == [JobState.SUBMITTED]
+            assert daemon._pending_count == 0
 
     asyncio.run(scenario())
 

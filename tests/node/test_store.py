@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
 from node.store import SCHEMA_VERSION, NewJob, Role, SchemaError, Store, StoreError
+from node.store.db import _GroupSync
 from node.store.schema import migrate, version_of
 from protocol.content import ContentId, cid_of
 from protocol.errors import IllegalTransition
@@ -69,8 +71,49 @@ def test_file_mode_wal_and_full_sync(store: Store) -> None:
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
-    assert store._db.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    # FULL durability by group commit: sqlite runs NORMAL, every commit waits for a WAL fsync
+    assert store._db.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert store._db._sync is not None
     assert store.schema_version == SCHEMA_VERSION
+
+
+class _CountingSync(_GroupSync):
+    """The real group sync (real fsyncs), counting flushes and what each one covered."""
+
+    def __init__(self, wal: Path) -> None:
+        super().__init__(wal)
+        self.flushes: list[int] = []  # commits numbered when each flush began
+
+    def _flush(self) -> None:
+        self.flushes.append(self._committed)
+        super()._flush()
+
+
+def test_group_commit_makes_every_commit_durable_with_shared_fsyncs(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    assert store._db._sync is not None
+    sync = _CountingSync(store._db._sync.wal)
+    store._db._sync = sync
+    late: list[tuple[int, int]] = []  # commits that returned before a flush covered them
+
+    def writer(n: int) -> None:
+        for i in range(10):
+            before = sync._committed  # this thread's commit will be numbered above it
+            store.jobs.create(new_job(label=f"{n}-{i}"))
+            if sync._synced <= before:
+                late.append((before, sync._synced))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not late
+    assert store.jobs.count() == 80
+    assert sync._synced == sync._committed == 80
+    assert sync.flushes == sorted(sync.flushes)
+    assert len(sync.flushes) < 80  # concurrent commits shared flushes
+    store.close()
 
 
 def test_job_lifecycle_and_history(store: Store) -> None:

@@ -11,8 +11,9 @@ from libp2p.peer.id import ID
 from nodes import running, wait_for
 
 from node.p2p.framing import encode_uvarint, read_frame
-from node.p2p.jobs import JOB_PROTOCOL, JobProtocolError
+from node.p2p.jobs import CREATED_PROTOCOL, JOB_PROTOCOL, JobProtocolError
 from node.p2p.node import P2PNode
+from node.p2p.wire import JobCreatedNotice, TicketRequest, encode_frame
 from protocol.identity import Identity
 from protocol.messages import (
     Attestation,
@@ -222,5 +223,32 @@ def test_client_refuses_a_forged_or_mismatched_accept() -> None:
                 mode[0] = m
                 with pytest.raises(JobProtocolError, match=why):
                     await client.jobs.request(provider.peer_id, make_request(client.identity))
+
+    trio.run(main)
+
+
+def test_job_created_notice_reaches_the_handler_and_garbage_strikes() -> None:
+    notices: list[tuple[str, JobCreatedNotice]] = []
+
+    async def on_created(peer: str, notice: JobCreatedNotice) -> None:
+        notices.append((peer, notice))
+
+    async def main() -> None:
+        async with running(2, on_created=on_created) as (provider, client):
+            tx = secrets.token_bytes(32)
+            await client.jobs.notify_created(
+                provider.peer_id, JobCreatedNotice(job_id=9, tx_hash=tx)
+            )
+            await wait_for(lambda: len(notices) == 1)
+            assert notices == [(client.peer_id, JobCreatedNotice(job_id=9, tx_hash=tx))]
+            # undecodable (a short hash) -> reset and a strike; the handler never sees it
+            bad = encode_frame(TicketRequest(cid=bytes(32), job_id=1))
+            stream = await client.host.new_stream(
+                ID.from_base58(provider.peer_id), [CREATED_PROTOCOL]
+            )
+            await stream.write(encode_uvarint(len(bad)) + bad)
+            await wait_for(lambda: provider.guard.strikes(client.peer_id) == 1)
+            assert len(notices) == 1
+            assert provider.metrics.get("job_messages_bad") == 1
 
     trio.run(main)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any
 
 import msgspec
@@ -24,8 +25,10 @@ from protocol.messages import (
     MESSAGE_TYPES,
     Attestation,
     JobDecline,
+    JobRequest,
     Message,
     Offer,
+    ResultManifest,
     decode,
     decode_as,
     encode,
@@ -240,6 +243,63 @@ def test_result_manifest_must_match_its_attestation(manifest: Any, other: bytes)
     raw["output"] = other
     with pytest.raises(InvalidField, match="another output"):
         decode(_pack(raw))
+
+
+@SETTINGS
+@given(S.result_manifests(), st.binary(min_size=1, max_size=1100))
+def test_result_manifest_inline_output_must_be_the_output(manifest: Any, data: bytes) -> None:
+    raw = _raw(manifest)
+    raw["inline"] = data  # almost surely neither the size nor the content id of `output`
+    with pytest.raises((InvalidField, MessageTooLarge)):
+        decode(_pack(raw))
+
+
+@SETTINGS
+@given(S.job_requests, st.binary(min_size=1, max_size=1100))
+def test_job_request_inline_inputs_must_be_the_inputs(request: Any, data: bytes) -> None:
+    assume(hashlib.sha256(data).digest() != request.spec.inputs)
+    raw = _raw(request)
+    raw["inputs_inline"] = data
+    with pytest.raises((InvalidField, MessageTooLarge)):
+        decode(_pack(raw))
+
+
+@SETTINGS
+@given(S.job_requests)
+def test_job_request_carries_small_inputs_inline(request: Any) -> None:
+    data = b"safetensors bytes of small inputs"
+    spec = msgspec.structs.replace(
+        request.spec, inputs=hashlib.sha256(data).digest(), inputs_size=len(data)
+    )
+    inline = msgspec.structs.replace(request, spec=spec, inputs_inline=data)
+    assert decode(encode(inline)) == inline
+    with pytest.raises(ValueError, match="inline inputs"):
+        JobRequest(
+            request_id=request.request_id,
+            client=request.client,
+            spec=spec,
+            max_price_per_gpu_second=request.max_price_per_gpu_second,
+            max_payment=request.max_payment,
+            deadline=request.deadline,
+            inputs_inline=data + b"!",
+        )
+
+
+_SMALL = b"safetensors bytes of a small output"
+
+
+@SETTINGS
+@given(S.attestations(job_id=7, output=hashlib.sha256(_SMALL).digest()))
+def test_result_manifest_carries_a_small_output_inline(att: Any) -> None:
+    data, digest = _SMALL, hashlib.sha256(_SMALL).digest()
+    manifest = ResultManifest(
+        job_id=7, output=digest, output_size=len(data), attestation=att, inline=data
+    )
+    assert decode(encode(manifest)) == manifest
+    with pytest.raises(ValueError, match="inline output"):
+        ResultManifest(
+            job_id=7, output=digest, output_size=len(data) + 1, attestation=att, inline=data
+        )
 
 
 @SETTINGS
