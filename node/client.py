@@ -685,6 +685,8 @@ class AsyncClient:
         say("verifying", f"job {job.job_id}")
         if cid_of(data).digest != att.output_hash:
             raise AttestationInvalid(f"job {job.job_id}: output does not hash to the attestation")
+        if manifest.inline:  # like a fetched output, kept in the blob store (served by the API)
+            await asyncio.to_thread(self.blobs.put_bytes, data)
         return data
 
     async def _refund_after_deadline(self, job: ChainJob) -> str | None:
