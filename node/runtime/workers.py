@@ -1,32 +1,38 @@
 """Sandboxed worker processes: the spawner thread and one slot (a bwrap'd zygote).
 
 A slot owns one worker (``bwrap ... python -I -B -c <boot>`` running :mod:`.zygote`),
-its slot cgroup, the reusable job cgroup and its scratch root; :mod:`.pool` drives slots.
+its slot cgroup, the reusable job cgroup, its scratch root and, in fork mode, the
+prepared child for the next job (:class:`Spare`); :mod:`.pool` drives slots.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import sandbox, wire
 from .cgroup import Cgroup, CgroupError
 from .errors import SandboxUnavailable
+from .zygote import READY
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
 
 START_TIMEOUT_S = 120.0
+_Spawn = tuple[list[str], Path, bool, dict[str, str], tuple[int, ...]]
 
 
 class Spawner:
@@ -38,14 +44,14 @@ class Spawner:
     """
 
     def __init__(self) -> None:
-        self._q: queue.Queue[tuple[list[str], Path, bool, Future[subprocess.Popen[bytes]]] | None]
+        self._q: queue.Queue[tuple[_Spawn, Future[subprocess.Popen[bytes]]] | None]
         self._q = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="gpunet-spawner", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while (item := self._q.get()) is not None:
-            argv, log_path, debug, fut = item
+            (argv, log_path, debug, env, fds), fut = item
             try:
                 with open(log_path, "ab") as log:
                     fut.set_result(
@@ -55,23 +61,59 @@ class Spawner:
                             stdout=subprocess.PIPE,
                             stderr=log if debug else subprocess.DEVNULL,
                             close_fds=True,
-                            env=dict(sandbox.ENV),
+                            pass_fds=fds,
+                            env=env,
                             start_new_session=True,
                         )
                     )
             except OSError as exc:
                 fut.set_exception(exc)
 
-    def spawn(self, argv: list[str], log: Path, debug: bool) -> subprocess.Popen[bytes]:
+    def spawn(
+        self,
+        argv: list[str],
+        log: Path,
+        debug: bool,
+        env: dict[str, str],
+        pass_fds: tuple[int, ...] = (),
+    ) -> subprocess.Popen[bytes]:
         """Start ``argv`` from the spawner thread and return its Popen."""
         fut: Future[subprocess.Popen[bytes]] = Future()
-        self._q.put((argv, log, debug, fut))
+        self._q.put(((argv, log, debug, env, pass_fds), fut))
         return fut.result()
 
     def close(self) -> None:
         """Stop the thread (workers it started must already be stopped)."""
         self._q.put(None)
         self._thread.join()
+
+
+@dataclasses.dataclass
+class Spare:
+    """A forked, locked-down child waiting for the next job of its slot (fork mode)."""
+
+    nspid: int  # pid inside the sandbox (its scratch dir is ``n<nspid>``)
+    host_pid: int
+    pidfd: int  # for race-free kill and exit detection
+    go: int  # write end of its job pipe
+    rep: int  # read end of its report pipe
+    keys: frozenset[str]  # model cache keys in its snapshot of the zygote
+    confined: bool = False  # moved into the job cgroup
+    cpu0_ms: float = 0.0  # its CPU time when ready (preparation is not the job's)
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def exited(self) -> bool:
+        import select
+
+        return bool(select.select([self.pidfd], [], [], 0)[0])
+
+    def close(self) -> None:
+        for fd in (self.go, self.rep, self.pidfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class Slot:
@@ -87,7 +129,9 @@ class Slot:
         self.job_cg: Cgroup | None = None
         self.zygote_pid = 0
         self.oom_before = 0
-        self.confined: int | None = None  # sandbox pid of a spare child already in job_cg
+        self.spare: Spare | None = None
+        self.done_pids: list[int] = []  # children the zygote may reap
+        self.fdsock: socket.socket | None = None
         self._prep: threading.Thread | None = None
         self._prep_failed = False
         self.layers: tuple[str, ...] = ()
@@ -123,6 +167,9 @@ class Slot:
             "read": [*paths.read_paths(code), blobs, "/proc", "/dev", "/sys"],
             "write": writable,
             "job_read": paths.read_paths(code),
+            "job_rlimits": pool.job_rlimits(None, None),
+            "threads": cfg.threads,
+            "prerun_max_ms": cfg.prerun_max_ms,
             "devices": devices,
             "fsize": cfg.max_output_bytes + (16 << 20),
             "cache_entries": cfg.cache_entries,
@@ -131,6 +178,11 @@ class Slot:
             "enable_v2": cfg.enable_v2 and pool.tier >= 2,
             "debug": cfg.debug,
         }
+        env = dict(sandbox.FORK_ENV if cfg.mode == "fork" else sandbox.ENV)
+        theirs = None
+        if cfg.mode == "fork":  # the zygote passes each child's pipes over this socket
+            self.fdsock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            zcfg["fdsock"] = theirs.fileno()
         if jailed:
             argv = sandbox.bwrap_argv(
                 paths=paths,
@@ -140,6 +192,7 @@ class Slot:
                 uid=self.uid,
                 device=cfg.device,
                 config=zcfg,
+                env=env,
             )
         else:
             blocked = sandbox.unreachable_for_other_uids(paths.read_paths(code))
@@ -150,7 +203,14 @@ class Slot:
                     + " (install bubblewrap, or the interpreter and venv in a world-readable path)"
                 )
             argv = sandbox.direct_argv(paths=paths, config=zcfg)
-        self.proc = pool.spawner.spawn(argv, pool.work / f"slot{self.index}.log", cfg.debug)
+        fds = () if theirs is None else (theirs.fileno(),)
+        try:
+            self.proc = pool.spawner.spawn(
+                argv, pool.work / f"slot{self.index}.log", cfg.debug, env, fds
+            )
+        finally:
+            if theirs is not None:
+                theirs.close()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.wfd = self.proc.stdin.fileno()
         self.reader = wire.Reader(self.proc.stdout.fileno())
@@ -185,7 +245,8 @@ class Slot:
             self.job_cg.limit(memory=cfg.memory_bytes, pids=cfg.pids_max, cpus=cpus)
 
     def stop(self) -> None:
-        self.confined = None
+        self.drop_spare()
+        self.done_pids = []
         if self.proc is not None:
             with contextlib.suppress(OSError, ValueError):
                 wire.send(self.wfd, {"op": "exit"})
@@ -202,18 +263,119 @@ class Slot:
             if cg is not None:
                 cg.destroy()
         self.cg = self.job_cg = None
+        if self.fdsock is not None:
+            self.fdsock.close()
+            self.fdsock = None
 
-    def expect_spare(self, confine: Callable[[Slot], None]) -> None:
-        """Run ``confine(self)`` in a helper thread until the slot is next used."""
+    # ------------------------------------------------------------ fork mode
+    def drop_spare(self) -> None:
+        """Kill the prepared child (it never saw a job) and remove its scratch dir."""
+        sp, self.spare = self.spare, None
+        if sp is None:
+            return
+        sp.kill()
+        sp.close()
+        self.done_pids.append(sp.nspid)
+        shutil.rmtree(self.scratch / f"n{sp.nspid}", ignore_errors=True)
 
-        def work() -> None:
+    def request_spare(
+        self,
+        *,
+        model: dict[str, Any] | None,
+        shapes: dict[str, Any] | None = None,
+        deterministic: bool = False,
+        idle: bool = False,
+    ) -> None:
+        """Have the zygote fork the next job's child; take its pipes; confine it.
+
+        ``model``: load this model first (the next job's), or warm it for ``shapes``
+        (the last job's). Raises :class:`JobError` when the zygote cannot load the
+        model, ``WireError``/``OSError``/``TimeoutError`` when the worker is out of step.
+        """
+        from .errors import JobError
+
+        self.drop_spare()
+        msg: dict[str, Any] = {"op": "spare", "reap": self.done_pids, "idle": idle}
+        msg.update(model=model, shapes=shapes, deterministic=deterministic)
+        wire.send(self.wfd, msg)
+        self.done_pids = []
+        ev = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
+        if ev.get("ev") == "error_job":
+            raise JobError(str(ev.get("code", "bad_model")), str(ev.get("msg", ""))[:500])
+        if ev.get("ev") != "spare" or self.fdsock is None:
+            raise wire.WireError(f"expected a spare child, got {str(ev)[:60]}")
+        _, fds, _, _ = socket.recv_fds(self.fdsock, 16, 2)
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            raise wire.WireError("the worker did not pass the child's pipes")
+        nspid = int(ev["pid"])
+        host_pid = self.child_host_pid(nspid)
+        try:
+            if host_pid is None:
+                raise wire.WireError("could not find the new child")
+            pidfd = os.pidfd_open(host_pid)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            self.done_pids.append(nspid)
+            raise
+        sp = Spare(nspid, host_pid, pidfd, fds[0], fds[1], frozenset(ev.get("keys", ())))
+        self.spare = sp
+        with contextlib.suppress(OSError):  # the job, never the zygote, is the OOM victim
+            Path(f"/proc/{host_pid}/oom_score_adj").write_text("1000")
+        if self.job_cg is not None:
+            self.job_cg.kill(wait=False)  # the previous job's child, if it is still exiting
+            self.job_cg.add(host_pid)
+            sp.confined = True
+        self._await_ready(sp)
+
+    def _await_ready(self, sp: Spare) -> None:
+        """Wait for the child's ready byte: its own dir and lockdown are in place."""
+        import select
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([sp.rep], [], [], left)[0]:
+                if os.read(sp.rep, 1) == READY:
+                    sp.cpu0_ms = cpu_ms(sp.host_pid)  # it now blocks until its job
+                    return
+                break
+        self.drop_spare()
+        raise wire.WireError("the prepared child did not become ready")
+
+    def take_dir(self, sp: Spare, job_id: str) -> Path:
+        """Rename the spare's own scratch dir to the job's; check what it is first."""
+        src, dst = self.scratch / f"n{sp.nspid}", self.scratch / job_id
+        st = os.lstat(src)
+        if not stat.S_ISDIR(st.st_mode) or ("uid" in self.pool.layers and st.st_uid != self.uid):
+            raise OSError(f"{src} is not the child's scratch dir")
+        os.rename(src, dst)
+        return dst
+
+    def reap_wait(self, nspid: int) -> dict[str, Any]:
+        """Exit status and rusage of a child that died on its own (from the zygote)."""
+        wire.send(self.wfd, {"op": "reap", "pid": nspid})
+        try:
+            ev = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
+        except TimeoutError:
+            raise wire.WireError("the worker did not reap its child") from None
+        if ev.get("ev") != "reaped":
+            raise wire.WireError(f"expected a reaped child, got {str(ev)[:60]}")
+        return ev
+
+    def prepare(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (e.g. :meth:`request_spare`) in a helper thread until the slot
+        is next used; :meth:`settle` joins it."""
+
+        def run() -> None:
             try:
-                confine(self)
-            except (OSError, TimeoutError, ValueError, KeyError, wire.WireError):
-                self._prep_failed = True  # pipe out of step: the worker is replaced
+                work()
+            except Exception:  # noqa: BLE001 - any failure: the worker is replaced
+                self._prep_failed = True
 
         self._prep_failed = False
-        self._prep = threading.Thread(target=work, name=f"gpunet-slot{self.index}-prep")
+        self._prep = threading.Thread(target=run, name=f"gpunet-slot{self.index}-prep")
         self._prep.start()
 
     def settle(self) -> None:
@@ -234,6 +396,17 @@ class Slot:
             if _nspid(kid) == nspid:
                 return kid
         return None
+
+
+def cpu_ms(pid: int) -> float:
+    """CPU time of every thread of ``pid`` so far (``schedstat``: ns resolution)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            path = f"/proc/{pid}/task/{tid}/schedstat"
+            with contextlib.suppress(OSError, ValueError, IndexError), open(path) as f:
+                total += int(f.read().split()[0])
+    return total / 1e6
 
 
 def descendants(pid: int) -> list[int]:
