@@ -57,6 +57,7 @@ class PoolConfig:
     cache_entries: int = 4
     warm_max_elements: int = 4 << 20  # warm a model's kernels per input shape up to this
     prerun_max_ms: float = 10.0  # a prepared child runs the last model on zeros if this quick
+    spares: int = 2  # fork mode: children prepared ahead per slot (each in its own cgroup)
     blob_cache_bytes: int = 8 << 30
     min_tier: int = 2
     insecure: bool = False  # explicit operator override: run below min_tier, advertise 0
@@ -332,7 +333,8 @@ class WorkerPool:
         self._admit(req)
         slot = self._slots.get()
         try:
-            slot.settle()
+            if slot.prep_failed or slot.proc is None:
+                slot.settle()  # the helper failed: the worker is replaced
             if slot.proc is None:  # replaced lazily after a failure, not on the error path
                 try:
                     slot.start()
@@ -433,36 +435,32 @@ class WorkerPool:
                 shutil.rmtree(scratch, ignore_errors=True)
 
     def _run_fork(self, slot: Slot, req: RunRequest, msg: dict[str, Any], t0: float) -> RunResult:
-        """Fork mode: hand the job to the slot's prepared child, talk to it directly.
+        """Fork mode: hand the job to a prepared child of the slot, talk to it directly.
 
-        The child is already forked, confined in the job cgroup and locked down, with
-        its own scratch dir; usually it was prepared between jobs (:meth:`_prepare_next`).
-        It gets one job frame, writes the output file and a report, and is killed once
-        the supervisor has read its CPU time.
+        The child is already forked, confined in its job cgroup and locked down, with
+        its own scratch dir; usually it was prepared while earlier jobs ran
+        (:meth:`Slot.refill`). It gets one job frame, writes the output file and a
+        report, and is killed once the supervisor has read its CPU time.
         """
         model = None
         if msg["weights"]:
             model = {k: msg[k] for k in ("weights", "arch", "config", "max_params", "device")}
             msg["cache_key"] = zygote.cache_key(model)
-        sp = slot.spare
+        sp = slot.take(msg.get("cache_key"))
         try:
-            if sp is None or sp.exited() or not (model is None or msg["cache_key"] in sp.keys):
-                # cold for this slot: the child must be forked from a zygote holding the
-                # model, on this job's critical path
-                slot.request_spare(model=model)
-                sp = slot.spare
-        except (wire.WireError, OSError, TimeoutError) as exc:
+            if sp is None:  # wait for the helper; else fork one on this job's critical path
+                slot.settle()
+                if slot.proc is None:
+                    raise wire.WireError("the worker failed while preparing a child")
+                sp = slot.take(msg.get("cache_key"))
+            if sp is None:
+                slot.drop_ready()  # they lack this model
+                sp = slot.request_spare(model=model)
+        except (wire.WireError, OSError) as exc:
             rc = slot.proc.poll() if slot.proc is not None else None
             slot.stop()
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
-        assert sp is not None
-        slot.spare = None
-        cg = slot.job_cg if sp.confined else None
-        if slot.job_cg is not None and cg is None:
-            sp.kill()
-            sp.close()
-            slot.done_pids.append(sp.nspid)
-            raise JobError("sandbox", "the job process could not be confined")
+        cg = sp.cg
         scratch = slot.scratch / msg["id"]
         reaped = False
         try:
@@ -474,6 +472,9 @@ class WorkerPool:
             wire.send(sp.go, msg)
             report, exited = _await_report(sp, msg["timeout_s"])
             if exited:  # it died (or exited) on its own: status and rusage from the zygote
+                slot.settle()
+                if slot.proc is None:
+                    raise wire.WireError("the worker failed while preparing a child")
                 ev = slot.reap_wait(sp.nspid)
                 ev["cpu_ms"] = max(0.0, float(ev.get("cpu_ms", 0.0)) - sp.cpu0_ms)
                 reaped = True
@@ -499,23 +500,22 @@ class WorkerPool:
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
         finally:
             sp.kill()
-            sp.close()
             if cg is not None:
                 cg.kill(wait=False)
-            if not reaped:
-                slot.done_pids.append(sp.nspid)
+            slot.release(sp, reaped=reaped)
             if not self.config.keep_scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
             if slot.proc is not None:
-                self._prepare_next(slot, req, model, msg)
+                slot.refill(self._next_spec(req, model, msg))
 
-    def _prepare_next(
-        self, slot: Slot, req: RunRequest, model: dict[str, Any] | None, msg: dict[str, Any]
-    ) -> None:
-        """Between jobs (a helper thread): fork, lock down and confine the next child.
+    @staticmethod
+    def _next_spec(
+        req: RunRequest, model: dict[str, Any] | None, msg: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What the next prepared children are warmed for: this job's model and shapes.
 
-        It inherits the zygote's kernels warmed for this job's input shapes and, for a
-        small model, runs it once on zeros of those shapes before its job arrives.
+        They inherit the zygote's kernels warmed for these input shapes and, for a
+        small model, run it once on zeros of them before their job arrives.
         """
         shapes = None
         if model is not None:
@@ -523,10 +523,7 @@ class WorkerPool:
                 shapes = zygote.header_shapes(req.inputs)
             except (ValueError, KeyError, TypeError):
                 shapes = None
-        det = bool(msg["deterministic"])
-        slot.prepare(
-            lambda: slot.request_spare(model=model, shapes=shapes, deterministic=det, idle=True)
-        )
+        return {"model": model, "shapes": shapes, "deterministic": bool(msg["deterministic"])}
 
     def _result(
         self,

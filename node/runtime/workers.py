@@ -7,6 +7,7 @@ prepared child for the next job (:class:`Spare`); :mod:`.pool` drives slots.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -18,7 +19,6 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,7 +98,7 @@ class Spare:
     go: int  # write end of its job pipe
     rep: int  # read end of its report pipe
     keys: frozenset[str]  # model cache keys in its snapshot of the zygote
-    confined: bool = False  # moved into the job cgroup
+    cg: Cgroup | None = None  # its job cgroup (moved in before it became ready)
     cpu0_ms: float = 0.0  # its CPU time when ready (preparation is not the job's)
 
     def kill(self) -> None:
@@ -126,13 +126,18 @@ class Slot:
         self.scratch = pool.work / f"slot{index}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.cg: Cgroup | None = None
-        self.job_cg: Cgroup | None = None
         self.zygote_pid = 0
         self.oom_before = 0
-        self.spare: Spare | None = None
+        # fork mode: children prepared for coming jobs, each in one of the job cgroups
+        self.ready: collections.deque[Spare] = collections.deque()
+        self.job_cgs: list[Cgroup] = []
+        self.free_cgs: list[Cgroup] = []
         self.done_pids: list[int] = []  # children the zygote may reap
+        self.next_spec: dict[str, Any] = {"model": None}
         self.fdsock: socket.socket | None = None
+        self.lock = threading.RLock()
         self._prep: threading.Thread | None = None
+        self._prep_running = False
         self._prep_failed = False
         self.layers: tuple[str, ...] = ()
 
@@ -235,18 +240,21 @@ class Slot:
             raise SandboxUnavailable(f"worker {self.index}: cannot find the zygote process")
         self.zygote_pid = found[0]
         self.layers = tuple(hello["layers"])
-        if "cgroup" in pool.layers:
-            # one job cgroup per slot, emptied and reset between jobs (creating and
-            # removing three v1 directories per job cost ~10 ms)
-            self.job_cg = Cgroup(pool.cgroup_kind, f"{pool.name}-slot{self.index}-job")
+        if "cgroup" in pool.layers and cfg.mode == "fork":
+            # job cgroups are reused, emptied and reset between jobs (creating and
+            # removing three v1 directories per job cost ~10 ms): one per prepared
+            # child plus one for the running job, each holding at most one process
             # a quota of exactly `threads` cores throttled a 1-thread ResNet-18 job from
             # 70 to 150 ms here (CFS bandwidth slices): leave one core of headroom
             cpus = cfg.cpus if cfg.cpus is not None else float(cfg.threads) + 1.0
-            self.job_cg.limit(memory=cfg.memory_bytes, pids=cfg.pids_max, cpus=cpus)
+            for k in range(max(1, cfg.spares) + 1):
+                cg = Cgroup(pool.cgroup_kind, f"{pool.name}-slot{self.index}-job{k}")
+                self.job_cgs.append(cg)
+                cg.limit(memory=cfg.memory_bytes, pids=cfg.pids_max, cpus=cpus)
+            self.free_cgs = list(self.job_cgs)
 
     def stop(self) -> None:
-        self.drop_spare()
-        self.done_pids = []
+        self.drop_ready()
         if self.proc is not None:
             with contextlib.suppress(OSError, ValueError):
                 wire.send(self.wfd, {"op": "exit"})
@@ -259,24 +267,52 @@ class Slot:
                     with contextlib.suppress(OSError):
                         f.close()
             self.proc = None
-        for cg in (self.job_cg, self.cg):
+        with self.lock:
+            self.done_pids = []
+            cgs, self.job_cgs, self.free_cgs = [*self.job_cgs, self.cg], [], []
+        for cg in cgs:
             if cg is not None:
                 cg.destroy()
-        self.cg = self.job_cg = None
+        self.cg = None
         if self.fdsock is not None:
             self.fdsock.close()
             self.fdsock = None
 
     # ------------------------------------------------------------ fork mode
-    def drop_spare(self) -> None:
-        """Kill the prepared child (it never saw a job) and remove its scratch dir."""
-        sp, self.spare = self.spare, None
-        if sp is None:
-            return
+    def take(self, key: str | None) -> Spare | None:
+        """A ready child for a job whose model has cache ``key`` (None: no model).
+
+        Children that died, or whose snapshot of the cache lacks the model, are
+        dropped (the next jobs most likely use the same model).
+        """
+        with self.lock:
+            while self.ready:
+                sp = self.ready.popleft()
+                if not sp.exited() and (key is None or key in sp.keys):
+                    return sp
+                self._drop(sp)
+        return None
+
+    def drop_ready(self) -> None:
+        """Kill every prepared child (they never saw a job)."""
+        with self.lock:
+            while self.ready:
+                self._drop(self.ready.popleft())
+
+    def _drop(self, sp: Spare) -> None:
+        self.release(sp, reaped=False)
+        shutil.rmtree(self.scratch / f"n{sp.nspid}", ignore_errors=True)
+
+    def release(self, sp: Spare, *, reaped: bool) -> None:
+        """Kill ``sp``, free its job cgroup, let the zygote reap it (unless it did)."""
         sp.kill()
         sp.close()
-        self.done_pids.append(sp.nspid)
-        shutil.rmtree(self.scratch / f"n{sp.nspid}", ignore_errors=True)
+        with self.lock:
+            if sp.cg is not None:
+                self.free_cgs.append(sp.cg)
+                sp.cg = None
+            if not reaped:
+                self.done_pids.append(sp.nspid)
 
     def request_spare(
         self,
@@ -285,21 +321,25 @@ class Slot:
         shapes: dict[str, Any] | None = None,
         deterministic: bool = False,
         idle: bool = False,
-    ) -> None:
-        """Have the zygote fork the next job's child; take its pipes; confine it.
+    ) -> Spare:
+        """Have the zygote fork a child for a coming job; take its pipes; confine it.
 
         ``model``: load this model first (the next job's), or warm it for ``shapes``
-        (the last job's). Raises :class:`JobError` when the zygote cannot load the
-        model, ``WireError``/``OSError``/``TimeoutError`` when the worker is out of step.
+        (the last job's). Only one thread at a time may call this (the helper, or the
+        caller after :meth:`settle`). Raises :class:`JobError` when the zygote cannot
+        load the model, ``WireError``/``OSError`` when the worker is out of step.
         """
         from .errors import JobError
 
-        self.drop_spare()
-        msg: dict[str, Any] = {"op": "spare", "reap": self.done_pids, "idle": idle}
+        with self.lock:
+            reap, self.done_pids = self.done_pids, []
+        msg: dict[str, Any] = {"op": "spare", "reap": reap, "idle": idle}
         msg.update(model=model, shapes=shapes, deterministic=deterministic)
         wire.send(self.wfd, msg)
-        self.done_pids = []
-        ev = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
+        try:
+            ev = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
+        except TimeoutError:
+            raise wire.WireError("the worker did not fork a child") from None
         if ev.get("ev") == "error_job":
             raise JobError(str(ev.get("code", "bad_model")), str(ev.get("msg", ""))[:500])
         if ev.get("ev") != "spare" or self.fdsock is None:
@@ -318,17 +358,25 @@ class Slot:
         except BaseException:
             for fd in fds:
                 os.close(fd)
-            self.done_pids.append(nspid)
+            with self.lock:
+                self.done_pids.append(nspid)
             raise
         sp = Spare(nspid, host_pid, pidfd, fds[0], fds[1], frozenset(ev.get("keys", ())))
-        self.spare = sp
-        with contextlib.suppress(OSError):  # the job, never the zygote, is the OOM victim
-            Path(f"/proc/{host_pid}/oom_score_adj").write_text("1000")
-        if self.job_cg is not None:
-            self.job_cg.kill(wait=False)  # the previous job's child, if it is still exiting
-            self.job_cg.add(host_pid)
-            sp.confined = True
-        self._await_ready(sp)
+        try:
+            with contextlib.suppress(OSError):  # the job, never the zygote, is the OOM victim
+                Path(f"/proc/{host_pid}/oom_score_adj").write_text("1000")
+            if self.job_cgs:
+                with self.lock:
+                    sp.cg = self.free_cgs.pop() if self.free_cgs else None
+                if sp.cg is None:
+                    raise wire.WireError("no free job cgroup")
+                sp.cg.kill(wait=False)  # an earlier job's child, if it is still exiting
+                sp.cg.add(host_pid)
+            self._await_ready(sp)
+        except BaseException:
+            self._drop(sp)
+            raise
+        return sp
 
     def _await_ready(self, sp: Spare) -> None:
         """Wait for the child's ready byte: its own dir and lockdown are in place."""
@@ -341,7 +389,6 @@ class Slot:
                     sp.cpu0_ms = cpu_ms(sp.host_pid)  # it now blocks until its job
                     return
                 break
-        self.drop_spare()
         raise wire.WireError("the prepared child did not become ready")
 
     def take_dir(self, sp: Spare, job_id: str) -> Path:
@@ -354,7 +401,10 @@ class Slot:
         return dst
 
     def reap_wait(self, nspid: int) -> dict[str, Any]:
-        """Exit status and rusage of a child that died on its own (from the zygote)."""
+        """Exit status and rusage of a child that died on its own (from the zygote).
+
+        The caller must have joined the helper (:meth:`settle`): one user of the pipe.
+        """
         wire.send(self.wfd, {"op": "reap", "pid": nspid})
         try:
             ev = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
@@ -364,27 +414,58 @@ class Slot:
             raise wire.WireError(f"expected a reaped child, got {str(ev)[:60]}")
         return ev
 
-    def prepare(self, work: Callable[[], None]) -> None:
-        """Run ``work`` (e.g. :meth:`request_spare`) in a helper thread until the slot
-        is next used; :meth:`settle` joins it."""
+    def refill(self, spec: dict[str, Any]) -> None:
+        """Prepare children up to ``PoolConfig.spares`` in a helper thread.
+
+        ``spec`` (``model``, ``shapes``, ``deterministic`` of the last job) is what the
+        next children are warmed for. A helper that is still running picks it up.
+        """
+        with self.lock:
+            self.next_spec = spec
+            if self._prep_running or self.proc is None:
+                return
+            self._prep_running = True
+            old, self._prep = self._prep, None
+        if old is not None:
+            old.join()  # it has finished (or is finishing) its last round
 
         def run() -> None:
             try:
-                work()
+                while True:
+                    with self.lock:
+                        want = self.pool.config.spares - len(self.ready)
+                        spec = dict(self.next_spec)
+                        if want <= 0 or self.proc is None:
+                            self._prep_running = False
+                            return
+                    sp = self.request_spare(**spec, idle=True)
+                    with self.lock:
+                        kept = self.proc is not None
+                        if kept:
+                            self.ready.append(sp)
+                    if not kept:
+                        self._drop(sp)
             except Exception:  # noqa: BLE001 - any failure: the worker is replaced
-                self._prep_failed = True
+                with self.lock:
+                    self._prep_failed = True
+                    self._prep_running = False
 
-        self._prep_failed = False
         self._prep = threading.Thread(target=run, name=f"gpunet-slot{self.index}-prep")
         self._prep.start()
 
+    @property
+    def prep_failed(self) -> bool:
+        """The helper failed: :meth:`settle` replaces the worker."""
+        return self._prep_failed
+
     def settle(self) -> None:
-        """Join the helper of :meth:`expect_spare`; replace the worker if it failed."""
+        """Join the helper of :meth:`refill`; replace the worker if it failed."""
         if self._prep is not None:
             self._prep.join()
             self._prep = None
-            if self._prep_failed:
-                self.stop()
+        if self._prep_failed:
+            self._prep_failed = False
+            self.stop()
 
     def child_host_pid(self, nspid: int) -> int | None:
         """Host pid of the zygote's child whose pid in the sandbox is ``nspid``."""
