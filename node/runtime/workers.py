@@ -99,7 +99,7 @@ class Spare:
     rep: int  # read end of its report pipe
     keys: frozenset[str]  # model cache keys in its snapshot of the zygote
     cg: Cgroup | None = None  # its job cgroup (moved in before it became ready)
-    cpu0_ms: float = 0.0  # its CPU time when ready (preparation is not the job's)
+    cpu0_ms: float = -1.0  # CPU time when it became ready (-1: not yet); the job pays the rest
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -285,13 +285,18 @@ class Slot:
         Children that died, or whose snapshot of the cache lacks the model, are
         dropped (the next jobs most likely use the same model).
         """
-        with self.lock:
-            while self.ready:
+        while True:
+            with self.lock:
+                if not self.ready:
+                    return None
                 sp = self.ready.popleft()
-                if not sp.exited() and (key is None or key in sp.keys):
+            if not sp.exited() and (key is None or key in sp.keys):
+                try:
+                    self._await_ready(sp)
                     return sp
-                self._drop(sp)
-        return None
+                except wire.WireError:
+                    pass
+            self._drop(sp)
 
     def drop_ready(self) -> None:
         """Kill every prepared child (they never saw a job)."""
@@ -325,9 +330,11 @@ class Slot:
         """Have the zygote fork a child for a coming job; take its pipes; confine it.
 
         ``model``: load this model first (the next job's), or warm it for ``shapes``
-        (the last job's). Only one thread at a time may call this (the helper, or the
-        caller after :meth:`settle`). Raises :class:`JobError` when the zygote cannot
-        load the model, ``WireError``/``OSError`` when the worker is out of step.
+        (the last job's). With ``idle`` (the helper) it returns before the child is
+        ready, and :meth:`take` waits for that. Only one thread at a time may call
+        this (the helper, or the caller after :meth:`settle`). Raises
+        :class:`JobError` when the zygote cannot load the model,
+        ``WireError``/``OSError`` when the worker is out of step.
         """
         from .errors import JobError
 
@@ -372,16 +379,23 @@ class Slot:
                     raise wire.WireError("no free job cgroup")
                 sp.cg.kill(wait=False)  # an earlier job's child, if it is still exiting
                 sp.cg.add(host_pid)
-            self._await_ready(sp)
+            if not idle:
+                self._await_ready(sp)
         except BaseException:
             self._drop(sp)
             raise
         return sp
 
     def _await_ready(self, sp: Spare) -> None:
-        """Wait for the child's ready byte: its own dir and lockdown are in place."""
+        """Wait for the child's ready byte: its own dir and lockdown are in place.
+
+        No job is handed to a child before this (children prepared ahead are
+        checked when taken, so their preparation overlaps the next fork).
+        """
         import select
 
+        if sp.cpu0_ms >= 0:
+            return
         deadline = time.monotonic() + START_TIMEOUT_S
         while (left := deadline - time.monotonic()) > 0:
             if select.select([sp.rep], [], [], left)[0]:
