@@ -503,10 +503,11 @@ class WorkerPool:
             if cg is not None:
                 cg.kill(wait=False)
             slot.release(sp, reaped=reaped)
-            if not self.config.keep_scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
+            trash = None if self.config.keep_scratch else scratch
             if slot.proc is not None:
-                slot.refill(self._next_spec(req, model, msg))
+                slot.refill(self._next_spec(req, model, msg), trash)
+            elif trash is not None:
+                shutil.rmtree(trash, ignore_errors=True)
 
     @staticmethod
     def _next_spec(

@@ -134,6 +134,7 @@ class Slot:
         self.free_cgs: list[Cgroup] = []
         self.done_pids: list[int] = []  # children the zygote may reap
         self.next_spec: dict[str, Any] = {"model": None}
+        self.trash: list[Path] = []  # finished jobs' scratch dirs, for the helper to delete
         self.fdsock: socket.socket | None = None
         self.lock = threading.RLock()
         self._prep: threading.Thread | None = None
@@ -270,6 +271,9 @@ class Slot:
         with self.lock:
             self.done_pids = []
             cgs, self.job_cgs, self.free_cgs = [*self.job_cgs, self.cg], [], []
+            trash, self.trash = self.trash, []
+        for path in trash:
+            shutil.rmtree(path, ignore_errors=True)
         for cg in cgs:
             if cg is not None:
                 cg.destroy()
@@ -428,14 +432,17 @@ class Slot:
             raise wire.WireError(f"expected a reaped child, got {str(ev)[:60]}")
         return ev
 
-    def refill(self, spec: dict[str, Any]) -> None:
+    def refill(self, spec: dict[str, Any], trash: Path | None = None) -> None:
         """Prepare children up to ``PoolConfig.spares`` in a helper thread.
 
         ``spec`` (``model``, ``shapes``, ``deterministic`` of the last job) is what the
         next children are warmed for. A helper that is still running picks it up.
+        ``trash``: the last job's scratch dir, deleted by the helper.
         """
         with self.lock:
             self.next_spec = spec
+            if trash is not None:
+                self.trash.append(trash)
             if self._prep_running or self.proc is None:
                 return
             self._prep_running = True
@@ -446,6 +453,10 @@ class Slot:
         def run() -> None:
             try:
                 while True:
+                    with self.lock:
+                        trash, self.trash = self.trash, []
+                    for path in trash:
+                        shutil.rmtree(path, ignore_errors=True)
                     with self.lock:
                         want = self.pool.config.spares - len(self.ready)
                         spec = dict(self.next_spec)
