@@ -53,7 +53,7 @@ class _Zygote:
         self.zombies: list[int] = []
         self.reader = wire.Reader(0)
         self.fdsock: socket.socket | None = None
-        self.collapse_due = True
+        self.idle_due = True  # warm every catalog family, then collapse the heap
 
     # ---------------------------------------------------------------- setup
     def start(self) -> None:
@@ -90,7 +90,7 @@ class _Zygote:
 
         self.formats = formats
         self.torch = torch
-        _warm(torch, formats)
+        _warm(torch, formats, families=lease)  # fork mode: the catalog runs when first idle
         if cfg.get("enable_v2"):
             import torch.export  # ~1 s, paid once here instead of in every v2 child
         _send(
@@ -222,8 +222,9 @@ class _Zygote:
                 ms = self._warm_shapes(warm, model, shapes)
                 if ms is not None and ms <= self.cfg["prerun_max_ms"]:
                     prerun = (warm, self.cache_key(spec), shapes)
-        if req.get("idle") and self.collapse_due:
-            self.collapse_due = False
+        if req.get("idle") and self.idle_due:  # after the first job, off its path
+            self.idle_due = False
+            _warm(self.torch, self.formats, families=True)
             _collapse_heap()
         r_go, w_go = os.pipe()
         r_rep, w_rep = os.pipe()
@@ -326,10 +327,14 @@ _WARM = (
 )
 
 
-def _warm(torch: Any, formats: Any) -> None:
-    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s)."""
+def _warm(torch: Any, formats: Any, *, families: bool) -> None:
+    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s).
+
+    With ``families`` also run every catalog family on tiny inputs (~0.2 s, done when
+    the zygote is first idle so a cold pool's first job does not wait for it).
+    """
     torch.use_deterministic_algorithms(True)
-    for arch, cfg, kind, shape in _WARM:
+    for arch, cfg, kind, shape in _WARM if families else ():
         model = formats.load_model(arch, cfg, formats.random_weights(arch, cfg))
         x = torch.zeros(shape, dtype=torch.int64) if kind == "ids" else torch.zeros(shape)
         name = "input_ids" if kind == "ids" else "x"
