@@ -6,10 +6,12 @@ workers: ``bwrap`` processes running :mod:`node.runtime.zygote` under their own 
 cgroup. :meth:`WorkerPool.run` is thread-safe; it blocks until a slot is free.
 
 Per job the supervisor writes the weights to the content-addressed blob directory
-(once) and the inputs to a fresh scratch dir, moves the forked child into a new
-cgroup (memory, pids, cpu), enforces the wall clock (the zygote kills the child at
-the deadline; the supervisor kills the cgroup, and the whole worker, after a grace
-period), reads at most ``max_output_bytes`` of output, and deletes scratch and cgroup.
+(once). In fork mode it then takes a child the zygote forked ahead of time (already
+locked down, in a job cgroup, with its own scratch dir: see :class:`workers.Slot`),
+writes the inputs there, sends it the job over its own pipe, enforces the wall clock
+(pidfd kill + cgroup kill), meters its CPU time, reads at most ``max_output_bytes`` of
+output and kills it; a helper thread prepares the next child meanwhile. In lease mode
+the worker runs the job itself.
 """
 
 from __future__ import annotations

@@ -393,6 +393,7 @@ def _child(z: _Zygote, r_go: int, w_rep: int, prerun: tuple[Any, str, Any] | Non
             write=[scratch],
             devices=cfg.get("devices", ()),
             rlimits=rlimits,
+            profile="job-allow",  # fork mode is CPU only: the default-deny profile
         )
     except (OSError, lockdown.LockdownError) as exc:
         failed = str(exc)[:500]
