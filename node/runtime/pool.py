@@ -468,9 +468,7 @@ class WorkerPool:
         try:
             scratch = slot.take_dir(sp, msg["id"])
             self._write_job_files(scratch, req)
-            if cg is not None:
-                cg.reset_peak()
-                slot.oom_before = cg.oom_kills()
+            slot.oom_before = sp.oom0  # (the peak was reset when the child became ready)
             wire.send(sp.go, msg)
             report, exited = _await_report(sp, msg["timeout_s"])
             if exited:  # it died (or exited) on its own: status and rusage from the zygote

@@ -88,7 +88,7 @@ class Spawner:
         self._thread.join()
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Spare:
     """A forked, locked-down child waiting for the next job of its slot (fork mode)."""
 
@@ -100,6 +100,8 @@ class Spare:
     keys: frozenset[str]  # model cache keys in its snapshot of the zygote
     cg: Cgroup | None = None  # its job cgroup (moved in before it became ready)
     cpu0_ms: float = -1.0  # CPU time when it became ready (-1: not yet); the job pays the rest
+    oom0: int = 0  # its job cgroup's OOM kill count when it became ready
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -398,16 +400,20 @@ class Slot:
         """
         import select
 
-        if sp.cpu0_ms >= 0:
-            return
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (left := deadline - time.monotonic()) > 0:
-            if select.select([sp.rep], [], [], left)[0]:
-                if os.read(sp.rep, 1) == READY:
+        with sp.lock:  # the helper and a job may both check
+            if sp.cpu0_ms >= 0:
+                return
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while (left := deadline - time.monotonic()) > 0:
+                if select.select([sp.rep], [], [], left)[0]:
+                    if os.read(sp.rep, 1) != READY:
+                        break
+                    if sp.cg is not None:  # the job's peak and OOM count start here
+                        sp.cg.reset_peak()
+                        sp.oom0 = sp.cg.oom_kills()
                     sp.cpu0_ms = cpu_ms(sp.host_pid)  # it now blocks until its job
                     return
-                break
-        raise wire.WireError("the prepared child did not become ready")
+            raise wire.WireError("the prepared child did not become ready")
 
     def take_dir(self, sp: Spare, job_id: str) -> Path:
         """Rename the spare's own scratch dir to the job's; check what it is first."""
@@ -460,9 +466,22 @@ class Slot:
                     with self.lock:
                         want = self.pool.config.spares - len(self.ready)
                         spec = dict(self.next_spec)
-                        if want <= 0 or self.proc is None:
+                        waiting = [sp for sp in self.ready if sp.cpu0_ms < 0]
+                        if (want <= 0 and not waiting) or self.proc is None:
                             self._prep_running = False
                             return
+                    if want <= 0:  # full: take the ready checks off the jobs' path
+                        for sp in waiting:
+                            try:
+                                self._await_ready(sp)
+                            except (wire.WireError, OSError):
+                                with self.lock:
+                                    mine = sp in self.ready
+                                    if mine:
+                                        self.ready.remove(sp)
+                                if mine:
+                                    self._drop(sp)
+                        continue
                     sp = self.request_spare(**spec, idle=True)
                     with self.lock:
                         kept = self.proc is not None
