@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import queue
+import select
 import shutil
 import signal
 import socket
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sandbox, wire
 from .cgroup import Cgroup, CgroupError
-from .errors import SandboxUnavailable
+from .errors import JobError, SandboxUnavailable
 from .zygote import READY
 
 if TYPE_CHECKING:
@@ -108,8 +109,6 @@ class Spare:
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
 
     def exited(self) -> bool:
-        import select
-
         return bool(select.select([self.pidfd], [], [], 0)[0])
 
     def close(self) -> None:
@@ -342,8 +341,6 @@ class Slot:
         :class:`JobError` when the zygote cannot load the model,
         ``WireError``/``OSError`` when the worker is out of step.
         """
-        from .errors import JobError
-
         with self.lock:
             reap, self.done_pids = self.done_pids, []
         msg: dict[str, Any] = {"op": "spare", "reap": reap, "idle": idle}
@@ -398,8 +395,6 @@ class Slot:
         No job is handed to a child before this (children prepared ahead are
         checked when taken, so their preparation overlaps the next fork).
         """
-        import select
-
         with sp.lock:  # the helper and a job may both check
             if sp.cpu0_ms >= 0:
                 return

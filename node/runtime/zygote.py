@@ -93,6 +93,8 @@ class _Zygote:
         _warm(torch, formats, families=lease)  # fork mode: the catalog runs when first idle
         if cfg.get("enable_v2"):
             import torch.export  # ~1 s, paid once here instead of in every v2 child
+
+            from . import pt2  # noqa: F401 - imported once, inherited by every child
         _send(
             {"ev": "hello", "pid": os.getpid(), "layers": self.layers, "torch": torch.__version__}
         )
