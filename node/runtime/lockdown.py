@@ -128,8 +128,12 @@ def job_stage(
     scope: bool = True,
     rlimits: Mapping[str, int | None],
     check_threads: bool = True,
+    profile: str = "job",
 ) -> list[str]:
-    """Narrow a forked child to one job; return the layers applied."""
+    """Narrow a forked child to one job; return the layers applied.
+
+    ``profile``: the seccomp profile (``job``, or ``job-allow`` for CPU job processes).
+    """
     want = set(layers)
     if check_threads:
         _single_threaded()
@@ -143,6 +147,6 @@ def job_stage(
         landlock.restrict(read, write, devices=devices, scope=scope)
         done.append("landlock")
     if "seccomp" in want:
-        seccomp.install("job")
+        seccomp.install(profile)
         done.append("seccomp")
     return done

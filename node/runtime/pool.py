@@ -6,19 +6,24 @@ workers: ``bwrap`` processes running :mod:`node.runtime.zygote` under their own 
 cgroup. :meth:`WorkerPool.run` is thread-safe; it blocks until a slot is free.
 
 Per job the supervisor writes the weights to the content-addressed blob directory
-(once) and the inputs to a fresh scratch dir, moves the forked child into a new
-cgroup (memory, pids, cpu), enforces the wall clock (the zygote kills the child at
-the deadline; the supervisor kills the cgroup, and the whole worker, after a grace
-period), reads at most ``max_output_bytes`` of output, and deletes scratch and cgroup.
+(once). In fork mode it then takes a child the zygote forked ahead of time (already
+locked down, in a job cgroup, with its own scratch dir: see :class:`workers.Slot`),
+writes the inputs there, sends it the job over its own pipe, enforces the wall clock
+(pidfd kill + cgroup kill), meters its CPU time, reads at most ``max_output_bytes`` of
+output and kills it; a helper thread prepares the next child meanwhile. In lease mode
+the worker runs the job itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
+import json
 import os
 import queue
+import select
 import shutil
 import signal
 import tempfile
@@ -27,12 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import catalog, cgroup, descriptor, detect, sandbox, wire
+from . import catalog, cgroup, descriptor, detect, sandbox, wire, zygote
 from .cgroup import Cgroup
 from .errors import JobError, SandboxUnavailable
-from .workers import START_TIMEOUT_S, Slot, Spawner
+from .workers import Slot, Spare, Spawner, cpu_ms
 
-GRACE_S = 3.0
+GRACE_S = 3.0  # lease mode: how long past a job's deadline the worker may take to answer
+REPORT_MAX = 60_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +58,8 @@ class PoolConfig:
     max_params: int = catalog.MAX_PARAMS
     cache_entries: int = 4
     warm_max_elements: int = 4 << 20  # warm a model's kernels per input shape up to this
+    prerun_max_ms: float = 10.0  # a prepared child runs the last model on zeros if this quick
+    spares: int = 2  # fork mode: children prepared ahead per slot (each in its own cgroup)
     blob_cache_bytes: int = 8 << 30
     min_tier: int = 2
     insecure: bool = False  # explicit operator override: run below min_tier, advertise 0
@@ -327,7 +335,8 @@ class WorkerPool:
         self._admit(req)
         slot = self._slots.get()
         try:
-            slot.settle()
+            if slot.prep_failed or slot.proc is None:
+                slot.settle()  # the helper failed: the worker is replaced
             if slot.proc is None:  # replaced lazily after a failure, not on the error path
                 try:
                     slot.start()
@@ -340,27 +349,26 @@ class WorkerPool:
                 slot.stop()
             self._slots.put(slot)
 
-    def _run_on(self, slot: Slot, req: RunRequest) -> RunResult:
+    def job_rlimits(self, timeout: float | None, max_out: int | None) -> dict[str, int | None]:
+        """A job's rlimits; with ``None`` arguments the pool-wide maximum (a child
+        applies those before its job arrives, then lowers them to the job's own)."""
         cfg = self.config
-        t0 = time.monotonic()
-        job_id = f"j{next(self._ids)}"
-        scratch = slot.scratch / job_id
-        scratch.mkdir(mode=0o700)
-        if "uid" in self.layers:
-            os.chown(scratch, slot.uid, slot.uid)
-        weights_hex = ""
-        if req.format == "export-v2":
-            (scratch / "model.pt2").write_bytes(req.weights)
-        elif req.test_code is None:
-            weights_hex = self._store_blob(req.weights, req.weights_sha256)
-        (scratch / "inputs.safetensors").write_bytes(req.inputs)
-        max_out = min(req.max_output_bytes or cfg.max_output_bytes, cfg.max_output_bytes)
-        timeout = min(req.timeout_s or cfg.timeout_s, cfg.timeout_s)
-        cpu_rlimit = int(timeout * max(1, cfg.threads)) + 2
-        rl: dict[str, int | None] = {"cpu": cpu_rlimit, "fsize": max_out + (1 << 20), "nofile": 128}
+        timeout = cfg.timeout_s if timeout is None else timeout
+        max_out = cfg.max_output_bytes if max_out is None else max_out
+        rl: dict[str, int | None] = {
+            "cpu": int(timeout * max(1, cfg.threads)) + 2,
+            "fsize": max_out + (1 << 20),
+            "nofile": 128,
+        }
         if not cfg.device.startswith("cuda"):
             rl["as"] = cfg.memory_bytes  # the child adds its inherited VmSize
-        msg = {
+        return rl
+
+    def _message(self, req: RunRequest, job_id: str, weights_hex: str) -> dict[str, Any]:
+        cfg = self.config
+        max_out = min(req.max_output_bytes or cfg.max_output_bytes, cfg.max_output_bytes)
+        timeout = min(req.timeout_s or cfg.timeout_s, cfg.timeout_s)
+        return {
             "op": "job",
             "id": job_id,
             "format": req.format,
@@ -373,81 +381,150 @@ class WorkerPool:
             "max_output_bytes": max_out,
             "max_params": cfg.max_params,
             "timeout_s": timeout,
-            "rlimits": rl,
+            "rlimits": self.job_rlimits(timeout, max_out),
             "test_code": req.test_code,
         }
-        job_cg: Cgroup | None = None
-        spare_follows = False
-        deadline = time.monotonic() + timeout + GRACE_S
+
+    def _run_on(self, slot: Slot, req: RunRequest) -> RunResult:
+        t0 = time.monotonic()
+        weights_hex = ""
+        if req.format == "catalog-v1" and req.test_code is None:
+            weights_hex = self._store_blob(req.weights, req.weights_sha256)
+        msg = self._message(req, f"j{next(self._ids)}", weights_hex)
+        if self.config.mode == "lease":
+            return self._run_lease(slot, req, msg, t0)
+        return self._run_fork(slot, req, msg, t0)
+
+    @staticmethod
+    def _write_job_files(scratch: Path, req: RunRequest) -> None:
+        for name, data in (("model.pt2", req.weights), ("inputs.safetensors", req.inputs)):
+            if name == "model.pt2" and req.format != "export-v2":
+                continue
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(scratch / name, flags, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+
+    def _run_lease(self, slot: Slot, req: RunRequest, msg: dict[str, Any], t0: float) -> RunResult:
+        """Lease mode: the worker runs the job itself; model loading counts as job time."""
+        scratch = slot.scratch / msg["id"]
+        scratch.mkdir(mode=0o700)
+        if "uid" in self.layers:
+            os.chown(scratch, slot.uid, slot.uid)
+        self._write_job_files(scratch, req)
+        deadline = time.monotonic() + msg["timeout_s"] + GRACE_S
         try:
             wire.send(slot.wfd, msg)
-            # fork mode: the zygote answers "forked" after loading (and warming) the model,
-            # then the job's own deadline starts; lease mode answers "done" directly, so
-            # loading counts towards the job's time there
-            lease = cfg.mode == "lease"
-            ev = slot.reader.recv(deadline if lease else time.monotonic() + START_TIMEOUT_S)
-            if ev.get("ev") == "forked":
-                job_cg = self._confine(slot, int(ev["pid"]))
-                wire.send(slot.wfd, {"op": "go"})
-                ev = slot.reader.recv(deadline)
-                spare_follows = job_cg is not None and ev.get("ev") == "done"
+            ev = slot.reader.recv(deadline)
             return self._result(
-                slot=slot, req=req, ev=ev, scratch=scratch, cg=job_cg, max_out=max_out, t0=t0
+                slot=slot,
+                req=req,
+                ev=ev,
+                scratch=scratch,
+                cg=None,
+                max_out=msg["max_output_bytes"],
+                t0=t0,
             )
         except TimeoutError:
-            if job_cg is not None:
-                job_cg.kill()
             slot.stop()  # the worker missed its own deadline: replace it
-            raise JobError("timeout", f"no result within {timeout:.1f}s") from None
+            raise JobError("timeout", f"no result within {msg['timeout_s']:.1f}s") from None
         except (wire.WireError, OSError) as exc:
             rc = slot.proc.poll() if slot.proc is not None else None
             slot.stop()
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
         finally:
-            if job_cg is not None:
-                job_cg.kill(wait=False)  # the job's child, already answered for
-            if spare_follows and slot.proc is not None:
-                # only now: the helper moves the *next* child into this same cgroup
-                slot.expect_spare(self._preconfine)
-            if not cfg.keep_scratch:
+            if not self.config.keep_scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-    def _preconfine(self, slot: Slot) -> None:
-        """Between jobs (a helper thread): move the zygote's next child into the job cgroup.
+    def _run_fork(self, slot: Slot, req: RunRequest, msg: dict[str, Any], t0: float) -> RunResult:
+        """Fork mode: hand the job to a prepared child of the slot, talk to it directly.
 
-        Writing ``cgroup.procs`` costs ~3 ms per v1 controller here; done now, it is off the
-        next job's critical path. Any failure just leaves the move to :meth:`_confine`.
+        The child is already forked, confined in its job cgroup and locked down, with
+        its own scratch dir; usually it was prepared while earlier jobs ran
+        (:meth:`Slot.refill`). It gets one job frame, writes the output file and a
+        report, and is killed once the supervisor has read its CPU time.
         """
-        cg = slot.job_cg
-        ev = slot.reader.recv(time.monotonic() + 30)
-        if cg is None or ev.get("ev") != "spare":
-            raise wire.WireError(f"expected a spare child, got {str(ev)[:60]}")
-        nspid = int(ev["pid"])
-        host_pid = slot.child_host_pid(nspid)
-        if host_pid is None:
-            return
-        cg.kill(wait=False)  # the previous job's child, if it is still exiting
-        cg.add(host_pid)
-        slot.confined = nspid
+        model = None
+        if msg["weights"]:
+            model = {k: msg[k] for k in ("weights", "arch", "config", "max_params", "device")}
+            msg["cache_key"] = zygote.cache_key(model)
+        sp = slot.take(msg.get("cache_key"))
+        try:
+            if sp is None:  # wait for the helper; else fork one on this job's critical path
+                slot.settle()
+                if slot.proc is None:
+                    raise wire.WireError("the worker failed while preparing a child")
+                sp = slot.take(msg.get("cache_key"))
+            if sp is None:
+                slot.drop_ready()  # they lack this model
+                sp = slot.request_spare(model=model)
+        except (wire.WireError, OSError) as exc:
+            rc = slot.proc.poll() if slot.proc is not None else None
+            slot.stop()
+            raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
+        cg = sp.cg
+        scratch = slot.scratch / msg["id"]
+        reaped = False
+        try:
+            scratch = slot.take_dir(sp, msg["id"])
+            self._write_job_files(scratch, req)
+            slot.oom_before = sp.oom0  # (the peak was reset when the child became ready)
+            wire.send(sp.go, msg)
+            report, exited = _await_report(sp, msg["timeout_s"])
+            if exited:  # it died (or exited) on its own: status and rusage from the zygote
+                slot.settle()
+                if slot.proc is None:
+                    raise wire.WireError("the worker failed while preparing a child")
+                ev = slot.reap_wait(sp.nspid)
+                ev["cpu_ms"] = max(0.0, float(ev.get("cpu_ms", 0.0)) - sp.cpu0_ms)
+                reaped = True
+            else:
+                ev = {"status": 0, "cpu_ms": cpu_ms(sp.host_pid) - sp.cpu0_ms, "maxrss": 0}
+                if cg is None:
+                    ev["maxrss"] = _hwm(sp.host_pid)
+            ev.update(ev="done", report=report)
+            return self._result(
+                slot=slot,
+                req=req,
+                ev=ev,
+                scratch=scratch,
+                cg=cg,
+                max_out=msg["max_output_bytes"],
+                t0=t0,
+            )
+        except TimeoutError:
+            raise JobError("timeout", "killed at the wall-clock deadline") from None
+        except (wire.WireError, OSError) as exc:
+            rc = slot.proc.poll() if slot.proc is not None else None
+            slot.stop()
+            raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
+        finally:
+            sp.kill()
+            if cg is not None:
+                cg.kill(wait=False)
+            slot.release(sp, reaped=reaped)
+            trash = None if self.config.keep_scratch else scratch
+            if slot.proc is not None:
+                slot.refill(self._next_spec(req, model, msg), trash)
+            elif trash is not None:
+                shutil.rmtree(trash, ignore_errors=True)
 
-    def _confine(self, slot: Slot, nspid: int) -> Cgroup | None:
-        cg = slot.job_cg
-        if cg is None:
-            return None
-        if slot.confined == nspid:  # moved in between jobs, nothing else is in there
-            slot.confined = None
-            cg.reset_peak()
-            slot.oom_before = cg.oom_kills()
-            return cg
-        slot.confined = None
-        host_pid = slot.child_host_pid(nspid)
-        if host_pid is None:
-            raise JobError("sandbox", "could not find the job process")
-        cg.kill()  # nothing may be left from an earlier job
-        cg.reset_peak()
-        slot.oom_before = cg.oom_kills()
-        cg.add(host_pid)
-        return cg
+    @staticmethod
+    def _next_spec(
+        req: RunRequest, model: dict[str, Any] | None, msg: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What the next prepared children are warmed for: this job's model and shapes.
+
+        They inherit the zygote's kernels warmed for these input shapes and, for a
+        small model, run it once on zeros of them before their job arrives.
+        """
+        shapes = None
+        if model is not None:
+            try:
+                shapes = zygote.header_shapes(req.inputs)
+            except (ValueError, KeyError, TypeError):
+                shapes = None
+        return {"model": model, "shapes": shapes, "deterministic": bool(msg["deterministic"])}
 
     def _result(
         self,
@@ -497,6 +574,49 @@ class WorkerPool:
             load_ms=float(report.get("load_ms", 0.0)),
             infer_ms=float(report.get("infer_ms", 0.0)),
         )
+
+
+def _await_report(sp: Spare, timeout_s: float) -> tuple[dict[str, Any], bool]:
+    """Read the child's report until its pipe closes; kill it at the deadline.
+
+    Returns (report, exited): ``exited`` means the process ended on its own (its
+    status must come from the zygote); else it reported and is waiting to be killed.
+    """
+    deadline = time.monotonic() + timeout_s
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            sp.kill()
+            raise TimeoutError
+        ready, _, _ = select.select([sp.rep, sp.pidfd], [], [], left)
+        if sp.rep in ready:
+            chunk = os.read(sp.rep, 65536)
+            if chunk:
+                data += chunk[: max(0, REPORT_MAX - len(data))]
+                continue
+            return _parse_report(data), sp.exited()  # EOF: reported (or died)
+        if sp.pidfd in ready:
+            while select.select([sp.rep], [], [], 0)[0] and (chunk := os.read(sp.rep, 65536)):
+                data += chunk[: max(0, REPORT_MAX - len(data))]
+            return _parse_report(data), True
+
+
+def _parse_report(data: bytes) -> dict[str, Any]:
+    try:
+        report = json.loads(data) if data else {}
+    except ValueError:
+        report = {}
+    return report if isinstance(report, dict) else {}
+
+
+def _hwm(pid: int) -> int:
+    """Peak resident memory of ``pid`` (``VmHWM``) in bytes, 0 if unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _read_capped(path: Path, cap: int) -> bytes:

@@ -65,6 +65,9 @@ ENV: Final = {
     "USER": "gpunet-job",
     "LOGNAME": "gpunet-job",
 }
+#: Fork-mode (CPU zygote) workers also back glibc's heap with huge pages: fork copies,
+#: and exit frees, one page-table entry per 4 KiB page of the zygote's ~220 MB heap.
+FORK_ENV: Final = {**ENV, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 #: Landlock rules a CUDA worker gets beyond a CPU worker's (which already read /proc,
 #: /dev, /sys and use the assigned /dev/nvidia* nodes read-write + ioctl): on an H200
 #: (driver 580), CUDA init fails with error 304 unless the worker may write under its
@@ -78,11 +81,12 @@ GPU_LANDLOCK: Final[dict[str, tuple[str, ...]]] = {
 NO_EXTRA: Final[dict[str, tuple[str, ...]]] = {"read": (), "write": (), "devices": ()}
 
 
-def worker_env(device: str) -> dict[str, str]:
-    """The whole environment of a worker on ``device``: :data:`ENV`, plus on CUDA the
-    host's ``LD_LIBRARY_PATH`` entries under ``/usr`` or the interpreter's prefixes (where
-    images put the driver's ``libcuda``; nothing else of the host's environment passes)."""
-    env = dict(ENV)
+def worker_env(device: str, *, fork: bool) -> dict[str, str]:
+    """The whole environment of a worker on ``device``: :data:`FORK_ENV` for fork-mode
+    zygotes, else :data:`ENV`; on CUDA plus the host's ``LD_LIBRARY_PATH`` entries under
+    ``/usr`` or the interpreter's prefixes (where images put the driver's ``libcuda``;
+    nothing else of the host's environment passes)."""
+    env = dict(FORK_ENV if fork else ENV)
     if device.startswith("cuda"):
         roots = tuple({"/usr/", sys.base_prefix.rstrip("/") + "/", sys.prefix.rstrip("/") + "/"})
         dirs = [
@@ -134,6 +138,7 @@ def bwrap_argv(
     device: str,
     config: Mapping[str, object],
     tmpfs_bytes: int = 256 << 20,
+    env: Mapping[str, str] = ENV,
 ) -> list[str]:
     """The full ``bwrap ... python -I -B -c BOOT <config>`` command of one worker.
 
@@ -175,7 +180,7 @@ def bwrap_argv(
         argv += ["--ro-bind-try", "/proc/driver/nvidia", "/proc/driver/nvidia"]
         argv += ["--ro-bind-try", "/sys", "/sys"]
     argv += ["--clearenv"]
-    for k, v in worker_env(device).items():
+    for k, v in env.items():
         argv += ["--setenv", k, v]
     argv += ["--chdir", "/tmp", "--", paths.python, "-I", "-B", "-c", BOOT, json.dumps(config)]
     return argv

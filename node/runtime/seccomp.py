@@ -1,14 +1,20 @@
-"""A seccomp-bpf deny-list built by hand (ctypes, no libseccomp), installed with TSYNC.
+"""seccomp-bpf filters built by hand (ctypes, no libseccomp), installed with TSYNC.
 
-Two profiles, both x86_64 only (elsewhere :func:`supported` is False and the layer is
+Three profiles, all x86_64 only (elsewhere :func:`supported` is False and the layer is
 reported missing):
 
-* ``zygote``: no sockets, exec, ptrace, namespaces, mounts, set*id, bpf, io_uring,
-  keyctl, perf, kexec, modules, userfaultfd; ``clone`` without namespace flags is
-  allowed, because the zygote forks a child per job.
-* ``job``: the zygote list plus every way to make a process (``fork``, ``vfork``,
-  ``clone`` without ``CLONE_THREAD``), ``memfd_create``, ``pidfd_*`` and ``kill`` of
-  other processes is left to the pid namespace and Landlock's signal scope.
+* ``zygote`` (deny-list): no sockets, exec, ptrace, namespaces, mounts, set*id, bpf,
+  io_uring, keyctl, perf, kexec, modules, userfaultfd; ``clone`` without namespace
+  flags is allowed, because the zygote forks a child per job.
+* ``job`` (deny-list, the GPU lease worker's): the zygote list plus every way to make a
+  process (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``), ``memfd_create``,
+  ``pidfd_*``; ``kill`` of other processes is left to the pid namespace and Landlock's
+  signal scope.
+* ``job-allow`` (default-deny, CPU fork-mode job processes): the ``job`` deny-list
+  first (same EPERM answers), then only :data:`JOB_ALLOW` (traced from real jobs of
+  every catalog model, a v2 program, 1 and 2 threads, error paths), ``ioctl`` only for
+  ``TCGETS``, ``prctl`` only for thread names; anything else answers ENOSYS (so libc
+  takes its fallbacks).
 
 ``clone3`` answers ENOSYS so glibc falls back to ``clone``, whose flags a filter can
 read. Foreign architectures and the x32 ABI are killed.
@@ -73,6 +79,38 @@ JOB_DENY: Final = {
     "memfd_secret": 447, "process_madvise": 440, "kcmp": 312,
 }  # fmt: skip
 
+#: What a CPU job process may call after its lockdown (``job-allow``). Traced with
+#: ``strace -f`` on a zygote's children (docs/runtime.md §3), plus the calls libc and
+#: Python make on paths the trace did not take (exit, signal return, sleeps, stat
+#: variants, polling).
+JOB_ALLOW: Final = {
+    "read": 0, "write": 1, "open": 2, "close": 3, "stat": 4, "fstat": 5, "lstat": 6,
+    "poll": 7, "lseek": 8, "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12,
+    "rt_sigaction": 13, "rt_sigprocmask": 14, "rt_sigreturn": 15, "pread64": 17,
+    "pwrite64": 18, "readv": 19, "writev": 20, "access": 21, "select": 23,
+    "sched_yield": 24, "mremap": 25, "madvise": 28, "dup": 32, "nanosleep": 35,
+    "getpid": 39, "exit": 60, "uname": 63, "fcntl": 72, "fsync": 74, "fdatasync": 75,
+    "ftruncate": 77, "getcwd": 79, "rename": 82, "mkdir": 83, "rmdir": 84, "unlink": 87,
+    "readlink": 89, "umask": 95, "gettimeofday": 96, "getrlimit": 97, "sysinfo": 99,
+    "getuid": 102, "getgid": 104, "geteuid": 107, "getegid": 108, "getppid": 110,
+    "getresuid": 118, "getresgid": 120, "sigaltstack": 131, "statfs": 137,
+    "fstatfs": 138, "setrlimit": 160, "gettid": 186, "time": 201, "futex": 202,
+    "sched_getaffinity": 204, "getdents64": 217, "restart_syscall": 219,
+    "fadvise64": 221, "clock_gettime": 228, "clock_getres": 229, "clock_nanosleep": 230,
+    "exit_group": 231, "epoll_wait": 232, "epoll_ctl": 233, "tgkill": 234,
+    "openat": 257, "mkdirat": 258, "newfstatat": 262, "unlinkat": 263, "renameat": 264,
+    "readlinkat": 267, "faccessat": 269, "pselect6": 270, "ppoll": 271,
+    "set_robust_list": 273, "epoll_pwait": 281, "epoll_create1": 291, "dup3": 292,
+    "pipe2": 293, "prlimit64": 302, "getcpu": 309, "renameat2": 316, "getrandom": 318,
+    "statx": 332, "rseq": 334, "close_range": 436, "faccessat2": 439,
+}  # fmt: skip
+SYS_IOCTL: Final = 16
+SYS_PRCTL: Final = 157
+TCGETS: Final = 0x5401
+PR_SET_NAME: Final = 15
+PR_GET_NAME: Final = 16
+_OFF_ARG1: Final = 24
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.prctl.restype = ctypes.c_int
@@ -98,11 +136,14 @@ def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def build(profile: str) -> bytes:
-    """The BPF program (raw ``sock_filter`` array) of ``profile`` (``zygote`` or ``job``)."""
-    if profile not in ("zygote", "job"):
+    """The BPF program (raw ``sock_filter`` array) of ``profile``.
+
+    ``zygote``, ``job`` (deny-lists) or ``job-allow`` (default-deny, see the module doc).
+    """
+    if profile not in ("zygote", "job", "job-allow"):
         raise ValueError(profile)
     deny = dict(ZYGOTE_DENY)
-    if profile == "job":
+    if profile != "zygote":
         deny.update(JOB_DENY)
     eperm = _ERRNO | errno.EPERM
     prog = [
@@ -117,7 +158,14 @@ def build(profile: str) -> bytes:
     ]
     for nr in sorted(set(deny.values())):
         prog += [_ins(_JEQ, 0, 1, nr), _ins(_RET, 0, 0, eperm)]
-    if profile == "job":
+    if profile == "zygote":
+        clone = [
+            _ins(_LD_W_ABS, 0, 0, _OFF_ARG0),
+            _ins(_JSET, 0, 1, CLONE_NS_MASK_ALL),
+            _ins(_RET, 0, 0, eperm),
+            _ins(_RET, 0, 0, _ALLOW),
+        ]
+    else:
         clone = [
             _ins(_LD_W_ABS, 0, 0, _OFF_ARG0),
             _ins(_JSET, 0, 1, CLONE_NS_MASK_ALL),
@@ -126,14 +174,28 @@ def build(profile: str) -> bytes:
             _ins(_RET, 0, 0, _ALLOW),
             _ins(_RET, 0, 0, eperm),
         ]
-    else:
-        clone = [
-            _ins(_LD_W_ABS, 0, 0, _OFF_ARG0),
-            _ins(_JSET, 0, 1, CLONE_NS_MASK_ALL),
-            _ins(_RET, 0, 0, eperm),
-            _ins(_RET, 0, 0, _ALLOW),
-        ]
-    prog += [_ins(_JEQ, 0, len(clone), SYS_CLONE), *clone, _ins(_RET, 0, 0, _ALLOW)]
+    prog += [_ins(_JEQ, 0, len(clone), SYS_CLONE), *clone]
+    if profile != "job-allow":
+        return b"".join([*prog, _ins(_RET, 0, 0, _ALLOW)])
+    # the syscall number is still in A: every branch above returned or fell through
+    ioctl = [  # isatty() only
+        _ins(_LD_W_ABS, 0, 0, _OFF_ARG1),
+        _ins(_JEQ, 0, 1, TCGETS),
+        _ins(_RET, 0, 0, _ALLOW),
+        _ins(_RET, 0, 0, _ERRNO | errno.ENOTTY),
+    ]
+    prctl = [  # thread names only
+        _ins(_LD_W_ABS, 0, 0, _OFF_ARG0),
+        _ins(_JEQ, 1, 0, PR_SET_NAME),
+        _ins(_JEQ, 0, 1, PR_GET_NAME),
+        _ins(_RET, 0, 0, _ALLOW),
+        _ins(_RET, 0, 0, eperm),
+    ]
+    prog += [_ins(_JEQ, 0, len(ioctl), SYS_IOCTL), *ioctl]
+    prog += [_ins(_JEQ, 0, len(prctl), SYS_PRCTL), *prctl]
+    for nr in sorted(set(JOB_ALLOW.values())):
+        prog += [_ins(_JEQ, 0, 1, nr), _ins(_RET, 0, 0, _ALLOW)]
+    prog.append(_ins(_RET, 0, 0, _ERRNO | errno.ENOSYS))
     return b"".join(prog)
 
 

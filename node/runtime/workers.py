@@ -1,32 +1,39 @@
 """Sandboxed worker processes: the spawner thread and one slot (a bwrap'd zygote).
 
 A slot owns one worker (``bwrap ... python -I -B -c <boot>`` running :mod:`.zygote`),
-its slot cgroup, the reusable job cgroup and its scratch root; :mod:`.pool` drives slots.
+its slot cgroup, the reusable job cgroup, its scratch root and, in fork mode, the
+prepared child for the next job (:class:`Spare`); :mod:`.pool` drives slots.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import os
 import queue
+import select
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import sandbox, wire
 from .cgroup import Cgroup, CgroupError
-from .errors import SandboxUnavailable
+from .errors import JobError, SandboxUnavailable
+from .zygote import READY
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
 
 START_TIMEOUT_S = 120.0
+_Spawn = tuple[list[str], Path, bool, dict[str, str], tuple[int, ...]]
 
 
 class Spawner:
@@ -38,16 +45,14 @@ class Spawner:
     """
 
     def __init__(self) -> None:
-        self._q: queue.Queue[
-            tuple[list[str], dict[str, str], Path, bool, Future[subprocess.Popen[bytes]]] | None
-        ]
+        self._q: queue.Queue[tuple[_Spawn, Future[subprocess.Popen[bytes]]] | None]
         self._q = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="gpunet-spawner", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while (item := self._q.get()) is not None:
-            argv, env, log_path, debug, fut = item
+            (argv, log_path, debug, env, fds), fut = item
             try:
                 with open(log_path, "ab") as log:
                     fut.set_result(
@@ -57,6 +62,7 @@ class Spawner:
                             stdout=subprocess.PIPE,
                             stderr=log if debug else subprocess.DEVNULL,
                             close_fds=True,
+                            pass_fds=fds,
                             env=env,
                             start_new_session=True,
                         )
@@ -65,17 +71,50 @@ class Spawner:
                 fut.set_exception(exc)
 
     def spawn(
-        self, argv: list[str], env: dict[str, str], log: Path, debug: bool
+        self,
+        argv: list[str],
+        log: Path,
+        debug: bool,
+        env: dict[str, str],
+        pass_fds: tuple[int, ...] = (),
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` with exactly ``env`` from the spawner thread; return its Popen."""
+        """Start ``argv`` from the spawner thread and return its Popen."""
         fut: Future[subprocess.Popen[bytes]] = Future()
-        self._q.put((argv, env, log, debug, fut))
+        self._q.put(((argv, log, debug, env, pass_fds), fut))
         return fut.result()
 
     def close(self) -> None:
         """Stop the thread (workers it started must already be stopped)."""
         self._q.put(None)
         self._thread.join()
+
+
+@dataclasses.dataclass(eq=False)
+class Spare:
+    """A forked, locked-down child waiting for the next job of its slot (fork mode)."""
+
+    nspid: int  # pid inside the sandbox (its scratch dir is ``n<nspid>``)
+    host_pid: int
+    pidfd: int  # for race-free kill and exit detection
+    go: int  # write end of its job pipe
+    rep: int  # read end of its report pipe
+    keys: frozenset[str]  # model cache keys in its snapshot of the zygote
+    cg: Cgroup | None = None  # its job cgroup (moved in before it became ready)
+    cpu0_ms: float = -1.0  # CPU time when it became ready (-1: not yet); the job pays the rest
+    oom0: int = 0  # its job cgroup's OOM kill count when it became ready
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def exited(self) -> bool:
+        return bool(select.select([self.pidfd], [], [], 0)[0])
+
+    def close(self) -> None:
+        for fd in (self.go, self.rep, self.pidfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class Slot:
@@ -88,11 +127,19 @@ class Slot:
         self.scratch = pool.work / f"slot{index}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.cg: Cgroup | None = None
-        self.job_cg: Cgroup | None = None
         self.zygote_pid = 0
         self.oom_before = 0
-        self.confined: int | None = None  # sandbox pid of a spare child already in job_cg
+        # fork mode: children prepared for coming jobs, each in one of the job cgroups
+        self.ready: collections.deque[Spare] = collections.deque()
+        self.job_cgs: list[Cgroup] = []
+        self.free_cgs: list[Cgroup] = []
+        self.done_pids: list[int] = []  # children the zygote may reap
+        self.next_spec: dict[str, Any] = {"model": None}
+        self.trash: list[Path] = []  # finished jobs' scratch dirs, for the helper to delete
+        self.fdsock: socket.socket | None = None
+        self.lock = threading.RLock()
         self._prep: threading.Thread | None = None
+        self._prep_running = False
         self._prep_failed = False
         self.layers: tuple[str, ...] = ()
 
@@ -128,6 +175,9 @@ class Slot:
             "read": [*paths.read_paths(code), blobs, "/proc", "/dev", "/sys", *gpu["read"]],
             "write": [*writable, *gpu["write"]],
             "job_read": paths.read_paths(code),
+            "job_rlimits": pool.job_rlimits(None, None),
+            "threads": cfg.threads,
+            "prerun_max_ms": cfg.prerun_max_ms,
             "devices": [*devices, *gpu["devices"]],
             "fsize": cfg.max_output_bytes + (16 << 20),
             "cache_entries": cfg.cache_entries,
@@ -136,6 +186,11 @@ class Slot:
             "enable_v2": cfg.enable_v2 and pool.tier >= 2,
             "debug": cfg.debug,
         }
+        env = sandbox.worker_env(cfg.device, fork=cfg.mode == "fork")
+        theirs = None
+        if cfg.mode == "fork":  # the zygote passes each child's pipes over this socket
+            self.fdsock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            zcfg["fdsock"] = theirs.fileno()
         if jailed:
             argv = sandbox.bwrap_argv(
                 paths=paths,
@@ -145,6 +200,7 @@ class Slot:
                 uid=self.uid,
                 device=cfg.device,
                 config=zcfg,
+                env=env,
             )
         else:
             blocked = sandbox.unreachable_for_other_uids(paths.read_paths(code))
@@ -155,9 +211,14 @@ class Slot:
                     + " (install bubblewrap, or the interpreter and venv in a world-readable path)"
                 )
             argv = sandbox.direct_argv(paths=paths, config=zcfg)
-        self.proc = pool.spawner.spawn(
-            argv, sandbox.worker_env(cfg.device), pool.work / f"slot{self.index}.log", cfg.debug
-        )
+        fds = () if theirs is None else (theirs.fileno(),)
+        try:
+            self.proc = pool.spawner.spawn(
+                argv, pool.work / f"slot{self.index}.log", cfg.debug, env, fds
+            )
+        finally:
+            if theirs is not None:
+                theirs.close()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.wfd = self.proc.stdin.fileno()
         self.reader = wire.Reader(self.proc.stdout.fileno())
@@ -182,17 +243,21 @@ class Slot:
             raise SandboxUnavailable(f"worker {self.index}: cannot find the zygote process")
         self.zygote_pid = found[0]
         self.layers = tuple(hello["layers"])
-        if "cgroup" in pool.layers:
-            # one job cgroup per slot, emptied and reset between jobs (creating and
-            # removing three v1 directories per job cost ~10 ms)
-            self.job_cg = Cgroup(pool.cgroup_kind, f"{pool.name}-slot{self.index}-job")
+        if "cgroup" in pool.layers and cfg.mode == "fork":
+            # job cgroups are reused, emptied and reset between jobs (creating and
+            # removing three v1 directories per job cost ~10 ms): one per prepared
+            # child plus one for the running job, each holding at most one process
             # a quota of exactly `threads` cores throttled a 1-thread ResNet-18 job from
             # 70 to 150 ms here (CFS bandwidth slices): leave one core of headroom
             cpus = cfg.cpus if cfg.cpus is not None else float(cfg.threads) + 1.0
-            self.job_cg.limit(memory=cfg.memory_bytes, pids=cfg.pids_max, cpus=cpus)
+            for k in range(max(1, cfg.spares) + 1):
+                cg = Cgroup(pool.cgroup_kind, f"{pool.name}-slot{self.index}-job{k}")
+                self.job_cgs.append(cg)
+                cg.limit(memory=cfg.memory_bytes, pids=cfg.pids_max, cpus=cpus)
+            self.free_cgs = list(self.job_cgs)
 
     def stop(self) -> None:
-        self.confined = None
+        self.drop_ready()
         if self.proc is not None:
             with contextlib.suppress(OSError, ValueError):
                 wire.send(self.wfd, {"op": "exit"})
@@ -205,31 +270,242 @@ class Slot:
                     with contextlib.suppress(OSError):
                         f.close()
             self.proc = None
-        for cg in (self.job_cg, self.cg):
+        with self.lock:
+            self.done_pids = []
+            cgs, self.job_cgs, self.free_cgs = [*self.job_cgs, self.cg], [], []
+            trash, self.trash = self.trash, []
+        for path in trash:
+            shutil.rmtree(path, ignore_errors=True)
+        for cg in cgs:
             if cg is not None:
                 cg.destroy()
-        self.cg = self.job_cg = None
+        self.cg = None
+        if self.fdsock is not None:
+            self.fdsock.close()
+            self.fdsock = None
 
-    def expect_spare(self, confine: Callable[[Slot], None]) -> None:
-        """Run ``confine(self)`` in a helper thread until the slot is next used."""
+    # ------------------------------------------------------------ fork mode
+    def take(self, key: str | None) -> Spare | None:
+        """A ready child for a job whose model has cache ``key`` (None: no model).
 
-        def work() -> None:
+        Children that died, or whose snapshot of the cache lacks the model, are
+        dropped (the next jobs most likely use the same model).
+        """
+        while True:
+            with self.lock:
+                if not self.ready:
+                    return None
+                sp = self.ready.popleft()
+            if not sp.exited() and (key is None or key in sp.keys):
+                try:
+                    self._await_ready(sp)
+                    return sp
+                except wire.WireError:
+                    pass
+            self._drop(sp)
+
+    def drop_ready(self) -> None:
+        """Kill every prepared child (they never saw a job)."""
+        with self.lock:
+            while self.ready:
+                self._drop(self.ready.popleft())
+
+    def _drop(self, sp: Spare) -> None:
+        self.release(sp, reaped=False)
+        shutil.rmtree(self.scratch / f"n{sp.nspid}", ignore_errors=True)
+
+    def release(self, sp: Spare, *, reaped: bool) -> None:
+        """Kill ``sp``, free its job cgroup, let the zygote reap it (unless it did)."""
+        sp.kill()
+        sp.close()
+        with self.lock:
+            if sp.cg is not None:
+                self.free_cgs.append(sp.cg)
+                sp.cg = None
+            if not reaped:
+                self.done_pids.append(sp.nspid)
+
+    def request_spare(
+        self,
+        *,
+        model: dict[str, Any] | None,
+        shapes: dict[str, Any] | None = None,
+        deterministic: bool = False,
+        idle: bool = False,
+    ) -> Spare:
+        """Have the zygote fork a child for a coming job; take its pipes; confine it.
+
+        ``model``: load this model first (the next job's), or warm it for ``shapes``
+        (the last job's). With ``idle`` (the helper) it returns before the child is
+        ready, and :meth:`take` waits for that. Only one thread at a time may call
+        this (the helper, or the caller after :meth:`settle`). Raises
+        :class:`JobError` when the zygote cannot load the model,
+        ``WireError``/``OSError`` when the worker is out of step.
+        """
+        with self.lock:
+            reap, self.done_pids = self.done_pids, []
+        msg: dict[str, Any] = {"op": "spare", "reap": reap, "idle": idle}
+        msg.update(model=model, shapes=shapes, deterministic=deterministic)
+        wire.send(self.wfd, msg)
+        try:
+            ev = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
+        except TimeoutError:
+            raise wire.WireError("the worker did not fork a child") from None
+        if ev.get("ev") == "error_job":
+            raise JobError(str(ev.get("code", "bad_model")), str(ev.get("msg", ""))[:500])
+        if ev.get("ev") != "spare" or self.fdsock is None:
+            raise wire.WireError(f"expected a spare child, got {str(ev)[:60]}")
+        _, fds, _, _ = socket.recv_fds(self.fdsock, 16, 2)
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            raise wire.WireError("the worker did not pass the child's pipes")
+        nspid = int(ev["pid"])
+        host_pid = self.child_host_pid(nspid)
+        try:
+            if host_pid is None:
+                raise wire.WireError("could not find the new child")
+            pidfd = os.pidfd_open(host_pid)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            with self.lock:
+                self.done_pids.append(nspid)
+            raise
+        sp = Spare(nspid, host_pid, pidfd, fds[0], fds[1], frozenset(ev.get("keys", ())))
+        try:
+            with contextlib.suppress(OSError):  # the job, never the zygote, is the OOM victim
+                Path(f"/proc/{host_pid}/oom_score_adj").write_text("1000")
+            if self.job_cgs:
+                with self.lock:
+                    sp.cg = self.free_cgs.pop() if self.free_cgs else None
+                if sp.cg is None:
+                    raise wire.WireError("no free job cgroup")
+                sp.cg.kill(wait=False)  # an earlier job's child, if it is still exiting
+                sp.cg.add(host_pid)
+            if not idle:
+                self._await_ready(sp)
+        except BaseException:
+            self._drop(sp)
+            raise
+        return sp
+
+    def _await_ready(self, sp: Spare) -> None:
+        """Wait for the child's ready byte: its own dir and lockdown are in place.
+
+        No job is handed to a child before this (children prepared ahead are
+        checked when taken, so their preparation overlaps the next fork).
+        """
+        with sp.lock:  # the helper and a job may both check
+            if sp.cpu0_ms >= 0:
+                return
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while (left := deadline - time.monotonic()) > 0:
+                if select.select([sp.rep], [], [], left)[0]:
+                    if os.read(sp.rep, 1) != READY:
+                        break
+                    if sp.cg is not None:  # the job's peak and OOM count start here
+                        sp.cg.reset_peak()
+                        sp.oom0 = sp.cg.oom_kills()
+                    sp.cpu0_ms = cpu_ms(sp.host_pid)  # it now blocks until its job
+                    return
+            raise wire.WireError("the prepared child did not become ready")
+
+    def take_dir(self, sp: Spare, job_id: str) -> Path:
+        """Rename the spare's own scratch dir to the job's; check what it is first."""
+        src, dst = self.scratch / f"n{sp.nspid}", self.scratch / job_id
+        st = os.lstat(src)
+        if not stat.S_ISDIR(st.st_mode) or ("uid" in self.pool.layers and st.st_uid != self.uid):
+            raise OSError(f"{src} is not the child's scratch dir")
+        os.rename(src, dst)
+        return dst
+
+    def reap_wait(self, nspid: int) -> dict[str, Any]:
+        """Exit status and rusage of a child that died on its own (from the zygote).
+
+        The caller must have joined the helper (:meth:`settle`): one user of the pipe.
+        """
+        wire.send(self.wfd, {"op": "reap", "pid": nspid})
+        try:
+            ev = self.reader.recv(time.monotonic() + START_TIMEOUT_S)
+        except TimeoutError:
+            raise wire.WireError("the worker did not reap its child") from None
+        if ev.get("ev") != "reaped":
+            raise wire.WireError(f"expected a reaped child, got {str(ev)[:60]}")
+        return ev
+
+    def refill(self, spec: dict[str, Any], trash: Path | None = None) -> None:
+        """Prepare children up to ``PoolConfig.spares`` in a helper thread.
+
+        ``spec`` (``model``, ``shapes``, ``deterministic`` of the last job) is what the
+        next children are warmed for. A helper that is still running picks it up.
+        ``trash``: the last job's scratch dir, deleted by the helper.
+        """
+        with self.lock:
+            self.next_spec = spec
+            if trash is not None:
+                self.trash.append(trash)
+            if self._prep_running or self.proc is None:
+                return
+            self._prep_running = True
+            old, self._prep = self._prep, None
+        if old is not None:
+            old.join()  # it has finished (or is finishing) its last round
+
+        def run() -> None:
             try:
-                confine(self)
-            except (OSError, TimeoutError, ValueError, KeyError, wire.WireError):
-                self._prep_failed = True  # pipe out of step: the worker is replaced
+                while True:
+                    with self.lock:
+                        trash, self.trash = self.trash, []
+                    for path in trash:
+                        shutil.rmtree(path, ignore_errors=True)
+                    with self.lock:
+                        want = self.pool.config.spares - len(self.ready)
+                        spec = dict(self.next_spec)
+                        waiting = [sp for sp in self.ready if sp.cpu0_ms < 0]
+                        if (want <= 0 and not waiting) or self.proc is None:
+                            self._prep_running = False
+                            return
+                    if want <= 0:  # full: take the ready checks off the jobs' path
+                        for sp in waiting:
+                            try:
+                                self._await_ready(sp)
+                            except (wire.WireError, OSError):
+                                with self.lock:
+                                    mine = sp in self.ready
+                                    if mine:
+                                        self.ready.remove(sp)
+                                if mine:
+                                    self._drop(sp)
+                        continue
+                    sp = self.request_spare(**spec, idle=True)
+                    with self.lock:
+                        kept = self.proc is not None
+                        if kept:
+                            self.ready.append(sp)
+                    if not kept:
+                        self._drop(sp)
+            except Exception:  # noqa: BLE001 - any failure: the worker is replaced
+                with self.lock:
+                    self._prep_failed = True
+                    self._prep_running = False
 
-        self._prep_failed = False
-        self._prep = threading.Thread(target=work, name=f"gpunet-slot{self.index}-prep")
+        self._prep = threading.Thread(target=run, name=f"gpunet-slot{self.index}-prep")
         self._prep.start()
 
+    @property
+    def prep_failed(self) -> bool:
+        """The helper failed: :meth:`settle` replaces the worker."""
+        return self._prep_failed
+
     def settle(self) -> None:
-        """Join the helper of :meth:`expect_spare`; replace the worker if it failed."""
+        """Join the helper of :meth:`refill`; replace the worker if it failed."""
         if self._prep is not None:
             self._prep.join()
             self._prep = None
-            if self._prep_failed:
-                self.stop()
+        if self._prep_failed:
+            self._prep_failed = False
+            self.stop()
 
     def child_host_pid(self, nspid: int) -> int | None:
         """Host pid of the zygote's child whose pid in the sandbox is ``nspid``."""
@@ -241,6 +517,17 @@ class Slot:
             if _nspid(kid) == nspid:
                 return kid
         return None
+
+
+def cpu_ms(pid: int) -> float:
+    """CPU time of every thread of ``pid`` so far (``schedstat``: ns resolution)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            path = f"/proc/{pid}/task/{tid}/schedstat"
+            with contextlib.suppress(OSError, ValueError, IndexError), open(path) as f:
+                total += int(f.read().split()[0])
+    return total / 1e6
 
 
 def descendants(pid: int) -> list[int]:

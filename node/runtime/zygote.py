@@ -6,12 +6,15 @@ Started by the supervisor (:mod:`node.runtime.pool`) as
 1. stage-1 lockdown while single-threaded (:func:`lockdown.zygote_stage`), then
    ``import torch`` with one intra-op thread (a zygote that ran a multi-threaded
    OpenMP region would hang its forked children);
-2. ``hello`` to the supervisor; then per job: load the model into the cache (v1,
-   data-only safetensors, keyed by the weights' sha256), ``fork``; the child waits
-   for ``go`` (sent after the supervisor moved it into the job's cgroup), applies
-   stage-2 lockdown, runs the job, writes ``output.safetensors`` into its scratch
-   dir and a small JSON report into a pipe; the zygote kills it at the deadline
-   and reports exit status and ``wait4`` rusage.
+2. ``hello`` to the supervisor; then, on ``spare`` requests: load the model into the
+   cache (v1, data-only safetensors, keyed by the weights' sha256), warm its kernels
+   for the last job's input shapes, and ``fork`` the child for the *next* job. That
+   child does everything that does not depend on the job before the job exists: its
+   own scratch dir, stage-2 lockdown scoped to it, the thread count, one run on zeros
+   of the expected shapes (page faults, lazy state). The zygote passes the child's
+   job and report pipes to the supervisor (``SCM_RIGHTS`` over a socket) and closes
+   its copies; the supervisor moves the child into the job cgroup and later talks to
+   it directly: job frame in, report out, output file in the scratch dir.
 
 In ``lease`` mode (the GPU path: one worker per GPU per tenant lease) there is no
 fork: the worker applies Landlock (files + TCP, no scoping) before ``import torch``,
@@ -22,12 +25,10 @@ creates the CUDA context, then installs the seccomp ``job`` profile on every thr
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import json
 import os
-import select
-import signal
+import socket
 import sys
 import time
 import traceback
@@ -36,6 +37,8 @@ from typing import Any
 from . import lockdown, wire
 
 REPORT_MAX = 60_000
+#: First byte on a prepared child's report pipe: its scratch dir and lockdown are in place.
+READY = b"R"
 
 
 def _send(obj: dict[str, Any]) -> None:
@@ -46,10 +49,11 @@ class _Zygote:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self.warmed: set[str] = set()
-        self.spare: tuple[int, int, int] | None = None
+        self.warmed: dict[str, float] = {}  # (model, shapes, det) -> ms of one run
         self.zombies: list[int] = []
         self.reader = wire.Reader(0)
+        self.fdsock: socket.socket | None = None
+        self.idle_due = True  # warm every catalog family, then collapse the heap
 
     # ---------------------------------------------------------------- setup
     def start(self) -> None:
@@ -59,6 +63,8 @@ class _Zygote:
             lockdown.die_with_parent()
         if cfg["scratch"] != "/scratch":
             os.environ["TMPDIR"] = cfg["scratch"]
+        if cfg.get("fdsock") is not None:
+            self.fdsock = socket.socket(fileno=cfg["fdsock"])
         self.layers = lockdown.zygote_stage(
             layers=cfg["layers"],
             uid=cfg.get("uid"),
@@ -84,9 +90,11 @@ class _Zygote:
 
         self.formats = formats
         self.torch = torch
-        _warm(torch, formats)
+        _warm(torch, formats, families=lease)  # fork mode: the catalog runs when first idle
         if cfg.get("enable_v2"):
             import torch.export  # ~1 s, paid once here instead of in every v2 child
+
+            from . import pt2  # noqa: F401 - imported once, inherited by every child
         _send(
             {"ev": "hello", "pid": os.getpid(), "layers": self.layers, "torch": torch.__version__}
         )
@@ -98,11 +106,17 @@ class _Zygote:
                 req = self.reader.recv()
             except wire.WireError:
                 return
-            if req.get("op") == "exit":
+            op = req.get("op")
+            if op == "exit":
                 return
-            if req.get("op") == "job":
+            if op in ("job", "spare", "reap"):
                 try:
-                    self.job(req)
+                    if op == "spare":
+                        self.spare(req)
+                    elif op == "reap":
+                        self.reap_one(int(req["pid"]))
+                    else:
+                        self.job(req)
                 except Exception as exc:  # noqa: BLE001 - the worker must answer, then exit
                     traceback.print_exc()
                     _send({"ev": "error", "msg": f"{type(exc).__name__}: {exc}"[:1000]})
@@ -111,7 +125,7 @@ class _Zygote:
     @staticmethod
     def cache_key(req: dict[str, Any]) -> str:
         """Model cache key: weights sha256, arch and config."""
-        return f"{req['weights']}|{req['arch']}|{json.dumps(req['config'], sort_keys=True)}"
+        return cache_key(req)
 
     def _model(self, req: dict[str, Any]) -> tuple[Any, bool]:
         """The cached model for ``req`` and whether it was loaded just now."""
@@ -132,72 +146,88 @@ class _Zygote:
             self.cache.popitem(last=False)
         return model, True
 
-    def _warm_shapes(self, req: dict[str, Any], model: Any, shapes: Any) -> bool:
-        """Run the cached model once on zeros of this job's input shapes, single-threaded.
+    def _warm_shapes(self, req: dict[str, Any], model: Any, shapes: Any) -> float | None:
+        """Run the cached model once on zeros of the last job's input shapes, single-threaded.
 
         Children then inherit oneDNN's per-shape kernels and the allocator's warm heap
         instead of rebuilding them in every job (ResNet-18 batch 1: ~170 ms -> ~0).
-        Only the *shapes* come from the client (the safetensors header), never values.
+        Only the *shapes* come from the client (the safetensors header, parsed by the
+        supervisor from the bytes it was given), never values. Returns the run's
+        milliseconds (remembered per model, shapes and determinism), or None when this
+        model and these shapes are not warmed (too large, or they failed).
         """
         torch = self.torch
         if shapes is None:
-            return False
+            return None
         numel = sum(n for _, _, n in shapes.values())
         key = f"{id(model)}|{sorted(shapes.items())}|{req['deterministic']}"
-        if key in self.warmed or numel > self.cfg["warm_max_elements"]:
-            return False
-        dtypes = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
-        dtypes.update({"I64": torch.int64, "BOOL": torch.bool})
+        if key in self.warmed:
+            return self.warmed[key]
+        if numel > self.cfg["warm_max_elements"]:
+            return None
         try:
-            zeros = {k: torch.zeros(s, dtype=dtypes[d]) for k, (d, s, _) in shapes.items()}
-            data = self.formats.save_safetensors(zeros)
+            data = _zeros(torch, self.formats, shapes)
             torch.use_deterministic_algorithms(bool(req["deterministic"]))
+            t0 = time.perf_counter()
             self.formats.run(req["arch"], req["config"], model, data, device=req["device"])
+            ms = (time.perf_counter() - t0) * 1000
         except (self.formats.JobError, KeyError, RuntimeError, ValueError):
-            return False
+            return None
         finally:
             torch.use_deterministic_algorithms(False)
-        self.warmed.add(key)
-        if len(self.warmed) > 64:
+        if len(self.warmed) >= 64:
             self.warmed.clear()
-        return True
+        self.warmed[key] = ms
+        return ms
 
     def job(self, req: dict[str, Any]) -> None:
-        model = shapes = None
-        changed = False
+        """Lease mode: run the job in this process (fork mode uses :meth:`spare`)."""
+        if self.cfg["mode"] != "lease":
+            raise RuntimeError("jobs go to a prepared child in fork mode")
+        model = None
         if req["format"] == "catalog-v1" and req.get("test_code") is None:
             try:
-                model, changed = self._model(req)
+                model, _ = self._model(req)
             except self.formats.JobError as exc:
                 _send({"ev": "done", "report": {"ok": False, "code": exc.code, "msg": exc.message}})
                 return
-            req["cache_key"] = self.cache_key(req)
-            try:
-                shapes = _header_shapes(f"{self.cfg['scratch']}/{req['id']}/inputs.safetensors")
-            except (OSError, ValueError, KeyError, TypeError):
-                shapes = None
-        if self.cfg["mode"] == "lease":
-            t0 = time.process_time()
-            report = _execute(self, req, model)
-            report["cpu_ms"] = (time.process_time() - t0) * 1000
-            _send({"ev": "done", "report": report, "status": 0})
-            return
-        self._run_child(req, fresh=changed)
-        # after the answer, off this job's critical path: reap, warm kernels for this
-        # input shape (first sighting), fork the next job's child (it inherits both)
-        self.reap()
-        if model is not None:
-            self._warm_shapes(req, model, shapes)
-        self.spawn_spare()
-        assert self.spare is not None
-        _send({"ev": "spare", "pid": self.spare[0]})  # the supervisor confines it meanwhile
+        t0 = time.process_time()
+        report = _execute(self, req, model)
+        report["cpu_ms"] = (time.process_time() - t0) * 1000
+        _send({"ev": "done", "report": report, "status": 0})
 
     # ------------------------------------------------------------- children
-    def spawn_spare(self) -> None:
-        """Fork the child for the next job now, off the critical path.
+    def spare(self, req: dict[str, Any]) -> None:
+        """Fork the child for the next job; hand its pipes to the supervisor.
 
-        It inherits the cache as it is at this moment and blocks until it is handed a job.
+        ``req``: ``reap`` (children the supervisor is done with), ``model`` (the
+        next job's model fields, loaded into the cache first, or the last job's, to
+        warm), ``shapes`` and ``deterministic`` (the last job's, to warm and pre-run),
+        ``idle`` (no job waits for this child: time for housekeeping).
         """
+        if self.fdsock is None:
+            raise RuntimeError("no descriptor socket")
+        self.zombies.extend(int(p) for p in req.get("reap", ()))
+        self.reap()
+        prerun = None
+        spec = req.get("model")
+        if spec is not None:
+            try:
+                model, _ = self._model(spec)
+            except self.formats.JobError as exc:
+                _send({"ev": "error_job", "code": exc.code, "msg": exc.message})
+                return
+            shapes = req.get("shapes")
+            if shapes is not None:
+                shapes = {k: (d, tuple(sh), n) for k, (d, sh, n) in shapes.items()}
+                warm = {**spec, "deterministic": bool(req.get("deterministic"))}
+                ms = self._warm_shapes(warm, model, shapes)
+                if ms is not None and ms <= self.cfg["prerun_max_ms"]:
+                    prerun = (warm, self.cache_key(spec), shapes)
+        if req.get("idle") and self.idle_due:  # after the first job, off its path
+            self.idle_due = False
+            _warm(self.torch, self.formats, families=True)
+            _collapse_heap()
         r_go, w_go = os.pipe()
         r_rep, w_rep = os.pipe()
         pid = os.fork()
@@ -206,25 +236,20 @@ class _Zygote:
             try:
                 os.close(w_go)
                 os.close(r_rep)
-                code = _child(self, r_go, w_rep)
+                code = _child(self, r_go, w_rep, prerun)
             finally:
                 os._exit(code)
         os.close(r_go)
         os.close(w_rep)
-        self.spare = (pid, w_go, r_rep)
-
-    def _drop_spare(self) -> None:
-        if self.spare is not None:
-            pid, w_go, r_rep = self.spare
+        try:  # the descriptors first, then the frame that announces them
+            socket.send_fds(self.fdsock, [b"F"], [w_go, r_rep])
+        finally:
             os.close(w_go)
             os.close(r_rep)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            self.zombies.append(pid)
-            self.spare = None
+        _send({"ev": "spare", "pid": pid, "keys": list(self.cache)})
 
     def reap(self) -> None:
-        """Collect children that were answered for before they finished exiting."""
+        """Collect children the supervisor is done with (killed, or exiting)."""
         for pid in list(self.zombies):
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
@@ -233,99 +258,62 @@ class _Zygote:
             if done:
                 self.zombies.remove(pid)
 
-    def _run_child(self, req: dict[str, Any], *, fresh: bool) -> None:
-        if fresh or self.spare is None:  # the spare's snapshot lacks this model or warm-up
-            self._drop_spare()
-            self.spawn_spare()
-        assert self.spare is not None
-        pid, w_go, r_rep = self.spare
-        self.spare = None
-        _send({"ev": "forked", "pid": pid})
+    def reap_one(self, pid: int) -> None:
+        """Wait for child ``pid`` and report its status and rusage (a job that died)."""
         try:
-            go = self.reader.recv(time.monotonic() + 30)
-        except (TimeoutError, wire.WireError):
-            go = {}
-        if go.get("op") == "go":
-            with contextlib.suppress(OSError):
-                wire.send(w_go, req)
-        os.close(w_go)
-        report, exited, timed_out = _await_child(pid, r_rep, req["timeout_s"])
-        if exited:
             _, status, ru = os.wait4(pid, 0)
             cpu_ms, maxrss = (ru.ru_utime + ru.ru_stime) * 1000, ru.ru_maxrss * 1024
-        else:  # reported and closed its pipe: meter, kill, answer, reap later
-            cpu_ms, maxrss, status = _cpu_ms(pid), 0, 0
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            self.zombies.append(pid)
-        _send(
-            {
-                "ev": "done",
-                "status": status,
-                "timed_out": timed_out,
-                "cpu_ms": cpu_ms,
-                "maxrss": maxrss,
-                "report": report,
-            }
-        )
+        except ChildProcessError:
+            status, cpu_ms, maxrss = 0, 0.0, 0
+        if pid in self.zombies:
+            self.zombies.remove(pid)
+        _send({"ev": "reaped", "status": status, "cpu_ms": cpu_ms, "maxrss": maxrss})
 
 
-def _await_child(pid: int, r_rep: int, timeout_s: float) -> tuple[dict[str, Any], bool, bool]:
-    """Wait for the report (pipe closed) or the exit; kill at the deadline.
+def cache_key(req: dict[str, Any]) -> str:
+    """Model cache key: weights sha256, arch and config."""
+    return f"{req['weights']}|{req['arch']}|{json.dumps(req['config'], sort_keys=True)}"
 
-    Returns (report, exited, timed_out); ``exited`` False means the child reported and is
-    still being torn down.
+
+def _collapse_heap() -> None:
+    """Back this process's large anonymous mappings with huge pages (``MADV_COLLAPSE``).
+
+    ``fork`` copies one page-table entry per 4 KiB page and the child's exit frees
+    them: with ~220 MB of heap after ``import torch`` that was 4-9 ms per fork and as
+    much per exit here, ~1 ms with huge pages. Best effort (Linux >= 6.1; elsewhere
+    the madvise calls fail and nothing changes).
     """
-    pidfd = os.pidfd_open(pid)
-    deadline = time.monotonic() + timeout_s
-    data = b""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    huge = 1 << 21
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                os.kill(pid, signal.SIGKILL)
-                return {}, True, True
-            ready, _, _ = select.select([r_rep, pidfd], [], [], left)
-            if r_rep in ready:
-                chunk = os.read(r_rep, 65536)
-                if chunk and len(data) <= REPORT_MAX:
-                    data += chunk
-                    continue
-                if not chunk:  # EOF: the child closed its report pipe (or died)
-                    exited = pidfd in select.select([pidfd], [], [], 0)[0]
-                    return _parse_report(data), exited, False
-            if pidfd in ready:
-                while chunk := _read_nowait(r_rep):
-                    data += chunk[: max(0, REPORT_MAX - len(data))]
-                return _parse_report(data), True, False
-    finally:
-        os.close(pidfd)
-        os.close(r_rep)
+        with open("/proc/self/maps", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        parts = line.split()
+        if parts[1] != "rw-p" or (len(parts) > 5 and parts[5] != "[heap]"):
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        lo, hi = (lo + huge - 1) & ~(huge - 1), hi & ~(huge - 1)
+        if hi - lo >= huge:
+            madvise(lo, hi - lo, 14)  # MADV_HUGEPAGE
+            madvise(lo, hi - lo, 25)  # MADV_COLLAPSE
 
 
-def _read_nowait(fd: int) -> bytes:
-    if not select.select([fd], [], [], 0)[0]:
-        return b""
-    return os.read(fd, 65536)
-
-
-def _parse_report(data: bytes) -> dict[str, Any]:
-    try:
-        report = json.loads(data[:REPORT_MAX]) if data else {}
-    except ValueError:
-        report = {}
-    return report if isinstance(report, dict) else {}
-
-
-def _cpu_ms(pid: int) -> float:
-    """CPU time of every thread of ``pid`` so far (``schedstat``: ns resolution)."""
-    total = 0
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            path = f"/proc/{pid}/task/{tid}/schedstat"
-            with contextlib.suppress(OSError, ValueError, IndexError), open(path) as f:
-                total += int(f.read().split()[0])
-    return total / 1e6
+def _zeros(torch: Any, formats: Any, shapes: dict[str, tuple[str, tuple[int, ...], int]]) -> bytes:
+    """Safetensors bytes of zeros with the given ``name -> (dtype, shape, numel)``."""
+    dtypes = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    dtypes.update({"I64": torch.int64, "BOOL": torch.bool})
+    return bytes(
+        formats.save_safetensors(
+            {k: torch.zeros(s, dtype=dtypes[d]) for k, (d, s, _) in shapes.items()}
+        )
+    )
 
 
 #: Tiny configs run once in the zygote so children inherit every lazy import.
@@ -341,10 +329,14 @@ _WARM = (
 )
 
 
-def _warm(torch: Any, formats: Any) -> None:
-    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s)."""
+def _warm(torch: Any, formats: Any, *, families: bool) -> None:
+    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s).
+
+    With ``families`` also run every catalog family on tiny inputs (~0.2 s, done when
+    the zygote is first idle so a cold pool's first job does not wait for it).
+    """
     torch.use_deterministic_algorithms(True)
-    for arch, cfg, kind, shape in _WARM:
+    for arch, cfg, kind, shape in _WARM if families else ():
         model = formats.load_model(arch, cfg, formats.random_weights(arch, cfg))
         x = torch.zeros(shape, dtype=torch.int64) if kind == "ids" else torch.zeros(shape)
         name = "input_ids" if kind == "ids" else "x"
@@ -352,13 +344,15 @@ def _warm(torch: Any, formats: Any) -> None:
     torch.use_deterministic_algorithms(False)
 
 
-def _header_shapes(path: str) -> dict[str, tuple[str, tuple[int, ...], int]]:
-    """``name -> (dtype, shape, numel)`` from a safetensors header (the data is not read)."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if n > 1 << 20:
-            raise ValueError("header too large")
-        header = json.loads(f.read(n))
+def header_shapes(data: bytes) -> dict[str, tuple[str, tuple[int, ...], int]]:
+    """``name -> (dtype, shape, numel)`` from safetensors bytes' header (data not read).
+
+    Raises ``ValueError`` (or ``KeyError``/``TypeError``) on a malformed header.
+    """
+    n = int.from_bytes(data[:8], "little")
+    if n > 1 << 20 or len(data) < 8 + n:
+        raise ValueError("header too large")
+    header = json.loads(data[8 : 8 + n])
     out = {}
     for name, meta in header.items():
         if name == "__metadata__":
@@ -371,32 +365,28 @@ def _header_shapes(path: str) -> dict[str, tuple[str, tuple[int, ...], int]]:
     return out
 
 
-def _child(z: _Zygote, r_go: int, w_rep: int) -> int:
+def _child(z: _Zygote, r_go: int, w_rep: int, prerun: tuple[Any, str, Any] | None) -> int:
+    """A prepared child: everything job-independent first, then exactly one job."""
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     if not z.cfg.get("debug"):
         os.dup2(devnull, 2)
     os.close(devnull)
-    try:  # blocks until the zygote hands over a job (after the cgroup move)
-        req = wire.Reader(r_go).recv()
-    except wire.WireError:
-        return 71
-    os.close(r_go)
-    model = z.cache.get(req["cache_key"]) if "cache_key" in req else None
-    if "cache_key" in req and model is None:
-        _report(w_rep, {"ok": False, "code": "crashed", "msg": "model missing in the child"})
-        return 1
-    try:
-        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as f:
-            f.write("1000")  # the job, never the zygote, is the OOM victim
-    except OSError:
-        pass
+    keep = sorted({r_go, w_rep})  # drop the zygote's pipes and descriptor socket
+    os.closerange(3, keep[0])
+    os.closerange(keep[0] + 1, keep[1])
+    os.closerange(keep[1] + 1, 1 << 16)
     cfg = z.cfg
-    scratch = f"{z.cfg['scratch']}/{req['id']}"
-    rlimits = dict(req["rlimits"])
-    os.environ["TMPDIR"] = scratch
-    try:
+    failed = None
+    try:  # its own scratch dir, renamed to the job's id by the supervisor (same inode)
+        scratch = f"{cfg['scratch']}/n{os.getpid()}"
+        if os.path.lexists(scratch):
+            import shutil
+
+            shutil.rmtree(scratch)
+        os.mkdir(scratch, 0o700)
+        rlimits = dict(cfg["job_rlimits"])
         if rlimits.get("as"):
             rlimits["as"] += _vmsize()  # the job's budget on top of the inherited mappings
         lockdown.job_stage(
@@ -405,13 +395,52 @@ def _child(z: _Zygote, r_go: int, w_rep: int) -> int:
             write=[scratch],
             devices=cfg.get("devices", ()),
             rlimits=rlimits,
+            profile="job-allow",  # fork mode is CPU only: the default-deny profile
         )
     except (OSError, lockdown.LockdownError) as exc:
+        failed = str(exc)[:500]
+    if failed is None:
+        z.torch.set_num_threads(cfg["threads"])
+        if prerun is not None:  # fault in what the expected job touches (copy-on-write)
+            _prerun(z, *prerun)
+    try:
+        os.write(w_rep, READY)  # the supervisor hands out no job before this byte
+    except OSError:
+        return 72
+    try:  # blocks until the supervisor hands over a job (after the cgroup move)
+        req = wire.Reader(r_go).recv()
+    except wire.WireError:
+        return 71
+    if failed is not None:
+        _report(w_rep, {"ok": False, "code": "sandbox", "msg": failed})
+        return 1
+    model = z.cache.get(req["cache_key"]) if "cache_key" in req else None
+    if "cache_key" in req and model is None:
+        _report(w_rep, {"ok": False, "code": "crashed", "msg": "model missing in the child"})
+        return 1
+    try:
+        lockdown.set_rlimits(req["rlimits"])  # the job's own (only ever lower) limits
+    except (OSError, ValueError) as exc:
         _report(w_rep, {"ok": False, "code": "sandbox", "msg": str(exc)[:500]})
         return 1
-    report = _execute(z, req, model)
-    _report(w_rep, report)
+    os.environ["TMPDIR"] = f"{cfg['scratch']}/{req['id']}"
+    _report(w_rep, _execute(z, req, model))
+    os.read(r_go, 1)  # stay until the supervisor has metered and killed us
     return 0
+
+
+def _prerun(z: _Zygote, req: dict[str, Any], key: str, shapes: Any) -> None:
+    """One run on zeros (no job data) so the job finds its pages already copied."""
+    model = z.cache.get(key)
+    if model is None:
+        return
+    try:
+        data = _zeros(z.torch, z.formats, shapes)
+        z.torch.use_deterministic_algorithms(bool(req["deterministic"]))
+        out = z.formats.run(req["arch"], req["config"], model, data, device=req["device"])
+        z.formats.encode_outputs(out)
+    except (z.formats.JobError, KeyError, RuntimeError, ValueError, MemoryError):
+        pass
 
 
 def _vmsize() -> int:

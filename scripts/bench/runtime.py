@@ -2,6 +2,7 @@
 
     python scripts/bench/runtime.py [--device cpu|cuda:0] [--dtype fp32|bf16]
                                     [--models mlp,resnet50] [--batches 1,8,64] [--threads N]
+                                    [--gap-ms MS]
 
 Needs only torch, safetensors and this repository on ``PYTHONPATH`` (plus bubblewrap
 for the full sandbox; without it the pool runs with the explicit insecure override and
@@ -12,7 +13,8 @@ the table says so). For each model and batch it reports the median time per job 
 * **sandbox**: ``WorkerPool.run`` end to end (fork, per-job cgroup, lockdown, input and
   output files, hashing), model cached in the warm worker;
 
-then the throughput ratio bare/sandbox and the added milliseconds per job. Then the
+then the throughput ratio bare/sandbox and the added milliseconds per job. Sandboxed
+jobs run back to back unless ``--gap-ms`` spaces them (a node that is not saturated). Then the
 **cold** path: a fresh ``python -c`` that imports torch, loads and runs one job, against
 a fresh pool (host probe, worker start, first job). Prints a Markdown table and, with
 ``--json``, one JSON object.
@@ -36,6 +38,12 @@ sys.path.insert(0, str(ROOT))
 # the sandboxed workers run with huge pages for large tensors; give the bare side the
 # same allocator setting (it must be set before torch is imported)
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# CPU workers also back glibc's heap with huge pages (node/runtime/sandbox.py FORK_ENV);
+# glibc reads this at process start, so re-execute once to give the bare side the same
+_CPU = not any("cuda" in a for a in sys.argv)  # lease-mode GPU workers do not set it
+if _CPU and "GLIBC_TUNABLES" not in os.environ and __name__ == "__main__":
+    os.environ["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
+    os.execv(sys.executable, [sys.executable, *sys.argv])
 
 import torch  # noqa: E402
 
@@ -109,6 +117,7 @@ def bench_warm(
                 pool.run(req)
                 if i:  # the first loads the model into the worker's cache
                     sand.append(time.perf_counter() - t0)
+                time.sleep(args.gap_ms / 1000)
             b, s = statistics.median(bare), statistics.median(sand)
             row = {
                 "model": name,
@@ -194,6 +203,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--cold-model", default="mlp")
     ap.add_argument("--cold-reps", type=int, default=3, help="0: skip the cold path")
+    ap.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="pause between sandboxed jobs (0: back to back, the default)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     args.models = args.models.split(",")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,42 @@ def test_seccomp_job_profile_blocks_fork_exec_socket_but_not_threads() -> None:
         return 0
 
     assert _in_child(child) == 0
+
+
+@pytest.mark.skipif(not seccomp.supported(), reason="no seccomp table for this architecture")
+def test_seccomp_job_allowlist_denies_by_default() -> None:
+    def child() -> int:
+        import ctypes
+        import errno
+        import socket
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        seccomp.install("job-allow")
+        for attempt in (os.fork, socket.socket, lambda: os.execv("/bin/true", ["true"])):
+            try:
+                attempt()
+                return 1
+            except PermissionError:  # the deny-list answers first, as in ``job``
+                pass
+        if libc.syscall(100, None) != -1 or ctypes.get_errno() != errno.ENOSYS:  # times
+            return 2  # not on the allowlist: ENOSYS
+        if libc.syscall(16, 0, 0x541B, None) != -1 or ctypes.get_errno() != errno.ENOTTY:
+            return 3  # ioctl FIONREAD: only TCGETS passes
+        if libc.prctl(4, 1, 0, 0, 0) != -1 or ctypes.get_errno() != errno.EPERM:
+            return 4  # prctl(PR_SET_DUMPABLE): only thread names pass
+        os.isatty(0)  # TCGETS
+        t = threading.Thread(target=lambda: None)  # threads, files and time still work
+        t.start()
+        t.join()
+        with open("/proc/self/status", encoding="ascii") as f:
+            f.read()
+        time.sleep(0.001)
+        return 0
+
+    assert _in_child(child) == 0
+    prog = seccomp.build("job-allow")
+    ks = {struct.unpack("=HBBI", prog[i : i + 8])[3] for i in range(0, len(prog), 8)}
+    assert set(seccomp.JOB_ALLOW.values()) <= ks and len(prog) // 8 < 4096
 
 
 @pytest.mark.skipif(landlock.abi_version() < 1, reason="kernel without Landlock")
