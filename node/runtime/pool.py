@@ -452,8 +452,12 @@ class WorkerPool:
         try:
             if sp is None:  # wait for the helper; else fork one on this job's critical path
                 slot.settle()
-                if slot.proc is None:
-                    raise wire.WireError("the worker failed while preparing a child")
+                if slot.proc is None:  # the helper failed (logged): one fresh worker
+                    try:
+                        slot.start()
+                    except SandboxUnavailable as exc:
+                        slot.stop()
+                        raise JobError("sandbox", str(exc)) from None
                 sp = slot.take(msg.get("cache_key"))
             if sp is None:
                 slot.drop_ready()  # they lack this model

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import logging
 import os
 import queue
 import select
@@ -31,6 +32,8 @@ from .zygote import READY
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
+
+log = logging.getLogger("gpunet.runtime")
 
 START_TIMEOUT_S = 120.0
 _Spawn = tuple[list[str], Path, bool, dict[str, str], tuple[int, ...]]
@@ -485,7 +488,8 @@ class Slot:
                             self.ready.append(sp)
                     if not kept:
                         self._drop(sp)
-            except Exception:  # noqa: BLE001 - any failure: the worker is replaced
+            except Exception:  # any failure (logged): the worker is replaced
+                log.warning("slot %d: preparing a child failed", self.index, exc_info=True)
                 with self.lock:
                     self._prep_failed = True
                     self._prep_running = False

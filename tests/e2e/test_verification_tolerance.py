@@ -107,7 +107,8 @@ def test_honest_tolerance_provider_with_real_noise_is_never_slashed(
             assert 0 < max(errors) <= bound
             assert v0.stats.reexecutions == n_jobs
             assert v0.stats.challenges == 0
-            assert all(state(devnet, i) is JobState.SUBMITTED for i in ids)
+            # never slashed nor refunded: open for challenges, or finalized after the window
+            assert {state(devnet, i) for i in ids} <= {JobState.SUBMITTED, JobState.FINALIZED}
             assert devnet.escrow.stake_of(prov_actor.address).active == devnet.params.min_stake
             print(
                 f"\n{n_jobs} tolerance jobs: {noisy} differ bitwise, "
