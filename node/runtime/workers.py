@@ -105,7 +105,10 @@ class Spare:
     cg: Cgroup | None = None  # its job cgroup (moved in before it became ready)
     cpu0_ms: float = -1.0  # CPU time when it became ready (-1: not yet); the job pays the rest
     oom0: int = 0  # its job cgroup's OOM kill count when it became ready
+    #: held while its ready byte is awaited, and by :meth:`Slot.release`: the helper's
+    #: check and a job thread's release of the same child never overlap
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    released: bool = False  # killed, fds closed, cgroup given back
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -318,13 +321,22 @@ class Slot:
         shutil.rmtree(self.scratch / f"n{sp.nspid}", ignore_errors=True)
 
     def release(self, sp: Spare, *, reaped: bool) -> None:
-        """Kill ``sp``, free its job cgroup, let the zygote reap it (unless it did)."""
+        """Kill ``sp``, free its job cgroup, let the zygote reap it (unless it did).
+
+        The kill comes first, so a ready check in progress (the helper's) ends at once;
+        the fds and the cgroup are let go only after it (never under ``self.lock``: a
+        thread holding it may be waiting for ``sp.lock``).
+        """
         sp.kill()
-        sp.close()
+        with sp.lock:
+            if sp.released:
+                return
+            sp.released = True
+            sp.close()
+            cg, sp.cg = sp.cg, None
         with self.lock:
-            if sp.cg is not None:
-                self.free_cgs.append(sp.cg)
-                sp.cg = None
+            if cg is not None:
+                self.free_cgs.append(cg)
             if not reaped:
                 self.done_pids.append(sp.nspid)
 
@@ -400,6 +412,8 @@ class Slot:
         checked when taken, so their preparation overlaps the next fork).
         """
         with sp.lock:  # the helper and a job may both check
+            if sp.released:
+                raise wire.WireError("the prepared child was released")
             if sp.cpu0_ms >= 0:
                 return
             deadline = time.monotonic() + START_TIMEOUT_S

@@ -249,11 +249,15 @@ outputs = {'forks': torch.tensor([n])}
 
     assert not list(_last_job_dir(pool).glob("forked-*"))  # no fork ever ran
     for slot in pool._all:  # nothing under a worker but its init, zygote and its children
+        slot.settle()  # no child being prepared meanwhile
         zpid = slot.zygote_pid
-        kids = {int(k) for k in Path(f"/proc/{zpid}/task/{zpid}/children").read_text().split()}
+        children = Path(f"/proc/{zpid}/task/{zpid}/children")
+        kids = {int(k) for k in children.read_text().split()}
         init = int(Path(f"/proc/{zpid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         assert slot.proc is not None
-        assert set(descendants(slot.proc.pid)) <= {init, zpid} | kids
+        under = set(descendants(slot.proc.pid))
+        kids |= {int(k) for k in children.read_text().split()}  # forked in between
+        assert under <= {init, zpid} | kids
 
 
 def test_allocate_30_gb(pool: WorkerPool) -> None:
