@@ -77,14 +77,19 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor]) -> bytes:
     return struct.pack("<Q", len(head)) + head + b"".join(chunks)
 
 
+def _check_header(head: bytes, size: int, what: str) -> str:
+    """The error code for ``what``, after checking the first 9 bytes of a ``size``-byte
+    blob look like safetensors (header length in bounds, JSON object next)."""
+    code = "bad_model" if what == "weights" else "bad_inputs"
+    header_len = int.from_bytes(head[:8], "little")
+    if len(head) < 9 or header_len > MAX_HEADER or header_len + 8 > size or head[8:9] != b"{":
+        raise JobError(code, f"{what}: not a safetensors file")
+    return code
+
+
 def parse_safetensors(data: bytes, what: str) -> dict[str, torch.Tensor]:
     """Parse a safetensors blob; anything else (pickle, zip, junk) is ``bad_<what>``."""
-    code = "bad_model" if what == "weights" else "bad_inputs"
-    if len(data) < 8:
-        raise JobError(code, f"{what}: not a safetensors file")
-    header_len = int.from_bytes(data[:8], "little")
-    if header_len > MAX_HEADER or header_len + 8 > len(data) or data[8:9] != b"{":
-        raise JobError(code, f"{what}: not a safetensors file")
+    code = _check_header(data[:9], len(data), what)
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
@@ -98,9 +103,7 @@ def parse_safetensors_file(path: str, what: str, *, device: str = "cpu") -> dict
     try:
         with open(path, "rb") as f:
             head, size = f.read(9), os.fstat(f.fileno()).st_size
-        header_len = int.from_bytes(head[:8], "little")
-        if len(head) < 9 or header_len > MAX_HEADER or header_len + 8 > size or head[8:9] != b"{":
-            raise JobError(code, f"{what}: not a safetensors file")
+        _check_header(head, size, what)
         with safe_open(path, framework="pt", device=device) as st:
             return {k: st.get_tensor(k) for k in st.keys()}  # noqa: SIM118 - not a dict
     except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
