@@ -53,7 +53,7 @@ class _Zygote:
         self.zombies: list[int] = []
         self.reader = wire.Reader(0)
         self.fdsock: socket.socket | None = None
-        self.idle_due = True  # warm every catalog family, then collapse the heap
+        self.idle_due = True  # collapse the heap into huge pages when first idle
 
     # ---------------------------------------------------------------- setup
     def start(self) -> None:
@@ -90,7 +90,10 @@ class _Zygote:
 
         self.formats = formats
         self.torch = torch
-        _warm(torch, formats, families=lease)  # fork mode: the catalog runs when first idle
+        # every catalog family once, before any child exists: a first forward inside a
+        # locked-down child took other kernels (BERT and GPT-2 outputs differed in the
+        # last bits from a bare run: the exact tier broke for a cold pool's first job)
+        _warm(torch, formats)
         if cfg.get("enable_v2"):
             import torch.export  # ~1 s, paid once here instead of in every v2 child
 
@@ -226,7 +229,6 @@ class _Zygote:
                     prerun = (warm, self.cache_key(spec), shapes)
         if req.get("idle") and self.idle_due:  # after the first job, off its path
             self.idle_due = False
-            _warm(self.torch, self.formats, families=True)
             _collapse_heap()
         r_go, w_go = os.pipe()
         r_rep, w_rep = os.pipe()
@@ -329,14 +331,12 @@ _WARM = (
 )
 
 
-def _warm(torch: Any, formats: Any, *, families: bool) -> None:
-    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s).
-
-    With ``families`` also run every catalog family on tiny inputs (~0.2 s, done when
-    the zygote is first idle so a cold pool's first job does not wait for it).
-    """
+def _warm(torch: Any, formats: Any) -> None:
+    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s),
+    and run every catalog family on tiny inputs (~0.2 s), so that no lazy first-call
+    set-up happens later inside a locked-down job process."""
     torch.use_deterministic_algorithms(True)
-    for arch, cfg, kind, shape in _WARM if families else ():
+    for arch, cfg, kind, shape in _WARM:
         model = formats.load_model(arch, cfg, formats.random_weights(arch, cfg))
         x = torch.zeros(shape, dtype=torch.int64) if kind == "ids" else torch.zeros(shape)
         name = "input_ids" if kind == "ids" else "x"
