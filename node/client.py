@@ -35,9 +35,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from node.batching import NaturalBatcher
 from node.chain import lookup
-from node.chain.errors import ChainError
-from node.chain.escrow import GAS_ACCEPT_RESULT, GAS_CREATE_JOB, Escrow, NewJob, TxResult
+from node.chain.errors import ChainError, ContractRevert
+from node.chain.escrow import (
+    GAS_ACCEPT_RESULT,
+    GAS_CREATE_JOB,
+    Escrow,
+    NewJob,
+    TxResult,
+    gas_create_jobs,
+    gas_finalize_many,
+)
 from node.chain.follower import EventFollower, MemoryCursorStore
 from node.chain.jobs import Job as ChainJob
 from node.chain.rpc import Rpc, Signer
@@ -51,6 +60,7 @@ from node.errors import (
 )
 from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
+from node.p2p.jobs import JobProtocolError
 from node.p2p.service import P2PService
 from node.p2p.wire import JobCreatedNotice
 from node.runtime.formats import parse_safetensors, save_safetensors
@@ -82,8 +92,8 @@ log = logging.getLogger("gpunet.client")
 T = TypeVar("T")
 U = TypeVar("U")
 
-#: Open job-protocol streams to one provider at a time (its per-peer stream limit is 16).
-REQUESTS_PER_PROVIDER = 8
+#: Most jobs in one batch: requests on one stream, ``createJobs``, notices, ``finalizeMany``.
+MAX_BATCH = 32
 #: Rounds over the candidate list when every provider was unreachable or at capacity.
 REQUEST_ROUNDS = 3
 
@@ -107,11 +117,16 @@ class Result:
     latency_s: float
     receipts: dict[str, TxResult]
     declined_by: tuple[tuple[str, DeclineReason], ...] = ()
+    #: jobs that shared each receipt's transaction (concurrent runs are batched)
+    tx_jobs: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def gas_used(self) -> int:
-        """Gas of the client's own transactions for this job."""
-        return sum(r.gas_used for r in self.receipts.values())
+        """Gas of the client's own transactions for this job (its share of a batch)."""
+        return sum(r.gas_used // self.tx_jobs.get(k, 1) for k, r in self.receipts.items())
+
+
+_Answer = JobAccept | JobDecline | ProviderUnreachable
 
 
 @dataclasses.dataclass
@@ -163,7 +178,15 @@ class AsyncClient:
         self._early: dict[int, ResultManifest] = {}
         self._reliability: dict[bytes, Reliability] = {}
         self._inflight: dict[bytes, int] = {}
-        self._request_gates: dict[bytes, asyncio.Semaphore] = {}
+        # natural batching (node.batching): concurrent runs share streams and transactions
+        self._requesters: dict[str, NaturalBatcher[JobRequest, _Answer]] = {}
+        self._notifiers: dict[str, NaturalBatcher[JobCreatedNotice, None]] = {}
+        self._creator: NaturalBatcher[NewJob, tuple[ChainJob, TxResult, int]] = NaturalBatcher(
+            self._create_jobs, max_batch=MAX_BATCH
+        )
+        self._acceptor: NaturalBatcher[ChainJob, tuple[TxResult, int]] = NaturalBatcher(
+            self._accept_results, max_batch=MAX_BATCH
+        )
         self._stakes: dict[bytes, tuple[float, int]] = {}
         self._stop = asyncio.Event()
         self._refunds: list[asyncio.Task[str | None]] = []
@@ -421,14 +444,73 @@ class AsyncClient:
     async def _request(
         self, provider: bytes, peer: str, request: JobRequest
     ) -> JobAccept | JobDecline | ProviderUnreachable:
-        """One request, at most :data:`REQUESTS_PER_PROVIDER` in flight per provider."""
-        gate = self._request_gates.setdefault(provider, asyncio.Semaphore(REQUESTS_PER_PROVIDER))
-        async with gate:
-            try:
-                return await self.p2p.request_job(peer, request, time_limit=self.request_timeout_s)
-            except Exception as exc:  # noqa: BLE001 - any transport failure: next provider
+        """One request; concurrent requests to one provider share a stream."""
+        batcher = self._requesters.get(peer)
+        if batcher is None:
+            flush = partial(self._send_requests, provider, peer)
+            batcher = self._requesters[peer] = NaturalBatcher(flush, max_batch=MAX_BATCH)
+        return await batcher(request)
+
+    async def _send_requests(
+        self, provider: bytes, peer: str, requests: list[JobRequest]
+    ) -> list[_Answer]:
+        try:
+            answers = await self.p2p.request_jobs(peer, requests, time_limit=self.request_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any transport failure: next provider
+            answers = [JobProtocolError(str(exc))] * len(requests)
+        out: list[_Answer] = []
+        for answer in answers:
+            if isinstance(answer, JobProtocolError):
                 self._record(provider, ok=False)
-                return ProviderUnreachable(f"{checksum_address(provider)}: {exc}")
+                out.append(ProviderUnreachable(f"{checksum_address(provider)}: {answer}"))
+            else:
+                out.append(answer)
+        return out
+
+    async def _create_jobs(
+        self, jobs: list[NewJob]
+    ) -> list[tuple[ChainJob, TxResult, int] | BaseException]:
+        """``createJob`` for one, ``createJobs`` for several; a batch that reverts is
+        retried job by job (a revert changes nothing, and each offer's nonce makes a
+        job impossible to create twice), so one bad job fails alone."""
+        if len(jobs) > 1:
+            try:
+                created, tx = await asyncio.to_thread(
+                    self.escrow.create_jobs, jobs, gas=gas_create_jobs(len(jobs))
+                )
+                return [(job, tx, len(jobs)) for job in created]
+            except ContractRevert as exc:
+                log.info("createJobs of %d reverted (%s): one by one", len(jobs), exc)
+        out: list[tuple[ChainJob, TxResult, int] | BaseException] = []
+        for new in jobs:
+            try:
+                job, tx = await asyncio.to_thread(self.escrow.create_job, new, gas=GAS_CREATE_JOB)
+                out.append((job, tx, 1))
+            except Exception as exc:  # noqa: BLE001 - this job's own failure
+                out.append(exc)
+        return out
+
+    async def _accept_results(
+        self, jobs: list[ChainJob]
+    ) -> list[tuple[TxResult, int] | BaseException]:
+        """``acceptResult`` for one, ``finalizeMany`` (which accepts for the client) for
+        several; a batch that reverts is retried job by job."""
+        if len(jobs) > 1:
+            try:
+                tx = await asyncio.to_thread(
+                    self.escrow.finalize_many, jobs, gas=gas_finalize_many(len(jobs))
+                )
+                return [(tx, len(jobs))] * len(jobs)
+            except ContractRevert as exc:
+                log.info("finalizeMany of %d reverted (%s): one by one", len(jobs), exc)
+        out: list[tuple[TxResult, int] | BaseException] = []
+        for job in jobs:
+            try:
+                tx = await asyncio.to_thread(self.escrow.accept_result, job, gas=GAS_ACCEPT_RESULT)
+                out.append((tx, 1))
+            except Exception as exc:  # noqa: BLE001 - this job's own failure
+                out.append(exc)
+        return out
 
     def _record(self, provider: bytes, *, ok: bool) -> None:
         rel = self._reliability.setdefault(provider, Reliability())
@@ -521,9 +603,7 @@ class AsyncClient:
                 counterparty=offer.provider,
             ),
         )
-        chain_job, created = await asyncio.to_thread(
-            self.escrow.create_job, new, gas=GAS_CREATE_JOB
-        )
+        chain_job, created, created_jobs = await self._creator(new)
         # the notice and the store write run while the provider works (a restart finds
         # the job onchain); awaited before the next store write, and on every way out
         recorded = asyncio.ensure_future(
@@ -544,6 +624,7 @@ class AsyncClient:
         waiting = _Waiting(chain_job, peer, spec, loop.create_future(), loop.create_future())
         self._waiting[chain_job.job_id] = waiting
         receipts = {"createJob": created}
+        tx_jobs = {"createJob": created_jobs}
         try:
             early = self._early.pop(chain_job.job_id, None)
             if early is not None:
@@ -589,13 +670,12 @@ class AsyncClient:
                     price_per_gpu_second=offer.price_per_gpu_second,
                     latency_s=0.0,
                     receipts=receipts,
+                    tx_jobs=tx_jobs,
                 )
             after = chain_job.after_submit(submitted, manifest.attestation.digest())
-            accepted, _ = await _both(
-                asyncio.to_thread(self.escrow.accept_result, after, gas=GAS_ACCEPT_RESULT),
-                record_submit,
-            )
+            (accepted, accepted_jobs), _ = await _both(self._acceptor(after), record_submit)
             receipts["acceptResult"] = accepted
+            tx_jobs["acceptResult"] = accepted_jobs
             await asyncio.to_thread(
                 self.store.jobs.transition,
                 local.id,
@@ -603,7 +683,9 @@ class AsyncClient:
                 block=accepted.receipt.block_number,
                 tx_hash="0x" + accepted.receipt.tx_hash.hex(),
             )
-            (final,) = accepted.named("JobFinalized")
+            (final,) = (
+                f for f in accepted.named("JobFinalized") if int(f["jobId"]) == chain_job.job_id
+            )
             say("accepted", f"job {chain_job.job_id}: paid {final['payment']}")
             return Result(
                 outputs=_from_safetensors(output),
@@ -616,6 +698,7 @@ class AsyncClient:
                 price_per_gpu_second=offer.price_per_gpu_second,
                 latency_s=0.0,
                 receipts=receipts,
+                tx_jobs=tx_jobs,
             )
         finally:
             self._waiting.pop(chain_job.job_id, None)
@@ -623,11 +706,21 @@ class AsyncClient:
                 await recorded  # (at once if it was awaited above)
 
     async def _notify_created(self, peer: str, job_id: int, tx_hash: bytes) -> None:
-        """Tell the provider its job is mined (a hint; its follower is the fallback)."""
+        """Tell the provider its job is mined (a hint; its follower is the fallback).
+        Notices to one provider that queue up meanwhile share the next stream."""
+        batcher = self._notifiers.get(peer)
+        if batcher is None:
+            batcher = self._notifiers[peer] = NaturalBatcher(
+                partial(self._send_notices, peer), max_batch=MAX_BATCH
+            )
         try:
-            await self.p2p.notify_created(peer, JobCreatedNotice(job_id=job_id, tx_hash=tx_hash))
+            await batcher(JobCreatedNotice(job_id=job_id, tx_hash=tx_hash))
         except Exception as exc:  # noqa: BLE001 - the provider's follower still sees the job
             log.info("job %d: could not notify the provider: %s", job_id, exc)
+
+    async def _send_notices(self, peer: str, notices: list[JobCreatedNotice]) -> list[None]:
+        await self.p2p.notify_created_many(peer, notices)
+        return [None] * len(notices)
 
     async def _look_up_submitted(self, waiting: _Waiting, from_block: int) -> None:
         """Providers deliver after ``submitResult`` is mined: look the event up now

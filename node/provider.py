@@ -36,11 +36,14 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
+from functools import partial
 from pathlib import Path
 
 from node.admission import Policy, admit
+from node.batching import NaturalBatcher
 from node.chain import lookup
 from node.chain.committee import Committee
+from node.chain.contract import EventRecord
 from node.chain.errors import ChainError
 from node.chain.escrow import (
     GAS_SUBMIT_RESULT,
@@ -55,8 +58,9 @@ from node.chain.rpc import Rpc, Signer
 from node.metrics import Metrics
 from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
+from node.p2p.jobs import JobProtocolError
 from node.p2p.service import P2PService
-from node.p2p.wire import JobCreatedNotice
+from node.p2p.wire import JobCreatedNotice, ResultAck
 from node.runtime.descriptor import parse as parse_descriptor
 from node.runtime.pool import RunRequest, RunResult, WorkerPool
 from node.store.records import NewJob, Role
@@ -112,6 +116,8 @@ class ProviderSettings:
 #: How many recently created job ids are remembered to tell a late duplicate
 #: (notice and follower both report a job) from a job nobody accepted.
 _TAKEN_MEMORY = 65_536
+#: Most result manifests delivered to one client on one stream.
+MAX_DELIVERY_BATCH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +210,12 @@ class ProviderDaemon:
         self._capabilities: Capabilities | None = None
         self._peers = _PeerLog(self.data_dir / "provider-peers.jsonl")
         self._last_finalize = 0.0
+        # results to one client that are ready together share a stream (natural batching)
+        self._deliverers: dict[str, NaturalBatcher[ResultManifest, ResultAck]] = {}
+        # receipts named by recent notices: a batched createJobs names one tx many times
+        self._notice_receipts: collections.OrderedDict[bytes, tuple[EventRecord, ...]] = (
+            collections.OrderedDict()
+        )
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -622,15 +634,21 @@ class ProviderDaemon:
         this job id, this provider and the sending peer's address counts; anything
         else is ignored (the follower remains the authority of last resort).
         """
-        try:
-            receipt = await asyncio.to_thread(self.rpc.receipt, notice.tx_hash)
-        except ChainError as exc:
-            log.info("job-created notice from %s: receipt lookup failed: %s", peer, exc)
-            return
-        if receipt is None or receipt.status != 1:
-            return
+        events = self._notice_receipts.get(notice.tx_hash)
+        if events is None:
+            try:
+                receipt = await asyncio.to_thread(self.rpc.receipt, notice.tx_hash)
+            except ChainError as exc:
+                log.info("job-created notice from %s: receipt lookup failed: %s", peer, exc)
+                return
+            if receipt is None or receipt.status != 1:
+                return
+            events = self.escrow.decode_events(receipt)
+            self._notice_receipts[notice.tx_hash] = events
+            if len(self._notice_receipts) > 64:
+                self._notice_receipts.popitem(last=False)
         client = address_from_peer_id(peer)
-        for ev in self.escrow.decode_events(receipt):
+        for ev in events:
             if ev.name != "JobCreated" or int(ev.fields["jobId"]) != notice.job_id:
                 continue
             job = ChainJob.from_created(ev.fields)
@@ -735,13 +753,23 @@ class ProviderDaemon:
             await asyncio.wait_for(asyncio.shield(running.mined), self.settings.deliver_wait_s)
         except TimeoutError:
             log.warning("job %d: result not mined yet; delivering it anyway", job.job_id)
+        batcher = self._deliverers.get(running.peer)
+        if batcher is None:
+            batcher = self._deliverers[running.peer] = NaturalBatcher(
+                partial(self._send_results, running.peer), max_batch=MAX_DELIVERY_BATCH
+            )
         try:
-            ack = await self.p2p.deliver_result(running.peer, manifest)
+            ack = await batcher(manifest)
         except Exception as exc:  # noqa: BLE001 - the client can still fetch after the fact
             log.warning("could not deliver result of job %d: %s", job.job_id, exc)
             return
         if not ack.ok:
             log.warning("client refused result of job %d: %s", job.job_id, ack.reason)
+
+    async def _send_results(
+        self, peer: str, manifests: list[ResultManifest]
+    ) -> list[ResultAck | JobProtocolError]:
+        return await self.p2p.deliver_results(peer, manifests)
 
     def _keep_for_verifiers(self, job_id: int, spec: JobSpec, output: ContentId) -> None:
         """Keep serving what a verifier needs to re-run the job: the spec (a blob named by

@@ -17,9 +17,11 @@ class Limits:
     read_timeout: float = 10.0
     #: concurrent inbound streams of our protocols per peer
     max_streams_per_peer: int = 16
-    #: token bucket per peer for inbound requests (job, blob, ticket)
-    requests_per_second: float = 50.0
-    request_burst: int = 100
+    #: token bucket per peer for inbound requests (job, notice, blob, ticket), one token
+    #: per message even when a stream carries several; a client sustaining 100 jobs/s
+    #: with one provider spends ~200 a second (a request and a notice per job)
+    requests_per_second: float = 400.0
+    request_burst: int = 800
     #: token bucket per gossip forwarder
     gossip_per_second: float = 50.0
     gossip_burst: int = 200

@@ -18,7 +18,9 @@ __all__ = [
     "StreamBroken",
     "encode_uvarint",
     "read_frame",
+    "read_next_frame",
     "write_frame",
+    "write_frames",
 ]
 
 _MAX_VARINT_BYTES = 9
@@ -70,10 +72,33 @@ async def _read_exactly(stream: INetStream, n: int) -> bytes:
 
 async def read_frame(stream: INetStream, *, max_bytes: int, time_limit: float) -> bytes:
     """Read one frame of at most ``max_bytes`` within ``time_limit`` seconds."""
+    frame = await _read(stream, max_bytes, time_limit, eof_ok=False)
+    assert frame is not None
+    return frame
+
+
+async def read_next_frame(stream: INetStream, *, max_bytes: int, time_limit: float) -> bytes | None:
+    """Like :func:`read_frame`, but ``None`` when the stream ends cleanly before a frame
+    starts (the other side is done sending; a stream may carry several frames)."""
+    return await _read(stream, max_bytes, time_limit, eof_ok=True)
+
+
+async def _read(
+    stream: INetStream, max_bytes: int, time_limit: float, *, eof_ok: bool
+) -> bytes | None:
     with trio.move_on_after(time_limit) as scope:
         length = 0
         for i in range(_MAX_VARINT_BYTES):
-            byte = (await _read_exactly(stream, 1))[0]
+            if i == 0 and eof_ok:
+                try:
+                    first = await stream.read(1)
+                except (BaseLibp2pError, EOFError):
+                    return None
+                if not first:
+                    return None
+                byte = first[0]
+            else:
+                byte = (await _read_exactly(stream, 1))[0]
             length |= (byte & 0x7F) << (7 * i)
             if not byte & 0x80:
                 break
@@ -88,11 +113,17 @@ async def read_frame(stream: INetStream, *, max_bytes: int, time_limit: float) -
 
 async def write_frame(stream: INetStream, payload: bytes, *, time_limit: float) -> None:
     """Write one frame within ``time_limit`` seconds."""
+    await write_frames(stream, [payload], time_limit=time_limit)
+
+
+async def write_frames(stream: INetStream, payloads: list[bytes], *, time_limit: float) -> None:
+    """Write several frames in one stream write (one muxer frame, one encryption)."""
+    data = b"".join(encode_uvarint(len(p)) + p for p in payloads)
     with trio.move_on_after(time_limit) as scope:
         try:
-            await stream.write(encode_uvarint(len(payload)) + payload)
+            await stream.write(data)
         except (BaseLibp2pError, EOFError) as exc:
             raise StreamBroken(f"write failed: {exc!r}") from None
         return
     assert scope.cancelled_caught
-    raise FrameTimeout(f"could not write a frame within {time_limit} s")
+    raise FrameTimeout(f"could not write {len(payloads)} frame(s) within {time_limit} s")

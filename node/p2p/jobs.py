@@ -1,7 +1,11 @@
 """Job protocol ``/gpunet/job/1.0.0``: request -> accept/decline, and result delivery.
 
-One stream per exchange, every frame ``uvarint(len) || canonical message``
-(:mod:`node.p2p.framing`), every read under a timeout:
+Every frame is ``uvarint(len) || canonical message`` (:mod:`node.p2p.framing`),
+every read under a timeout. A stream carries one exchange or several in a row
+(at most :data:`MAX_EXCHANGES_PER_STREAM`): the opener may write all its
+frames first; answers come back in the same order; the stream ends when the
+opener closes its side. Batching this way saves a stream (and its protocol
+negotiation) per job when many jobs go to one peer at once.
 
 * client -> provider: ``JobRequest``; provider -> client: ``JobAccept`` or
   ``JobDecline`` (machine-readable reason; never silence). A request whose
@@ -10,9 +14,10 @@ One stream per exchange, every frame ``uvarint(len) || canonical message``
 * provider -> client: ``ResultManifest``; client -> provider: ``ResultAck``
   (the attestation must verify and be signed by the dialing peer's address).
 
-``/gpunet/job-created/1.0.0`` carries one ``JobCreatedNotice`` frame, client ->
-provider, no answer: a hint that ``createJob`` is mined; the provider's handler
-checks the transaction's receipt itself (rate-limited like requests).
+``/gpunet/job-created/1.0.0`` carries one or more ``JobCreatedNotice`` frames,
+client -> provider, no answer: a hint that ``createJob`` is mined; the
+provider's handler checks the transaction's receipt itself (rate-limited like
+requests).
 
 Garbage, oversized frames and undecodable messages strike the peer and reset
 the stream (after a ``bad_request`` decline when a reply is still possible);
@@ -31,7 +36,14 @@ from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 
 from node.p2p.config import P2PConfig
-from node.p2p.framing import FrameError, FrameTooLarge, read_frame, write_frame
+from node.p2p.framing import (
+    FrameError,
+    FrameTooLarge,
+    read_frame,
+    read_next_frame,
+    write_frame,
+    write_frames,
+)
 from node.p2p.guard import PeerGuard, Refused
 from node.p2p.metrics import P2PMetrics
 from node.p2p.wire import JobCreatedNotice, ResultAck, decode_frame, encode_frame
@@ -50,6 +62,7 @@ from protocol.messages import (
 __all__ = [
     "CREATED_PROTOCOL",
     "JOB_PROTOCOL",
+    "MAX_EXCHANGES_PER_STREAM",
     "CreatedHandler",
     "JobProtocolError",
     "JobRequestHandler",
@@ -62,6 +75,8 @@ log = logging.getLogger(__name__)
 JOB_PROTOCOL = TProtocol("/gpunet/job/1.0.0")
 CREATED_PROTOCOL = TProtocol("/gpunet/job-created/1.0.0")
 _NO_REQUEST_ID = bytes(16)
+#: Exchanges (or notices) one stream may carry; a peer that sends more is cut off.
+MAX_EXCHANGES_PER_STREAM = 64
 
 #: provider side: decide on a request from ``peer`` (peer id text)
 JobRequestHandler = Callable[[str, JobRequest], Awaitable[JobAccept | JobDecline]]
@@ -130,29 +145,37 @@ class JobService:
         lim = self._limits
         try:
             with self.guard.stream_slot(peer):
-                data = await read_frame(stream, max_bytes=128, time_limit=lim.read_timeout)
-                try:
-                    notice = decode_frame(data, JobCreatedNotice)
-                except DecodeError as exc:
-                    self.metrics.inc("job_messages_bad")
-                    log.info("job-created: undecodable notice from %s: %s", peer, exc)
-                    self.guard.strike(peer, "job:undecodable")
-                    raise Refused("undecodable notice") from None
-                if not self.guard.allow(peer, "request"):
-                    raise Refused("rate limited")
-                assert self.on_created is not None
-                with trio.move_on_after(lim.read_timeout):
-                    try:
-                        await self.on_created(peer, notice)
-                    except Exception:  # an application bug must not kill the node
-                        log.exception("job-created handler failed")
-                        self.metrics.inc("job_handler_errors")
+                for _ in range(MAX_EXCHANGES_PER_STREAM):
+                    data = await read_next_frame(stream, max_bytes=128, time_limit=lim.read_timeout)
+                    if data is None:
+                        break
+                    await self._serve_created(peer, data)
+                else:
+                    self.metrics.inc("job_streams_capped")
         except (Refused, FrameError) as exc:
             self.metrics.inc("job_streams_refused")
             log.info("job-created stream from %s ended: %s", peer, exc)
             await reset_quietly(stream)
         else:
             await close_quietly(stream)
+
+    async def _serve_created(self, peer: str, data: bytes) -> None:
+        try:
+            notice = decode_frame(data, JobCreatedNotice)
+        except DecodeError as exc:
+            self.metrics.inc("job_messages_bad")
+            log.info("job-created: undecodable notice from %s: %s", peer, exc)
+            self.guard.strike(peer, "job:undecodable")
+            raise Refused("undecodable notice") from None
+        if not self.guard.allow(peer, "request"):
+            raise Refused("rate limited")
+        assert self.on_created is not None
+        with trio.move_on_after(self._limits.read_timeout):
+            try:
+                await self.on_created(peer, notice)
+            except Exception:  # an application bug must not kill the node
+                log.exception("job-created handler failed")
+                self.metrics.inc("job_handler_errors")
 
     # ------------------------------------------------------------ server side
     async def _handle(self, stream: INetStream) -> None:
@@ -174,19 +197,30 @@ class JobService:
 
     async def _serve(self, peer: str, stream: INetStream) -> None:
         lim = self._limits
-        data = await read_frame(stream, max_bytes=lim.max_frame_bytes, time_limit=lim.read_timeout)
-        try:
-            msg = decode(data, expect=("job_request", "result"))
-        except DecodeError as exc:
-            self.metrics.inc("job_messages_bad")
-            log.info("job: undecodable message from %s: %s", peer, exc)
-            self.guard.strike(peer, "job:undecodable")
-            await self._decline(stream, _NO_REQUEST_ID, DeclineReason.BAD_REQUEST, str(exc))
-            return
-        if isinstance(msg, JobRequest):
-            await self._serve_request(peer, stream, msg)
-        elif isinstance(msg, ResultManifest):
-            await self._serve_result(peer, stream, msg)
+        for _ in range(MAX_EXCHANGES_PER_STREAM):
+            data = await read_next_frame(
+                stream, max_bytes=lim.max_frame_bytes, time_limit=lim.read_timeout
+            )
+            if data is None:
+                return
+            try:
+                msg = decode(data, expect=("job_request", "result"))
+            except DecodeError as exc:
+                self.metrics.inc("job_messages_bad")
+                log.info("job: undecodable message from %s: %s", peer, exc)
+                self.guard.strike(peer, "job:undecodable")
+                await self._decline(stream, _NO_REQUEST_ID, DeclineReason.BAD_REQUEST, str(exc))
+                return
+            if isinstance(msg, JobRequest):
+                await self._serve_request(peer, stream, msg)
+            elif isinstance(msg, ResultManifest):
+                await self._serve_result(peer, stream, msg)
+        # the cap is reached: answer no more on this stream (closed, not reset, so the
+        # answers already written still arrive)
+        self.metrics.inc("job_streams_capped")
+        log.info(
+            "job: %s sent more than %d exchanges on one stream", peer, MAX_EXCHANGES_PER_STREAM
+        )
 
     async def _decline(
         self, stream: INetStream, request_id: bytes, reason: DeclineReason, message: str = ""
@@ -256,30 +290,67 @@ class JobService:
         await write_frame(stream, encode_frame(ack), time_limit=self._limits.read_timeout)
 
     # ------------------------------------------------------------ client side
-    async def _exchange(self, peer: str, payload: bytes, time_limit: float) -> bytes:
+    async def _exchange_many(
+        self, peer: str, payloads: list[bytes], time_limit: float
+    ) -> list[bytes | JobProtocolError]:
+        """Send every payload on one stream, then read one answer per payload, in order.
+
+        A failure to open or write fails them all; a failure while reading fails
+        the answers not yet read.
+        """
+        if not 0 < len(payloads) <= MAX_EXCHANGES_PER_STREAM:
+            raise ValueError(f"1 to {MAX_EXCHANGES_PER_STREAM} exchanges per stream")
         lim = self._limits
-        with trio.fail_after(time_limit):
-            try:
-                stream = await self.host.new_stream(ID.from_base58(peer), [JOB_PROTOCOL])
-            except (BaseLibp2pError, OSError) as exc:
-                raise JobProtocolError(f"cannot open a job stream to {peer}: {exc!r}") from None
-            try:
-                await write_frame(stream, payload, time_limit=time_limit)
-                cap = lim.max_frame_bytes
-                return await read_frame(stream, max_bytes=cap, time_limit=time_limit)
-            except FrameError as exc:
-                raise JobProtocolError(f"job exchange with {peer} failed: {exc}") from None
-            finally:
-                await close_quietly(stream)
+        answers: list[bytes | JobProtocolError] = []
+        try:
+            with trio.fail_after(time_limit):
+                try:
+                    stream = await self.host.new_stream(ID.from_base58(peer), [JOB_PROTOCOL])
+                except (BaseLibp2pError, OSError) as exc:
+                    raise JobProtocolError(f"cannot open a job stream to {peer}: {exc!r}") from None
+                try:
+                    await write_frames(stream, payloads, time_limit=time_limit)
+                    cap = lim.max_frame_bytes
+                    for _ in payloads:
+                        data = await read_frame(stream, max_bytes=cap, time_limit=time_limit)
+                        answers.append(data)
+                except FrameError as exc:
+                    raise JobProtocolError(f"job exchange with {peer} failed: {exc}") from None
+                finally:
+                    await close_quietly(stream)
+        except trio.TooSlowError:
+            failure = JobProtocolError(f"no answer from {peer} within {time_limit} s")
+            return answers + [failure] * (len(payloads) - len(answers))
+        except JobProtocolError as exc:
+            return answers + [exc] * (len(payloads) - len(answers))
+        return answers
 
     async def request(
         self, peer: str, request: JobRequest, *, time_limit: float = 10.0
     ) -> JobAccept | JobDecline:
         """Send ``request`` to provider ``peer``; the verified accept, or the decline."""
-        try:
-            data = await self._exchange(peer, encode(request), time_limit)
-        except trio.TooSlowError:
-            raise JobProtocolError(f"no answer from {peer} within {time_limit} s") from None
+        (answer,) = await self.request_many(peer, [request], time_limit=time_limit)
+        if isinstance(answer, JobProtocolError):
+            raise answer
+        return answer
+
+    async def request_many(
+        self, peer: str, requests: list[JobRequest], *, time_limit: float = 10.0
+    ) -> list[JobAccept | JobDecline | JobProtocolError]:
+        """Send ``requests`` to provider ``peer`` on one stream; per request, the verified
+        accept, the decline, or why there is neither."""
+        datas = await self._exchange_many(peer, [encode(r) for r in requests], time_limit)
+        out: list[JobAccept | JobDecline | JobProtocolError] = []
+        for request, data in zip(requests, datas, strict=True):
+            try:
+                if isinstance(data, JobProtocolError):
+                    raise data
+                out.append(self._check_answer(peer, request, data))
+            except JobProtocolError as exc:
+                out.append(exc)
+        return out
+
+    def _check_answer(self, peer: str, request: JobRequest, data: bytes) -> JobAccept | JobDecline:
         try:
             answer = decode(data, expect=("job_accept", "job_decline"))
         except DecodeError as exc:
@@ -310,11 +381,20 @@ class JobService:
         self, peer: str, notice: JobCreatedNotice, *, time_limit: float = 10.0
     ) -> None:
         """Tell provider ``peer`` that its job is created (one frame, no answer)."""
+        await self.notify_created_many(peer, [notice], time_limit=time_limit)
+
+    async def notify_created_many(
+        self, peer: str, notices: list[JobCreatedNotice], *, time_limit: float = 10.0
+    ) -> None:
+        """Tell provider ``peer`` that its jobs are created (one stream, no answer)."""
+        if not 0 < len(notices) <= MAX_EXCHANGES_PER_STREAM:
+            raise ValueError(f"1 to {MAX_EXCHANGES_PER_STREAM} notices per stream")
         try:
             with trio.fail_after(time_limit):
                 stream = await self.host.new_stream(ID.from_base58(peer), [CREATED_PROTOCOL])
                 try:
-                    await write_frame(stream, encode_frame(notice), time_limit=time_limit)
+                    frames = [encode_frame(n) for n in notices]
+                    await write_frames(stream, frames, time_limit=time_limit)
                 finally:
                     await close_quietly(stream)
         except (BaseLibp2pError, OSError, FrameError, trio.TooSlowError) as exc:
@@ -324,14 +404,29 @@ class JobService:
         self, peer: str, manifest: ResultManifest, *, time_limit: float = 10.0
     ) -> ResultAck:
         """Deliver ``manifest`` to client ``peer``; its acknowledgement."""
-        try:
-            data = await self._exchange(peer, encode(manifest), time_limit)
-        except trio.TooSlowError:
-            raise JobProtocolError(f"no ack from {peer} within {time_limit} s") from None
-        try:
-            ack = decode_frame(data, ResultAck)
-        except DecodeError as exc:
-            raise JobProtocolError(f"bad ack from {peer}: {exc}") from None
-        if ack.job_id != manifest.job_id:
-            raise JobProtocolError("ack for another job")
+        (ack,) = await self.deliver_results(peer, [manifest], time_limit=time_limit)
+        if isinstance(ack, JobProtocolError):
+            raise ack
         return ack
+
+    async def deliver_results(
+        self, peer: str, manifests: list[ResultManifest], *, time_limit: float = 10.0
+    ) -> list[ResultAck | JobProtocolError]:
+        """Deliver ``manifests`` to client ``peer`` on one stream; per manifest, its
+        acknowledgement or why there is none."""
+        datas = await self._exchange_many(peer, [encode(m) for m in manifests], time_limit)
+        out: list[ResultAck | JobProtocolError] = []
+        for manifest, data in zip(manifests, datas, strict=True):
+            if isinstance(data, JobProtocolError):
+                out.append(data)
+                continue
+            try:
+                ack = decode_frame(data, ResultAck)
+            except DecodeError as exc:
+                out.append(JobProtocolError(f"bad ack from {peer}: {exc}"))
+                continue
+            if ack.job_id != manifest.job_id:
+                out.append(JobProtocolError("ack for another job"))
+                continue
+            out.append(ack)
+        return out

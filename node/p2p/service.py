@@ -20,6 +20,7 @@ from typing import Any
 from node.p2p.blobstore import BlobStore
 from node.p2p.bridge import TrioBridge
 from node.p2p.config import P2PConfig
+from node.p2p.jobs import JobProtocolError
 from node.p2p.metrics import P2PMetrics
 from node.p2p.node import P2PNode
 from node.p2p.orderbook import AddResult, BookEntry, OrderBook
@@ -178,6 +179,42 @@ class P2PService:
             return await node.jobs.request(peer, request, time_limit=time_limit)
 
         result: JobAccept | JobDecline = await self.bridge.call(run)
+        return result
+
+    async def request_jobs(
+        self, peer: str, requests: list[JobRequest], *, time_limit: float = 10.0
+    ) -> list[JobAccept | JobDecline | JobProtocolError]:
+        """Send several job requests on one stream; per request the verified accept,
+        the decline, or the :class:`JobProtocolError` saying why there is neither."""
+        node = self.node
+
+        async def run() -> list[JobAccept | JobDecline | JobProtocolError]:
+            return await node.jobs.request_many(peer, requests, time_limit=time_limit)
+
+        result: list[JobAccept | JobDecline | JobProtocolError] = await self.bridge.call(run)
+        return result
+
+    async def notify_created_many(
+        self, peer: str, notices: list[JobCreatedNotice], *, time_limit: float = 10.0
+    ) -> None:
+        """Tell provider ``peer`` that several jobs it accepted are created (one stream)."""
+        node = self.node
+
+        async def run() -> None:
+            await node.jobs.notify_created_many(peer, notices, time_limit=time_limit)
+
+        await self.bridge.call(run)
+
+    async def deliver_results(
+        self, peer: str, manifests: list[ResultManifest], *, time_limit: float = 10.0
+    ) -> list[ResultAck | JobProtocolError]:
+        """Deliver several result manifests to the client ``peer`` on one stream."""
+        node = self.node
+
+        async def run() -> list[ResultAck | JobProtocolError]:
+            return await node.jobs.deliver_results(peer, manifests, time_limit=time_limit)
+
+        result: list[ResultAck | JobProtocolError] = await self.bridge.call(run)
         return result
 
     async def notify_created(

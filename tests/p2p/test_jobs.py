@@ -252,3 +252,95 @@ def test_job_created_notice_reaches_the_handler_and_garbage_strikes() -> None:
             assert provider.metrics.get("job_messages_bad") == 1
 
     trio.run(main)
+
+
+def test_many_exchanges_on_one_stream_are_answered_in_order_per_item() -> None:
+    """Several requests, results and notices share one stream each; every item gets
+    its own answer (an accept, a decline, a refused ack) in the order sent."""
+    box: list[P2PNode] = []
+    results: list[int] = []
+    notices: list[int] = []
+    streams: list[str] = []
+
+    async def on_result(peer: str, manifest: ResultManifest) -> bool:
+        results.append(manifest.job_id)
+        return True
+
+    async def on_created(peer: str, notice: JobCreatedNotice) -> None:
+        notices.append(notice.job_id)
+
+    async def main() -> None:
+        async with running(
+            2, on_job_request=provider_handler(box), on_result=on_result, on_created=on_created
+        ) as (provider, client):
+            box.append(provider)
+            for node in (provider, client):
+                opened = node.host.new_stream
+
+                async def counting(peer, protocols, opened=opened):  # type: ignore[no-untyped-def]
+                    streams.append(str(protocols[0]))
+                    return await opened(peer, protocols)
+
+                node.host.new_stream = counting  # type: ignore[method-assign]
+            good = [make_request(client.identity) for _ in range(5)]
+            cheap = msgspec_replace(make_request(client.identity), max_price_per_gpu_second=1)
+            spoof = make_request(Identity.generate())
+            batch = [good[0], cheap, good[1], spoof, *good[2:]]
+            with trio.fail_after(20):
+                answers = await client.jobs.request_many(provider.peer_id, batch)
+            assert len(answers) == len(batch)
+            for req, answer in zip(batch, answers, strict=True):
+                assert not isinstance(answer, JobProtocolError), answer
+                assert answer.request_id == req.request_id
+            kinds = [type(a).__name__ for a in answers]
+            assert (
+                kinds == ["JobAccept", "JobDecline", "JobAccept", "JobDecline"] + ["JobAccept"] * 3
+            )
+            assert answers[1].reason is DeclineReason.PRICE  # type: ignore[union-attr]
+            assert answers[3].reason is DeclineReason.BAD_REQUEST  # type: ignore[union-attr]
+            # results: a forged attestation in the middle is refused, the rest acknowledged
+            manifests = [manifest_for(provider.identity, job_id=j) for j in (11, 12, 13)]
+            manifests.insert(1, manifest_for(Identity.generate(), job_id=99))
+            acks = await provider.jobs.deliver_results(client.peer_id, manifests)
+            assert [a.job_id for a in acks] == [11, 99, 12, 13]  # type: ignore[union-attr]
+            assert [a.ok for a in acks] == [True, False, True, True]  # type: ignore[union-attr]
+            assert results == [11, 12, 13]
+            tx = secrets.token_bytes(32)
+            await client.jobs.notify_created_many(
+                provider.peer_id, [JobCreatedNotice(job_id=j, tx_hash=tx) for j in (4, 5, 6)]
+            )
+            await wait_for(lambda: len(notices) == 3)
+            assert notices == [4, 5, 6]
+            # one stream per batch, not per item
+            assert streams == [str(JOB_PROTOCOL), str(JOB_PROTOCOL), str(CREATED_PROTOCOL)]
+
+    trio.run(main)
+
+
+def test_a_stream_carries_a_bounded_number_of_exchanges() -> None:
+    from node.p2p.jobs import MAX_EXCHANGES_PER_STREAM
+
+    box: list[P2PNode] = []
+
+    async def main() -> None:
+        async with running(2, on_job_request=provider_handler(box)) as (provider, client):
+            box.append(provider)
+            requests = [make_request(client.identity) for _ in range(MAX_EXCHANGES_PER_STREAM)]
+            with pytest.raises(ValueError):
+                await client.jobs.request_many(provider.peer_id, [*requests, requests[0]])
+            # a peer writing more frames than the cap on one stream gets no more answers
+            stream = await client.host.new_stream(ID.from_base58(provider.peer_id), [JOB_PROTOCOL])
+            one = encode(requests[0])
+            await stream.write((encode_uvarint(len(one)) + one) * (MAX_EXCHANGES_PER_STREAM + 2))
+            answered = 0
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        await read_frame(stream, max_bytes=1 << 16, time_limit=10)
+                    except Exception:  # noqa: BLE001 - the end of the stream ends the loop
+                        break
+                    answered += 1
+            assert answered == MAX_EXCHANGES_PER_STREAM
+            assert provider.metrics.get("job_streams_capped") == 1
+
+    trio.run(main)
