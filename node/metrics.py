@@ -70,6 +70,7 @@ class Metrics:
         self._clock = clock
         self._started = clock()
         self._runs: dict[str, collections.deque[tuple[float, float]]] = {}
+        self._busy: dict[str, float] = {}  # device -> seconds of the runs in _runs
         self._slots: dict[str, int] = {}
         self._lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -162,7 +163,10 @@ class Metrics:
                 if len(self._runs) >= _MAX_DEVICES:
                     return
                 runs = self._runs[device] = collections.deque(maxlen=_MAX_RUNS)
+            if len(runs) == runs.maxlen:  # the append below drops the oldest run
+                self._busy[device] = self._busy.get(device, 0.0) - runs[0][1]
             runs.append((now, metered_millis / 1000))
+            self._busy[device] = self._busy.get(device, 0.0) + metered_millis / 1000
             self._slots[device] = slots
         self._refresh_utilization()
 
@@ -171,9 +175,10 @@ class Metrics:
         span = max(min(UTILIZATION_WINDOW_S, now - self._started), 1e-3)
         with self._lock:
             for device, runs in self._runs.items():
+                busy = self._busy.get(device, 0.0)
                 while runs and runs[0][0] < now - UTILIZATION_WINDOW_S:
-                    runs.popleft()
-                busy = sum(seconds for _, seconds in runs)
+                    busy -= runs.popleft()[1]
+                busy = self._busy[device] = max(0.0, busy) if runs else 0.0
                 ratio = min(1.0, busy / (span * self._slots[device]))
                 self.device_utilization.labels(device).set(ratio)
 

@@ -18,6 +18,7 @@ asking for the password are the node's job (``node/keys.py``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 from typing import Any, Final
 
@@ -95,8 +96,10 @@ def public_key_from_peer_id(peer_id: str | bytes) -> bytes:
     return key
 
 
+@functools.lru_cache(maxsize=4096)
 def address_from_peer_id(peer_id: str | bytes) -> bytes:
-    """The Ethereum address that stands behind a secp256k1 peer id."""
+    """The Ethereum address that stands behind a secp256k1 peer id (memoised: every
+    message from a peer asks again; a bad id raises and is not remembered)."""
     return address_from_public_key(public_key_from_peer_id(peer_id))
 
 

@@ -13,12 +13,12 @@ from libp2p.exceptions import BaseLibp2pError
 
 __all__ = [
     "FrameError",
+    "FrameReader",
     "FrameTimeout",
     "FrameTooLarge",
     "StreamBroken",
     "encode_uvarint",
     "read_frame",
-    "read_next_frame",
     "write_frame",
     "write_frames",
 ]
@@ -72,33 +72,10 @@ async def _read_exactly(stream: INetStream, n: int) -> bytes:
 
 async def read_frame(stream: INetStream, *, max_bytes: int, time_limit: float) -> bytes:
     """Read one frame of at most ``max_bytes`` within ``time_limit`` seconds."""
-    frame = await _read(stream, max_bytes, time_limit, eof_ok=False)
-    assert frame is not None
-    return frame
-
-
-async def read_next_frame(stream: INetStream, *, max_bytes: int, time_limit: float) -> bytes | None:
-    """Like :func:`read_frame`, but ``None`` when the stream ends cleanly before a frame
-    starts (the other side is done sending; a stream may carry several frames)."""
-    return await _read(stream, max_bytes, time_limit, eof_ok=True)
-
-
-async def _read(
-    stream: INetStream, max_bytes: int, time_limit: float, *, eof_ok: bool
-) -> bytes | None:
     with trio.move_on_after(time_limit) as scope:
         length = 0
         for i in range(_MAX_VARINT_BYTES):
-            if i == 0 and eof_ok:
-                try:
-                    first = await stream.read(1)
-                except (BaseLibp2pError, EOFError):
-                    return None
-                if not first:
-                    return None
-                byte = first[0]
-            else:
-                byte = (await _read_exactly(stream, 1))[0]
+            byte = (await _read_exactly(stream, 1))[0]
             length |= (byte & 0x7F) << (7 * i)
             if not byte & 0x80:
                 break
@@ -109,6 +86,63 @@ async def _read(
         return await _read_exactly(stream, length)
     assert scope.cancelled_caught
     raise FrameTimeout(f"no complete frame within {time_limit} s")
+
+
+#: Bytes asked of the muxer per read by a :class:`FrameReader`.
+_CHUNK = 1 << 16
+
+
+class FrameReader:
+    """Frames from one stream, read in chunks: one muxer read per arrival of data
+    instead of one per varint byte and one per payload (each py-libp2p read takes
+    two locks and may send a window update). Used where a stream carries several
+    frames; owns the stream's reading side (never mix with :func:`read_frame`).
+    The buffer holds at most one frame's cap plus one chunk: a length over the cap
+    fails before its payload is awaited."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self.stream = stream
+        self._buf = bytearray()
+
+    def _parse(self, max_bytes: int) -> bytes | None:
+        length = 0
+        for i, byte in enumerate(self._buf[:_MAX_VARINT_BYTES]):
+            length |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if length > max_bytes:
+                    raise FrameTooLarge(f"frame of {length} bytes exceeds the cap of {max_bytes}")
+                if len(self._buf) < i + 1 + length:
+                    return None
+                frame = bytes(self._buf[i + 1 : i + 1 + length])
+                del self._buf[: i + 1 + length]
+                return frame
+        if len(self._buf) >= _MAX_VARINT_BYTES:
+            raise FrameTooLarge("length prefix is not a valid varint")
+        return None
+
+    async def next(
+        self, *, max_bytes: int, time_limit: float, eof_ok: bool = False
+    ) -> bytes | None:
+        """The next frame; with ``eof_ok``, ``None`` when the stream ends cleanly
+        between frames (:class:`StreamBroken` if it ends inside one)."""
+        with trio.move_on_after(time_limit) as scope:
+            while True:
+                frame = self._parse(max_bytes)
+                if frame is not None:
+                    return frame
+                try:
+                    chunk = await self.stream.read(_CHUNK)
+                except (BaseLibp2pError, EOFError) as exc:
+                    if eof_ok and not self._buf:
+                        return None
+                    raise StreamBroken(f"stream failed mid-frame: {exc!r}") from None
+                if not chunk:
+                    if eof_ok and not self._buf:
+                        return None
+                    raise StreamBroken(f"stream ended {len(self._buf)} bytes into a frame")
+                self._buf += chunk
+        assert scope.cancelled_caught
+        raise FrameTimeout(f"no complete frame within {time_limit} s")
 
 
 async def write_frame(stream: INetStream, payload: bytes, *, time_limit: float) -> None:

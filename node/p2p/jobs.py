@@ -38,9 +38,8 @@ from libp2p.peer.id import ID
 from node.p2p.config import P2PConfig
 from node.p2p.framing import (
     FrameError,
+    FrameReader,
     FrameTooLarge,
-    read_frame,
-    read_next_frame,
     write_frame,
     write_frames,
 )
@@ -145,8 +144,11 @@ class JobService:
         lim = self._limits
         try:
             with self.guard.stream_slot(peer):
+                frames = FrameReader(stream)
                 for _ in range(MAX_EXCHANGES_PER_STREAM):
-                    data = await read_next_frame(stream, max_bytes=128, time_limit=lim.read_timeout)
+                    data = await frames.next(
+                        max_bytes=128, time_limit=lim.read_timeout, eof_ok=True
+                    )
                     if data is None:
                         break
                     await self._serve_created(peer, data)
@@ -197,9 +199,10 @@ class JobService:
 
     async def _serve(self, peer: str, stream: INetStream) -> None:
         lim = self._limits
+        frames = FrameReader(stream)
         for _ in range(MAX_EXCHANGES_PER_STREAM):
-            data = await read_next_frame(
-                stream, max_bytes=lim.max_frame_bytes, time_limit=lim.read_timeout
+            data = await frames.next(
+                max_bytes=lim.max_frame_bytes, time_limit=lim.read_timeout, eof_ok=True
             )
             if data is None:
                 return
@@ -310,9 +313,10 @@ class JobService:
                     raise JobProtocolError(f"cannot open a job stream to {peer}: {exc!r}") from None
                 try:
                     await write_frames(stream, payloads, time_limit=time_limit)
-                    cap = lim.max_frame_bytes
+                    cap, frames = lim.max_frame_bytes, FrameReader(stream)
                     for _ in payloads:
-                        data = await read_frame(stream, max_bytes=cap, time_limit=time_limit)
+                        data = await frames.next(max_bytes=cap, time_limit=time_limit)
+                        assert data is not None
                         answers.append(data)
                 except FrameError as exc:
                     raise JobProtocolError(f"job exchange with {peer} failed: {exc}") from None

@@ -344,3 +344,37 @@ def test_a_stream_carries_a_bounded_number_of_exchanges() -> None:
             assert provider.metrics.get("job_streams_capped") == 1
 
     trio.run(main)
+
+
+def test_frames_split_across_writes_and_a_stream_ending_inside_a_frame() -> None:
+    box: list[P2PNode] = []
+    seen: list[bytes] = []
+
+    def handler(node_box: list[P2PNode]):  # type: ignore[no-untyped-def]
+        inner = provider_handler(node_box)
+
+        async def on_request(peer: str, req: JobRequest) -> JobAccept | JobDecline:
+            seen.append(req.request_id)
+            return await inner(peer, req)
+
+        return on_request
+
+    async def main() -> None:
+        async with running(2, on_job_request=handler(box)) as (provider, client):
+            box.append(provider)
+            first, second = make_request(client.identity), make_request(client.identity)
+            data = b"".join(encode_uvarint(len(encode(r))) + encode(r) for r in (first, second))
+            stream = await client.host.new_stream(ID.from_base58(provider.peer_id), [JOB_PROTOCOL])
+            for piece in (data[:1], data[1:7], data[7:-5], data[-5:]):  # frames cut anywhere
+                await stream.write(piece)
+                await trio.sleep(0.02)
+            answers = [await read_frame(stream, max_bytes=1 << 16, time_limit=5) for _ in "ab"]
+            assert [decode(a).request_id for a in answers] == [first.request_id, second.request_id]  # type: ignore[attr-defined]
+            # half of a third frame, then the end of the stream: no handler call, no answer
+            third = encode(make_request(client.identity))
+            await stream.write(encode_uvarint(len(third)) + third[:10])
+            await stream.close()
+            await wait_for(lambda: provider.metrics.get("job_frames_bad", kind="StreamBroken") == 1)
+            assert seen == [first.request_id, second.request_id]
+
+    trio.run(main)
