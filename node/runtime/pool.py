@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import queue
 import select
@@ -630,11 +631,13 @@ class WorkerPool:
                 raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
             reader = wire.Reader(sp.rep)
             failure: JobError | None = None
+            total: float | None = None  # the child's CPU ms since it became ready
+            own: list[float] = []  # per reported job, measured in the child
             start = time.monotonic()  # the first job's wall clock starts with the frame
             try:
                 wire.send(sp.go, frame)
             except OSError:  # the child died: the first job is the one in progress
-                failure, reaped = self._batch_child_gone(slot, sp)
+                failure, reaped, total = self._batch_child_gone(slot, sp)
             # each job's deadline runs from the report before it (the first: the frame)
             for m in msgs if failure is None else []:
                 deadline = start + m["timeout_s"]
@@ -643,11 +646,12 @@ class WorkerPool:
                     if time.monotonic() > deadline:  # read too late counts, as in run
                         raise TimeoutError
                 except TimeoutError:
+                    total = cpu_ms(sp.host_pid) - sp.cpu0_ms
                     sp.kill()
                     failure = JobError("timeout", "killed at the wall-clock deadline")
                     break
                 except wire.WireError:  # the child died, or broke the protocol
-                    failure, reaped = self._batch_child_gone(slot, sp)
+                    failure, reaped, total = self._batch_child_gone(slot, sp)
                     break
                 start = time.monotonic()
                 if report.get("batch"):  # the child could run none of them (its first frame)
@@ -657,19 +661,25 @@ class WorkerPool:
                     sp.kill()
                     failure = JobError("crashed", "reports out of order")
                     break
+                own.append(_finite_ms(report.get("cpu_ms")))
+                report["cpu_ms"] = own[-1]
                 try:
                     data, digest = self._verified_output(report, root / m["id"], m)
                     wall = round((time.monotonic() - t0) * 1000)
                     done.append((report, data, digest, wall))
                 except JobError as exc:
                     done.append(exc)
-            own = sum(float(r[0].get("cpu_ms", 0.0)) for r in done if isinstance(r, tuple))
-            total = 0.0
             if failure is None and not sp.exited():
                 total = cpu_ms(sp.host_pid) - sp.cpu0_ms
-            extra = max(0.0, total - own) / max(1, len(done))
+            # the jobs' own times, scaled down if they claim more than the child used;
+            # a complete batch shares the rest of the child's time equally
+            scale, extra = 1.0, 0.0
+            if total is not None and sum(own) > total:
+                scale = max(0.0, total) / sum(own)
+            elif total is not None and failure is None:
+                extra = (total - sum(own)) / max(1, len(own))
             peak = (cg.peak_memory() if cg is not None else None) or _hwm(sp.host_pid)
-            results = self._batch_results(slot, first, done, extra_ms=extra, peak=peak)
+            results = self._batch_results(slot, first, done, scale=scale, extra=extra, peak=peak)
             return results if failure is None else [*results, failure]
         finally:
             sp.kill()
@@ -682,11 +692,13 @@ class WorkerPool:
             elif trash is not None:
                 shutil.rmtree(trash, ignore_errors=True)
 
-    def _batch_child_gone(self, slot: Slot, sp: Spare) -> tuple[JobError, bool]:
-        """The report pipe closed early or carried garbage: why, and whether it was reaped."""
+    def _batch_child_gone(self, slot: Slot, sp: Spare) -> tuple[JobError, bool, float | None]:
+        """The report pipe closed early or carried garbage: why, whether the child was
+        reaped, and its CPU ms since it became ready (None if unknown)."""
         if not select.select([sp.pidfd], [], [], 2.0)[0]:  # alive: it broke the protocol
+            total = cpu_ms(sp.host_pid) - sp.cpu0_ms
             sp.kill()
-            return JobError("crashed", "the batch child sent a bad report"), False
+            return JobError("crashed", "the batch child sent a bad report"), False, total
         try:
             slot.settle()
             if slot.proc is None:
@@ -695,10 +707,11 @@ class WorkerPool:
         except (wire.WireError, OSError) as exc:
             rc = slot.proc.poll() if slot.proc is not None else None
             slot.stop()
-            return JobError("crashed", f"worker failed: {exc} (worker exit {rc})"), False
+            return JobError("crashed", f"worker failed: {exc} (worker exit {rc})"), False, None
         status = int(ev.get("status", 0))
         err = _exit_error(status, sp.cg, sp.oom0)
-        return err or JobError("crashed", "the job process exited without a report"), True
+        total = _finite_ms(ev.get("cpu_ms")) - sp.cpu0_ms
+        return err or JobError("crashed", "the job process exited without a report"), True, total
 
     def _batch_results(
         self,
@@ -706,9 +719,11 @@ class WorkerPool:
         req: RunRequest,
         done: list[tuple[dict[str, Any], bytes, bytes, int] | JobError],
         *,
-        extra_ms: float,
+        scale: float,
+        extra: float,
         peak: int,
     ) -> list[RunResult | JobError]:
+        """RunResults of the reported jobs: own CPU ms x ``scale`` + ``extra`` each."""
         out: list[RunResult | JobError] = []
         for item in done:
             if isinstance(item, JobError):
@@ -719,7 +734,7 @@ class WorkerPool:
                 RunResult(
                     output=data,
                     output_sha256=digest,
-                    metered_millis=max(1, round(float(report.get("cpu_ms", 0.0)) + extra_ms)),
+                    metered_millis=max(1, round(float(report["cpu_ms"]) * scale + extra)),
                     peak_memory_bytes=int(peak),
                     wall_millis=wall,
                     runtime=self.runtime_descriptor(req.determinism, req.format),
@@ -814,6 +829,15 @@ def _exit_error(status: int, cg: Cgroup | None, oom_before: int) -> JobError | N
         code = "oom" if sig == signal.SIGKILL else "killed"
         return JobError(code, f"job died of signal {signal.Signals(sig).name}")
     return None
+
+
+def _finite_ms(value: object) -> float:
+    """A reported milliseconds value as a finite float >= 0 (anything else: 0)."""
+    try:
+        ms = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return ms if math.isfinite(ms) and ms > 0 else 0.0
 
 
 def _check_batch(reqs: list[RunRequest]) -> bytes | None:

@@ -85,6 +85,14 @@ def test_batch_outputs_equal_single_runs_bitwise(pool: WorkerPool, kind: str) ->
     assert len({b.peak_memory_bytes for b in batch}) == 1  # the batch's peak, on each
 
 
+def test_metering_follows_each_jobs_own_work(pool: WorkerPool) -> None:
+    small, large = _resnet_jobs(1, batch=1, image=160)[0], _resnet_jobs(1, batch=16, image=160)[0]
+    out = [_ok(r) for r in pool.run_batch([small, large, small])]
+    # the large job does 16x the work of each small one; the batch's overhead is shared
+    assert out[1].metered_millis > 2 * max(out[0].metered_millis, out[2].metered_millis)
+    assert out[1].infer_ms > out[0].infer_ms
+
+
 def test_a_bad_item_fails_alone(pool: WorkerPool) -> None:
     good = _mlp_jobs(4, seed=21)
     reqs = [
