@@ -11,7 +11,9 @@ locked down, in a job cgroup, with its own scratch dir: see :class:`workers.Slot
 writes the inputs there, sends it the job over its own pipe, enforces the wall clock
 (pidfd kill + cgroup kill), meters its CPU time, reads at most ``max_output_bytes`` of
 output and kills it; a helper thread prepares the next child meanwhile. In lease mode
-the worker runs the job itself.
+the worker runs the job itself. :meth:`WorkerPool.run_batch` runs several jobs of one
+tenant for the same model in one prepared child (one after the other), so the per-child
+cost is paid once per batch.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import queue
 import select
@@ -29,6 +32,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ from .workers import Slot, Spare, Spawner, cpu_ms
 
 GRACE_S = 3.0  # lease mode: how long past a job's deadline the worker may take to answer
 REPORT_MAX = 60_000
+MAX_BATCH = zygote.MAX_BATCH  # most jobs in one run_batch call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,19 +340,82 @@ class WorkerPool:
         self._admit(req)
         slot = self._slots.get()
         try:
-            if slot.prep_failed or slot.proc is None:
-                slot.settle()  # the helper failed: the worker is replaced
-            if slot.proc is None:  # replaced lazily after a failure, not on the error path
-                try:
-                    slot.start()
-                except SandboxUnavailable as exc:
-                    slot.stop()
-                    raise JobError("sandbox", str(exc)) from None
+            self._ensure_worker(slot)
             return self._run_on(slot, req)
         finally:
             if slot.proc is not None and slot.proc.poll() is not None:
                 slot.stop()
             self._slots.put(slot)
+
+    @staticmethod
+    def _ensure_worker(slot: Slot) -> None:
+        """Replace the slot's worker if it failed (lazily: not on a failing job's path)."""
+        if slot.prep_failed or slot.proc is None:
+            slot.settle()  # the helper failed: the worker is replaced
+        if slot.proc is None:
+            try:
+                slot.start()
+            except SandboxUnavailable as exc:
+                slot.stop()
+                raise JobError("sandbox", str(exc)) from None
+
+    def run_batch(self, reqs: Sequence[RunRequest]) -> list[RunResult | JobError]:
+        """Run several jobs of **one tenant** for the same model in one slot, in order.
+
+        The caller guarantees that every job comes from the same client: in fork mode
+        they run one after the other in **one** prepared child, so a job could see the
+        others' inputs and outputs (only the model is shared between tenants, as in
+        :meth:`run`). Preconditions, checked before anything runs (``ValueError``):
+        1 to :data:`MAX_BATCH` requests, all ``catalog-v1`` without test code, the same
+        weights, arch, config and determinism tier.
+
+        Returns one entry per request, in order: the :class:`RunResult` that
+        :meth:`run` would give for it (the same output bytes; each job keeps its own
+        id, scratch dir, inputs, output, output cap and timeout), or its
+        :class:`JobError`; a failing job does not stop the others. Metering per job:
+        ``metered_millis`` is the CPU time measured in the child around the job's own
+        work plus an equal share of the rest of the child's CPU time (measured by the
+        supervisor from ``schedstat``, so the jobs' sum is the child's whole CPU time
+        after it became ready); ``peak_memory_bytes`` is the batch's peak (its job
+        cgroup's, an upper bound of each job's); ``wall_millis`` runs from this call to
+        the job's verified output. The wall clock gives each job its own timeout, from
+        the previous job's report. If the child dies or a job times out, the jobs
+        reported before keep their results, that job gets the error and the jobs after
+        it run again in a fresh child. In lease mode the jobs simply run one by one on
+        the lease worker (as :meth:`run`).
+        """
+        reqs = list(reqs)
+        weights_sha = _check_batch(reqs)
+        results: list[RunResult | JobError | None] = [None] * len(reqs)
+        todo: list[int] = []
+        for i, req in enumerate(reqs):
+            try:
+                self._admit(req)
+                todo.append(i)
+            except JobError as exc:
+                results[i] = exc
+        if not todo:
+            return [r for r in results if r is not None]
+        t0 = time.monotonic()
+        slot = self._slots.get()
+        try:
+            while todo:
+                try:
+                    self._ensure_worker(slot)
+                    if self.config.mode == "lease":
+                        done: list[RunResult | JobError] = [self._run_on(slot, reqs[todo[0]])]
+                    else:
+                        done = self._run_fork_batch(slot, [reqs[i] for i in todo], weights_sha, t0)
+                except JobError as exc:  # lease: this job's; fork: nothing ran
+                    done = [exc] * (1 if self.config.mode == "lease" else len(todo))
+                for i, res in zip(todo, done, strict=False):
+                    results[i] = res
+                todo = todo[len(done) :]
+        finally:
+            if slot.proc is not None and slot.proc.poll() is not None:
+                slot.stop()
+            self._slots.put(slot)
+        return [r if r is not None else JobError("crashed", "not run") for r in results]
 
     def job_rlimits(self, timeout: float | None, max_out: int | None) -> dict[str, int | None]:
         """A job's rlimits; with ``None`` arguments the pool-wide maximum (a child
@@ -448,24 +516,7 @@ class WorkerPool:
         if msg["weights"]:
             model = {k: msg[k] for k in ("weights", "arch", "config", "max_params", "device")}
             msg["cache_key"] = zygote.cache_key(model)
-        sp = slot.take(msg.get("cache_key"))
-        try:
-            if sp is None:  # wait for the helper; else fork one on this job's critical path
-                slot.settle()
-                if slot.proc is None:  # the helper failed (logged): one fresh worker
-                    try:
-                        slot.start()
-                    except SandboxUnavailable as exc:
-                        slot.stop()
-                        raise JobError("sandbox", str(exc)) from None
-                sp = slot.take(msg.get("cache_key"))
-            if sp is None:
-                slot.drop_ready()  # they lack this model
-                sp = slot.request_spare(model=model)
-        except (wire.WireError, OSError) as exc:
-            rc = slot.proc.poll() if slot.proc is not None else None
-            slot.stop()
-            raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
+        sp = self._spare(slot, model, msg.get("cache_key"))
         cg = sp.cg
         scratch = slot.scratch / msg["id"]
         reaped = False
@@ -514,6 +565,204 @@ class WorkerPool:
                 shutil.rmtree(trash, ignore_errors=True)
 
     @staticmethod
+    def _spare(slot: Slot, model: dict[str, Any] | None, key: str | None) -> Spare:
+        """A prepared child whose cache holds ``model`` (key ``key``), ready for a job."""
+        sp = slot.take(key)
+        try:
+            if sp is None:  # wait for the helper; else fork one on this job's critical path
+                slot.settle()
+                if slot.proc is None:  # the helper failed (logged): one fresh worker
+                    try:
+                        slot.start()
+                    except SandboxUnavailable as exc:
+                        slot.stop()
+                        raise JobError("sandbox", str(exc)) from None
+                sp = slot.take(key)
+            if sp is None:
+                slot.drop_ready()  # they lack this model
+                sp = slot.request_spare(model=model)
+        except (wire.WireError, OSError) as exc:
+            rc = slot.proc.poll() if slot.proc is not None else None
+            slot.stop()
+            raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
+        return sp
+
+    def _run_fork_batch(
+        self, slot: Slot, reqs: list[RunRequest], weights_sha: bytes | None, t0: float
+    ) -> list[RunResult | JobError]:
+        """Run ``reqs`` in one prepared child; results for a prefix of them (>= 1).
+
+        Raises :class:`JobError` when nothing ran (model, worker or child set-up). After
+        the batch frame is sent: the jobs reported before a timeout or the child's death
+        keep their results, the job in progress gets the error, the rest are not run
+        (the caller runs them in a fresh child).
+        """
+        first = reqs[0]
+        weights_hex = self._store_blob(first.weights, weights_sha)
+        bid = f"b{next(self._ids)}"
+        msgs = [self._message(r, f"j{next(self._ids)}", weights_hex) for r in reqs]
+        for m in msgs:
+            m["dir"] = f"{bid}/{m['id']}"
+        model = {k: msgs[0][k] for k in ("weights", "arch", "config", "max_params", "device")}
+        key = zygote.cache_key(model)
+        rlimits = dict(msgs[0]["rlimits"])  # the pool's at most: CPU adds up, FSIZE the largest
+        rlimits["cpu"] = min(
+            sum(m["rlimits"]["cpu"] for m in msgs), self.job_rlimits(None, None)["cpu"] or 0
+        )
+        rlimits["fsize"] = max(m["rlimits"]["fsize"] for m in msgs)
+        frame = {"op": "batch", "id": bid, "cache_key": key, "rlimits": rlimits, "jobs": msgs}
+        sp = self._spare(slot, model, key)
+        cg = sp.cg
+        root = slot.scratch / bid
+        reaped = False
+        done: list[tuple[dict[str, Any], bytes, bytes, int] | JobError] = []
+        try:
+            try:
+                root = slot.take_dir(sp, bid)
+                for req, m in zip(reqs, msgs, strict=True):
+                    d = root / m["id"]
+                    d.mkdir(mode=0o700)
+                    if "uid" in self.layers:
+                        os.chown(d, slot.uid, slot.uid)
+                    self._write_job_files(d, req)
+            except OSError as exc:  # nothing ran: every job gets it
+                rc = slot.proc.poll() if slot.proc is not None else None
+                slot.stop()
+                raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
+            reader = wire.Reader(sp.rep)
+            failure: JobError | None = None
+            total: float | None = None  # the child's CPU ms since it became ready
+            own: list[float] = []  # per reported job, measured in the child
+            start = time.monotonic()  # the first job's wall clock starts with the frame
+            try:
+                wire.send(sp.go, frame)
+            except OSError:  # the child died: the first job is the one in progress
+                failure, reaped, total = self._batch_child_gone(slot, sp)
+            # each job's deadline runs from the report before it (the first: the frame)
+            for m in msgs if failure is None else []:
+                deadline = start + m["timeout_s"]
+                try:
+                    report = reader.recv(deadline)
+                    if time.monotonic() > deadline:  # read too late counts, as in run
+                        raise TimeoutError
+                except TimeoutError:
+                    total = cpu_ms(sp.host_pid) - sp.cpu0_ms
+                    sp.kill()
+                    failure = JobError("timeout", "killed at the wall-clock deadline")
+                    break
+                except wire.WireError:  # the child died, or broke the protocol
+                    failure, reaped, total = self._batch_child_gone(slot, sp)
+                    break
+                start = time.monotonic()
+                if report.get("batch"):  # the child could run none of them (its first frame)
+                    err = JobError(str(report.get("code")), str(report.get("msg", ""))[:500])
+                    return [err] * len(reqs)
+                if report.get("id") != m["id"]:
+                    sp.kill()
+                    failure = JobError("crashed", "reports out of order")
+                    break
+                own.append(_finite_ms(report.get("cpu_ms")))
+                report["cpu_ms"] = own[-1]
+                try:
+                    data, digest = self._verified_output(report, root / m["id"], m)
+                    wall = round((time.monotonic() - t0) * 1000)
+                    done.append((report, data, digest, wall))
+                except JobError as exc:
+                    done.append(exc)
+            if failure is None and not sp.exited():
+                total = cpu_ms(sp.host_pid) - sp.cpu0_ms
+            # the jobs' own times, scaled down if they claim more than the child used;
+            # a complete batch shares the rest of the child's time equally
+            scale, extra = 1.0, 0.0
+            if total is not None and sum(own) > total:
+                scale = max(0.0, total) / sum(own)
+            elif total is not None and failure is None:
+                extra = (total - sum(own)) / max(1, len(own))
+            peak = (cg.peak_memory() if cg is not None else None) or _hwm(sp.host_pid)
+            results = self._batch_results(slot, first, done, scale=scale, extra=extra, peak=peak)
+            return results if failure is None else [*results, failure]
+        finally:
+            sp.kill()
+            if cg is not None:
+                cg.kill(wait=False)
+            slot.release(sp, reaped=reaped)
+            trash = None if self.config.keep_scratch else root
+            if slot.proc is not None:
+                slot.refill(self._next_spec(reqs[-1], model, msgs[-1]), trash)
+            elif trash is not None:
+                shutil.rmtree(trash, ignore_errors=True)
+
+    def _batch_child_gone(self, slot: Slot, sp: Spare) -> tuple[JobError, bool, float | None]:
+        """The report pipe closed early or carried garbage: why, whether the child was
+        reaped, and its CPU ms since it became ready (None if unknown)."""
+        if not select.select([sp.pidfd], [], [], 2.0)[0]:  # alive: it broke the protocol
+            total = cpu_ms(sp.host_pid) - sp.cpu0_ms
+            sp.kill()
+            return JobError("crashed", "the batch child sent a bad report"), False, total
+        try:
+            slot.settle()
+            if slot.proc is None:
+                raise wire.WireError("the worker failed while preparing a child")
+            ev = slot.reap_wait(sp.nspid)
+        except (wire.WireError, OSError) as exc:
+            rc = slot.proc.poll() if slot.proc is not None else None
+            slot.stop()
+            return JobError("crashed", f"worker failed: {exc} (worker exit {rc})"), False, None
+        status = int(ev.get("status", 0))
+        err = _exit_error(status, sp.cg, sp.oom0)
+        total = _finite_ms(ev.get("cpu_ms")) - sp.cpu0_ms
+        return err or JobError("crashed", "the job process exited without a report"), True, total
+
+    def _batch_results(
+        self,
+        slot: Slot,
+        req: RunRequest,
+        done: list[tuple[dict[str, Any], bytes, bytes, int] | JobError],
+        *,
+        scale: float,
+        extra: float,
+        peak: int,
+    ) -> list[RunResult | JobError]:
+        """RunResults of the reported jobs: own CPU ms x ``scale`` + ``extra`` each."""
+        out: list[RunResult | JobError] = []
+        for item in done:
+            if isinstance(item, JobError):
+                out.append(item)
+                continue
+            report, data, digest, wall = item
+            out.append(
+                RunResult(
+                    output=data,
+                    output_sha256=digest,
+                    metered_millis=max(1, round(float(report["cpu_ms"]) * scale + extra)),
+                    peak_memory_bytes=int(peak),
+                    wall_millis=wall,
+                    runtime=self.runtime_descriptor(req.determinism, req.format),
+                    tier=self.tier,
+                    layers=self._result_layers(slot),
+                    load_ms=float(report.get("load_ms", 0.0)),
+                    infer_ms=float(report.get("infer_ms", 0.0)),
+                )
+            )
+        return out
+
+    def _result_layers(self, slot: Slot) -> tuple[str, ...]:
+        return tuple(sorted(set(slot.layers) | (self.layers & {"bwrap", "cgroup"})))
+
+    @staticmethod
+    def _verified_output(
+        report: dict[str, Any], scratch: Path, msg: dict[str, Any]
+    ) -> tuple[bytes, bytes]:
+        """The job's output file, capped and checked against the hash it reported."""
+        if not report.get("ok"):
+            raise JobError(str(report.get("code", "crashed")), str(report.get("msg", "no report")))
+        data = _read_capped(scratch / "output.safetensors", msg["max_output_bytes"])
+        digest = hashlib.sha256(data).digest()
+        if digest.hex() != report.get("sha256"):
+            raise JobError("crashed", "output does not match the worker's hash")
+        return data, digest
+
+    @staticmethod
     def _next_spec(
         req: RunRequest, model: dict[str, Any] | None, msg: dict[str, Any]
     ) -> dict[str, Any]:
@@ -547,19 +796,10 @@ class WorkerPool:
         status = int(ev.get("status", 0))
         if ev.get("timed_out"):
             raise JobError("timeout", "killed at the wall-clock deadline")
-        if cg is not None and cg.oom_kills() > slot.oom_before:
-            raise JobError("oom", "killed by the job's memory limit")
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            code = "oom" if sig == signal.SIGKILL else "killed"
-            raise JobError(code, f"job died of signal {signal.Signals(sig).name}")
-        if not report.get("ok"):
-            raise JobError(str(report.get("code", "crashed")), str(report.get("msg", "no report")))
-        out_path = scratch / "output.safetensors"
-        data = _read_capped(out_path, max_out)
-        digest = hashlib.sha256(data).digest()
-        if digest.hex() != report.get("sha256"):
-            raise JobError("crashed", "output does not match the worker's hash")
+        died = _exit_error(status, cg, slot.oom_before)
+        if died is not None:
+            raise died
+        data, digest = self._verified_output(report, scratch, {"max_output_bytes": max_out})
         device_ms = report.get("device_ms")
         cpu_ms = float(ev.get("cpu_ms", 0.0))
         metered = float(device_ms) if device_ms is not None else cpu_ms
@@ -574,10 +814,51 @@ class WorkerPool:
             wall_millis=round((time.monotonic() - t0) * 1000),
             runtime=self.runtime_descriptor(req.determinism, req.format),
             tier=self.tier,
-            layers=tuple(sorted(set(slot.layers) | (self.layers & {"bwrap", "cgroup"}))),
+            layers=self._result_layers(slot),
             load_ms=float(report.get("load_ms", 0.0)),
             infer_ms=float(report.get("infer_ms", 0.0)),
         )
+
+
+def _exit_error(status: int, cg: Cgroup | None, oom_before: int) -> JobError | None:
+    """The error for a job process that was OOM-killed or died of a signal, else None."""
+    if cg is not None and cg.oom_kills() > oom_before:
+        return JobError("oom", "killed by the job's memory limit")
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        code = "oom" if sig == signal.SIGKILL else "killed"
+        return JobError(code, f"job died of signal {signal.Signals(sig).name}")
+    return None
+
+
+def _finite_ms(value: object) -> float:
+    """A reported milliseconds value as a finite float >= 0 (anything else: 0)."""
+    try:
+        ms = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return ms if math.isfinite(ms) and ms > 0 else 0.0
+
+
+def _check_batch(reqs: list[RunRequest]) -> bytes | None:
+    """``ValueError`` unless ``reqs`` may share one child; their ``weights_sha256``."""
+    if not reqs:
+        raise ValueError("an empty batch")
+    if len(reqs) > MAX_BATCH:
+        raise ValueError(f"a batch holds at most {MAX_BATCH} jobs, not {len(reqs)}")
+    first = reqs[0]
+    for r in reqs:
+        if r.weights_sha256 != first.weights_sha256:  # (every job, as run, trusts the same)
+            raise ValueError("a batch's jobs must use the same weights and weights_sha256")
+        if r.format != "catalog-v1" or r.test_code is not None:
+            raise ValueError("a batch takes catalog-v1 jobs without test code only")
+        if r.arch != first.arch or r.config != first.config:
+            raise ValueError("a batch's jobs must use the same arch and config")
+        if r.weights is not first.weights and r.weights != first.weights:
+            raise ValueError("a batch's jobs must use the same weights")
+        if r.determinism != first.determinism:
+            raise ValueError("a batch's jobs must use the same determinism tier")
+    return first.weights_sha256
 
 
 def _await_report(sp: Spare, timeout_s: float) -> tuple[dict[str, Any], bool]:

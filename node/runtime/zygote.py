@@ -14,7 +14,10 @@ Started by the supervisor (:mod:`node.runtime.pool`) as
    of the expected shapes (page faults, lazy state). The zygote passes the child's
    job and report pipes to the supervisor (``SCM_RIGHTS`` over a socket) and closes
    its copies; the supervisor moves the child into the job cgroup and later talks to
-   it directly: job frame in, report out, output file in the scratch dir.
+   it directly: job frame in, report out, output file in the scratch dir. A
+   ``batch`` frame instead carries several jobs of one tenant for the same model:
+   the child runs them one after the other, each in its own sub-directory, and
+   sends one report frame per job (:func:`_run_batch`).
 
 In ``lease`` mode (the GPU path: one worker per GPU per tenant lease) there is no
 fork: the worker applies Landlock (files + TCP, no scoping) before ``import torch``,
@@ -37,6 +40,8 @@ from typing import Any
 from . import lockdown, wire
 
 REPORT_MAX = 60_000
+#: Most jobs one ``batch`` frame may carry (the supervisor checks it first).
+MAX_BATCH = 64
 #: First byte on a prepared child's report pipe: its scratch dir and lockdown are in place.
 READY = b"R"
 
@@ -412,21 +417,52 @@ def _child(z: _Zygote, r_go: int, w_rep: int, prerun: tuple[Any, str, Any] | Non
     except wire.WireError:
         return 71
     if failed is not None:
-        _report(w_rep, {"ok": False, "code": "sandbox", "msg": failed})
+        _answer(w_rep, req, {"ok": False, "code": "sandbox", "msg": failed})
         return 1
     model = z.cache.get(req["cache_key"]) if "cache_key" in req else None
     if "cache_key" in req and model is None:
-        _report(w_rep, {"ok": False, "code": "crashed", "msg": "model missing in the child"})
+        _answer(w_rep, req, {"ok": False, "code": "crashed", "msg": "model missing in the child"})
         return 1
     try:
         lockdown.set_rlimits(req["rlimits"])  # the job's own (only ever lower) limits
     except (OSError, ValueError) as exc:
-        _report(w_rep, {"ok": False, "code": "sandbox", "msg": str(exc)[:500]})
+        _answer(w_rep, req, {"ok": False, "code": "sandbox", "msg": str(exc)[:500]})
         return 1
-    os.environ["TMPDIR"] = f"{cfg['scratch']}/{req['id']}"
-    _report(w_rep, _execute(z, req, model))
+    if req.get("op") == "batch":
+        _run_batch(z, req, model, w_rep)
+    else:
+        os.environ["TMPDIR"] = f"{cfg['scratch']}/{req['id']}"
+        _report(w_rep, _execute(z, req, model))
     os.read(r_go, 1)  # stay until the supervisor has metered and killed us
     return 0
+
+
+def _answer(fd: int, req: dict[str, Any], report: dict[str, Any]) -> None:
+    """Refuse the whole frame: one report, or for a batch one frame that fails every job."""
+    if req.get("op") == "batch":
+        wire.send(fd, {**report, "batch": True})
+        os.close(fd)
+    else:
+        _report(fd, report)
+
+
+def _run_batch(z: _Zygote, req: dict[str, Any], model: Any, w_rep: int) -> None:
+    """Run a batch's jobs one after the other; one report frame per job, in order.
+
+    Each job has its own sub-directory (``dir``) of this child's scratch dir, its own
+    inputs, output, output cap and timeout (the supervisor's wall clock). A failing
+    job reports its error and the next one still runs. ``cpu_ms`` is this process's
+    CPU time (every thread) around the job's own work; the supervisor splits the
+    batch's measured CPU time with it.
+    """
+    for job in req["jobs"][:MAX_BATCH]:
+        os.environ["TMPDIR"] = f"{z.cfg['scratch']}/{job['dir']}"
+        t0 = time.process_time()
+        report = _execute(z, job, model)
+        report["cpu_ms"] = (time.process_time() - t0) * 1000
+        report["id"] = job["id"]
+        wire.send(w_rep, report)
+    os.close(w_rep)  # EOF: every job reported
 
 
 def _prerun(z: _Zygote, req: dict[str, Any], key: str, shapes: Any) -> None:
@@ -460,7 +496,7 @@ def _report(fd: int, report: dict[str, Any]) -> None:
 def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
     """Run one job in this process; never raises."""
     torch, formats = z.torch, z.formats
-    scratch = f"{z.cfg['scratch']}/{req['id']}"
+    scratch = f"{z.cfg['scratch']}/{req.get('dir', req['id'])}"  # a batch's job: a sub-dir
     try:
         torch.set_num_threads(req["threads"])
         torch.use_deterministic_algorithms(bool(req["deterministic"]))

@@ -2,7 +2,7 @@
 
     python scripts/bench/runtime.py [--device cpu|cuda:0] [--dtype fp32|bf16]
                                     [--models mlp,resnet50] [--batches 1,8,64] [--threads N]
-                                    [--gap-ms MS]
+                                    [--gap-ms MS] [--batch-jobs N --batch-rounds R]
 
 Needs only torch, safetensors and this repository on ``PYTHONPATH`` (plus bubblewrap
 for the full sandbox; without it the pool runs with the explicit insecure override and
@@ -16,8 +16,13 @@ the table says so). For each model and batch it reports the median time per job 
 then the throughput ratio bare/sandbox and the added milliseconds per job. Sandboxed
 jobs run back to back unless ``--gap-ms`` spaces them (a node that is not saturated). Then the
 **cold** path: a fresh ``python -c`` that imports torch, loads and runs one job, against
-a fresh pool (host probe, worker start, first job). Prints a Markdown table and, with
-``--json``, one JSON object.
+a fresh pool (host probe, worker start, first job). With ``--batch-jobs N``: N tiny
+MLP jobs (16->32->4, batch 2, as in scripts/bench/e2e.py; one tenant, one model) run
+one by one through ``WorkerPool.run`` and as one ``WorkerPool.run_batch``, alternating
+for ``--batch-rounds`` rounds: wall per job and CPU per job of the sandbox processes
+(every descendant of this process, reaped children included) and of this process (the
+supervisor), medians over the rounds. ``--models ''`` skips the warm table. Prints a
+Markdown table and, with ``--json``, one JSON object.
 """
 
 from __future__ import annotations
@@ -135,6 +140,103 @@ def bench_warm(
     return rows
 
 
+TINY = {"in": 16, "hidden": 32, "depth": 1, "out": 4}  # scripts/bench/e2e.py's job
+
+
+def _tree_cpu_s() -> tuple[float, float]:
+    """CPU seconds so far of (this process, its descendants: the sandbox processes).
+
+    A descendant counts its own time plus that of children it reaped (the zygote reaps
+    each finished job process); a child not reaped yet still shows its own.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    me, sandbox = os.getpid(), 0.0
+    todo, mine = [me], 0.0
+    while todo:
+        pid = todo.pop()
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        f = stat[stat.rindex(")") + 2 :].split()
+        utime, stime, cutime, cstime = (int(x) for x in f[11:15])
+        if pid == me:
+            mine = (utime + stime) / tick
+        else:
+            sandbox += (utime + stime + cutime + cstime) / tick
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return mine, sandbox
+
+
+def _settle(pool: WorkerPool) -> None:
+    """Wait until the pool's helpers have prepared the next children (their cost counts)."""
+    time.sleep(0.2)
+    for slot in pool._all:
+        slot.settle()
+
+
+def bench_batch(pool: WorkerPool, args: argparse.Namespace, det: int) -> dict[str, object]:
+    """``--batch-jobs`` tiny jobs one by one vs in one ``run_batch``, alternating rounds."""
+    n = args.batch_jobs
+    weights = formats.random_weights("mlp@1", TINY, seed=1)
+    wsha = hashlib.sha256(weights).digest()
+    reqs = [
+        RunRequest(
+            "catalog-v1",
+            "mlp@1",
+            TINY,
+            weights,
+            formats.save_safetensors(
+                {"x": torch.randn(2, 16, generator=torch.Generator().manual_seed(i))}
+            ),
+            determinism=det,
+            weights_sha256=wsha,
+        )
+        for i in range(n)
+    ]
+    want = [pool.run(r).output_sha256 for r in reqs]  # warm: model cached, shapes warmed
+    got = [getattr(r, "output_sha256", None) for r in pool.run_batch(reqs)]
+    if got != want:
+        raise SystemExit("run_batch outputs differ from run's")
+    modes = {
+        "one by one (run)": lambda: [pool.run(r) for r in reqs],
+        "one batch (run_batch)": lambda: pool.run_batch(reqs),
+    }
+    samples: dict[str, dict[str, list[float]]] = {
+        m: {"wall_ms": [], "sandbox_cpu_ms": [], "supervisor_cpu_ms": []} for m in modes
+    }
+    # CPU times come in clock ticks (10 ms): repeat each mode within a round so that a
+    # round covers >= 240 jobs (a tick is then <= 0.05 ms per job)
+    reps = max(1, -(-240 // n))
+    for rnd in range(args.batch_rounds):
+        order = list(modes) if rnd % 2 == 0 else list(reversed(modes))
+        for mode in order:
+            _settle(pool)
+            (c0, s0), t0 = _tree_cpu_s(), time.perf_counter()
+            for _ in range(reps):
+                modes[mode]()
+            wall = time.perf_counter() - t0
+            _settle(pool)
+            c1, s1 = _tree_cpu_s()
+            samples[mode]["wall_ms"].append(wall * 1000 / (n * reps))
+            samples[mode]["sandbox_cpu_ms"].append((s1 - s0) * 1000 / (n * reps))
+            samples[mode]["supervisor_cpu_ms"].append((c1 - c0) * 1000 / (n * reps))
+    out: dict[str, object] = {
+        "jobs": n,
+        "reps": reps,
+        "rounds": args.batch_rounds,
+        "samples": samples,
+    }
+    for mode, vals in samples.items():
+        out[mode] = {k: statistics.median(v) for k, v in vals.items()}
+    print(json.dumps(out), file=sys.stderr, flush=True)
+    return out
+
+
 COLD = """
 import sys, time
 t0 = float(sys.argv[1])
@@ -209,9 +311,11 @@ def main() -> None:
         default=0.0,
         help="pause between sandboxed jobs (0: back to back, the default)",
     )
+    ap.add_argument("--batch-jobs", type=int, default=0, help="0: skip the batch comparison")
+    ap.add_argument("--batch-rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    args.models = args.models.split(",")
+    args.models = [m for m in args.models.split(",") if m]
     args.batches = [int(b) for b in args.batches.split(",")]
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     gpu = args.device.startswith("cuda")
@@ -225,14 +329,16 @@ def main() -> None:
     insecure = report.tier < 2
     with WorkerPool(_config(args, insecure)) as pool:
         warm = bench_warm(pool, args, dtype, det)
+        batch = bench_batch(pool, args, det) if args.batch_jobs > 0 else None
         tier, runtime = pool.tier, pool.runtime_descriptor(det)
     cold = bench_cold(args, dtype, det, insecure) if args.cold_reps > 0 else None
     print(f"\nruntime: `{runtime}`; sandbox tier {tier}; threads {args.threads}; {args.dtype}")
     missing = [k for k, v in report.layers.items() if not v.ok]
     if missing:
         print(f"layers missing on this host: {', '.join(missing)}")
-    print("\n| model | batch | n | bare ms | sandbox ms | ratio | added ms | sandbox items/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    if warm:
+        print("\n| model | batch | n | bare ms | sandbox ms | ratio | added ms | sandbox items/s |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in warm:
         print(
             f"| {r['model']} | {r['batch']} | {r['n']} | {r['bare_ms']:.1f} | "
@@ -245,8 +351,27 @@ def main() -> None:
             f"fresh sandboxed pool + first job {cold['sandbox_cold_s']:.2f} s "
             f"({cold['ratio']:.2f}x)"
         )
+    if batch is not None:
+        print(
+            f"\n{batch['jobs']} tiny MLP jobs of one tenant (16->32->4, batch 2), "
+            f"{batch['reps']}x per round, medians of {batch['rounds']} alternating rounds; "
+            f"load average {os.getloadavg()[0]:.1f}\n"
+        )
+        print("| mode | wall ms per job | sandbox CPU ms per job | supervisor CPU ms per job |")
+        print("|---|---:|---:|---:|")
+        for mode in ("one by one (run)", "one batch (run_batch)"):
+            r = batch[mode]
+            assert isinstance(r, dict)
+            print(
+                f"| {mode} | {r['wall_ms']:.2f} | {r['sandbox_cpu_ms']:.2f} | "
+                f"{r['supervisor_cpu_ms']:.2f} |"
+            )
     if args.json:
-        print(json.dumps({"runtime": runtime, "tier": tier, "warm": warm, "cold": cold}))
+        print(
+            json.dumps(
+                {"runtime": runtime, "tier": tier, "warm": warm, "cold": cold, "batch": batch}
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -111,6 +111,15 @@ def test_catalog_model_in_the_sandbox_equals_a_bare_run(gpu_pool: WorkerPool, ar
         assert "det=gpu-deterministic" in res.runtime and "device=nvidia-" in res.runtime
 
 
+def test_a_batch_on_the_lease_worker_equals_single_runs(gpu_pool: WorkerPool) -> None:
+    reqs = [_job("resnet18@1", b) for b in (1, 4, 8)]
+    batch = gpu_pool.run_batch(reqs)
+    for got, req in zip(batch, reqs, strict=True):
+        assert not isinstance(got, JobError), got
+        assert got.output_sha256 == gpu_pool.run(req).output_sha256
+        assert got.metered_millis >= 0 and got.runtime.startswith("gpunet-rt/1")
+
+
 def _exfil(body: str) -> str:
     lines = "\n".join("    " + line for line in body.strip().splitlines())
     return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -19,6 +20,11 @@ def test_lease_worker_matches_the_fork_path_and_dies_on_timeout(
     with WorkerPool(cfg) as lease:
         res = lease.run(mlp_job(seed=4))
         assert res.output_sha256 == pool.run(mlp_job(seed=4)).output_sha256
+        # a batch runs its jobs one by one on the lease worker; a bad one fails alone
+        bad = dataclasses.replace(mlp_job(seed=4), inputs=b"junk")
+        out = lease.run_batch([mlp_job(seed=4), bad, mlp_job(seed=4)])
+        assert [getattr(r, "output_sha256", None) for r in out[::2]] == [res.output_sha256] * 2
+        assert isinstance(out[1], JobError) and out[1].code == "bad_inputs"
         assert "seccomp" in res.layers and "landlock" in res.layers
         # seccomp (TSYNC after torch started its threads) holds in the lease worker too
         probe = code_job(
