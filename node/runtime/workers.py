@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sandbox, wire
 from .cgroup import Cgroup, CgroupError
+from .devices import cpu_isa
 from .errors import JobError, SandboxUnavailable
 from .zygote import READY
 
@@ -249,6 +250,13 @@ class Slot:
             raise SandboxUnavailable(f"worker {self.index}: cannot find the zygote process")
         self.zygote_pid = found[0]
         self.layers = tuple(hello["layers"])
+        if not cfg.device.startswith("cuda") and hello.get("isa") != cpu_isa():
+            # the runtime id names the host's kernels: a worker that picked others would
+            # attest results a verifier's bare run cannot reproduce (exact tier)
+            self.stop()
+            raise SandboxUnavailable(
+                f"worker {self.index} runs {hello.get('isa')!r} CPU kernels, the host {cpu_isa()!r}"
+            )
         if "cgroup" in pool.layers and cfg.mode == "fork":
             # job cgroups are reused, emptied and reset between jobs (creating and
             # removing three v1 directories per job cost ~10 ms): one per prepared
