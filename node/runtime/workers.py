@@ -148,10 +148,13 @@ class Slot:
         self._prep: threading.Thread | None = None
         self._prep_running = False
         self._prep_failed = False
+        self._stopping = False  # stop() has begun: the helper's failures are expected
         self.layers: tuple[str, ...] = ()
 
     def start(self) -> None:
         cfg, pool = self.pool.config, self.pool
+        with self.lock:
+            self._stopping = False
         if self.scratch.exists():
             shutil.rmtree(self.scratch)
         self.scratch.mkdir(mode=0o700)
@@ -271,6 +274,8 @@ class Slot:
             self.free_cgs = list(self.job_cgs)
 
     def stop(self) -> None:
+        with self.lock:
+            self._stopping = True
         self.drop_ready()
         if self.proc is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -511,10 +516,14 @@ class Slot:
                     if not kept:
                         self._drop(sp)
             except Exception:  # any failure (logged): the worker is replaced
-                log.warning("slot %d: preparing a child failed", self.index, exc_info=True)
                 with self.lock:
-                    self._prep_failed = True
+                    stopping = self._stopping
+                    self._prep_failed = not stopping
                     self._prep_running = False
+                if stopping:  # its worker was stopped under it (pool shutdown, a restart)
+                    log.debug("slot %d: child preparation ended by stop", self.index)
+                else:
+                    log.warning("slot %d: preparing a child failed", self.index, exc_info=True)
 
         self._prep = threading.Thread(target=run, name=f"gpunet-slot{self.index}-prep")
         self._prep.start()

@@ -1,4 +1,4 @@
-"""Fresh pools of their own: a cold pool's first jobs (exact tier), refused CPU kernels.
+"""Fresh pools of their own: a cold pool's first jobs (exact tier), refused ISAs, shutdown.
 
 Not the shared ``pool`` fixture: what these check happens only in a zygote that has
 run nothing yet, whatever other tests ran before.
@@ -7,6 +7,9 @@ run nothing yet, whatever other tests ran before.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -83,3 +86,28 @@ def test_a_worker_with_other_cpu_kernels_is_refused(
     monkeypatch.setitem(sandbox.FORK_ENV, "ATEN_CPU_CAPABILITY", "default")
     with pytest.raises(SandboxUnavailable, match="'default' CPU kernels"):
         WorkerPool(dataclasses.replace(fresh, slots=1)).start()
+
+
+def test_shutdown_is_quiet_and_real_helper_failures_are_not(
+    fresh: PoolConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    req, bare = _job("mlp@1")
+    caplog.set_level(logging.DEBUG, logger="gpunet.runtime")
+    with WorkerPool(fresh) as pool:
+        assert pool.run(req).output_sha256 == bare
+        # a worker that dies while its helper prepares the next child is a real failure:
+        # logged as one, and the worker is replaced for the next job
+        slot = pool._all[0]
+        slot.settle()
+        slot.drop_ready()  # so that the helper has a child to prepare
+        os.kill(slot.zygote_pid, signal.SIGKILL)
+        slot.refill({"model": None})
+        slot.settle()
+        failed = [r for r in caplog.records if "preparing a child failed" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].levelno == logging.WARNING
+        caplog.clear()
+        assert all(pool.run(req).output_sha256 == bare for _ in range(3))
+    # closing right after jobs stops workers whose helpers are still preparing children:
+    # expected, not a warning
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not noisy, [r.getMessage() for r in noisy]
