@@ -5,7 +5,8 @@ Started by the supervisor (:mod:`node.runtime.pool`) as
 
 1. stage-1 lockdown while single-threaded (:func:`lockdown.zygote_stage`), then
    ``import torch`` with one intra-op thread (a zygote that ran a multi-threaded
-   OpenMP region would hang its forked children);
+   OpenMP region would hang its forked children) and torch's CPU kernel choice, made
+   here because a child cannot read ``/proc/cpuinfo``;
 2. ``hello`` to the supervisor; then, on ``spare`` requests: load the model into the
    cache (v1, data-only safetensors, keyed by the weights' sha256), warm its kernels
    for the last job's input shapes, and ``fork`` the child for the *next* job. That
