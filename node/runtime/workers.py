@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sandbox, wire
 from .cgroup import Cgroup, CgroupError
+from .devices import cpu_isa
 from .errors import JobError, SandboxUnavailable
 from .zygote import READY
 
@@ -147,10 +148,13 @@ class Slot:
         self._prep: threading.Thread | None = None
         self._prep_running = False
         self._prep_failed = False
+        self._stopping = False  # stop() has begun: the helper's failures are expected
         self.layers: tuple[str, ...] = ()
 
     def start(self) -> None:
         cfg, pool = self.pool.config, self.pool
+        with self.lock:
+            self._stopping = False
         if self.scratch.exists():
             shutil.rmtree(self.scratch)
         self.scratch.mkdir(mode=0o700)
@@ -249,6 +253,13 @@ class Slot:
             raise SandboxUnavailable(f"worker {self.index}: cannot find the zygote process")
         self.zygote_pid = found[0]
         self.layers = tuple(hello["layers"])
+        if not cfg.device.startswith("cuda") and hello.get("isa") != cpu_isa():
+            # the runtime id names the host's kernels: a worker that picked others would
+            # attest results a verifier's bare run cannot reproduce (exact tier)
+            self.stop()
+            raise SandboxUnavailable(
+                f"worker {self.index} runs {hello.get('isa')!r} CPU kernels, the host {cpu_isa()!r}"
+            )
         if "cgroup" in pool.layers and cfg.mode == "fork":
             # job cgroups are reused, emptied and reset between jobs (creating and
             # removing three v1 directories per job cost ~10 ms): one per prepared
@@ -263,6 +274,8 @@ class Slot:
             self.free_cgs = list(self.job_cgs)
 
     def stop(self) -> None:
+        with self.lock:
+            self._stopping = True
         self.drop_ready()
         if self.proc is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -503,10 +516,14 @@ class Slot:
                     if not kept:
                         self._drop(sp)
             except Exception:  # any failure (logged): the worker is replaced
-                log.warning("slot %d: preparing a child failed", self.index, exc_info=True)
                 with self.lock:
-                    self._prep_failed = True
+                    stopping = self._stopping
+                    self._prep_failed = not stopping
                     self._prep_running = False
+                if stopping:  # its worker was stopped under it (pool shutdown, a restart)
+                    log.debug("slot %d: child preparation ended by stop", self.index)
+                else:
+                    log.warning("slot %d: preparing a child failed", self.index, exc_info=True)
 
         self._prep = threading.Thread(target=run, name=f"gpunet-slot{self.index}-prep")
         self._prep.start()

@@ -5,7 +5,8 @@ Started by the supervisor (:mod:`node.runtime.pool`) as
 
 1. stage-1 lockdown while single-threaded (:func:`lockdown.zygote_stage`), then
    ``import torch`` with one intra-op thread (a zygote that ran a multi-threaded
-   OpenMP region would hang its forked children);
+   OpenMP region would hang its forked children) and torch's CPU kernel choice, made
+   here because a child cannot read ``/proc/cpuinfo``;
 2. ``hello`` to the supervisor; then, on ``spare`` requests: load the model into the
    cache (v1, data-only safetensors, keyed by the weights' sha256), warm its kernels
    for the last job's input shapes, and ``fork`` the child for the *next* job. That
@@ -58,7 +59,7 @@ class _Zygote:
         self.zombies: list[int] = []
         self.reader = wire.Reader(0)
         self.fdsock: socket.socket | None = None
-        self.idle_due = True  # collapse the heap into huge pages when first idle
+        self.idle_due = True  # warm every catalog family, then collapse the heap
 
     # ---------------------------------------------------------------- setup
     def start(self) -> None:
@@ -82,6 +83,12 @@ class _Zygote:
         )
         import torch
 
+        # torch picks its CPU kernels (AVX-512, AVX2, default) on the first dispatched op,
+        # from cpuinfo, which parses /proc/cpuinfo: a job child cannot read /proc, so a
+        # child's first op fell back to the default kernels, whose reductions round
+        # differently (a cold pool's first BERT/GPT-2/ViT job broke the exact tier).
+        # Decide here, where /proc is readable; every child inherits the choice.
+        isa = str(torch.backends.cpu.get_cpu_capability()).lower()
         torch.set_num_threads(1)
         if lease:
             if cfg["device"].startswith("cuda"):
@@ -95,16 +102,19 @@ class _Zygote:
 
         self.formats = formats
         self.torch = torch
-        # every catalog family once, before any child exists: a first forward inside a
-        # locked-down child took other kernels (BERT and GPT-2 outputs differed in the
-        # last bits from a bare run: the exact tier broke for a cold pool's first job)
-        _warm(torch, formats)
+        _warm(torch, formats, families=lease)  # fork mode: the catalog runs when first idle
         if cfg.get("enable_v2"):
             import torch.export  # ~1 s, paid once here instead of in every v2 child
 
             from . import pt2  # noqa: F401 - imported once, inherited by every child
         _send(
-            {"ev": "hello", "pid": os.getpid(), "layers": self.layers, "torch": torch.__version__}
+            {
+                "ev": "hello",
+                "pid": os.getpid(),
+                "layers": self.layers,
+                "torch": torch.__version__,
+                "isa": isa,
+            }
         )
 
     # ---------------------------------------------------------------- jobs
@@ -234,6 +244,7 @@ class _Zygote:
                     prerun = (warm, self.cache_key(spec), shapes)
         if req.get("idle") and self.idle_due:  # after the first job, off its path
             self.idle_due = False
+            _warm(self.torch, self.formats, families=True)
             _collapse_heap()
         r_go, w_go = os.pipe()
         r_rep, w_rep = os.pipe()
@@ -336,12 +347,15 @@ _WARM = (
 )
 
 
-def _warm(torch: Any, formats: Any) -> None:
-    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s),
-    and run every catalog family on tiny inputs (~0.2 s), so that no lazy first-call
-    set-up happens later inside a locked-down job process."""
+def _warm(torch: Any, formats: Any, *, families: bool) -> None:
+    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s).
+
+    With ``families`` also run every catalog family on tiny inputs (~0.2 s; fork-mode
+    zygotes do it when first idle, so a cold pool's first job does not wait for it).
+    Results do not depend on it: the kernel choice that did is made in :meth:`_Zygote.start`.
+    """
     torch.use_deterministic_algorithms(True)
-    for arch, cfg, kind, shape in _WARM:
+    for arch, cfg, kind, shape in _WARM if families else ():
         model = formats.load_model(arch, cfg, formats.random_weights(arch, cfg))
         x = torch.zeros(shape, dtype=torch.int64) if kind == "ids" else torch.zeros(shape)
         name = "input_ids" if kind == "ids" else "x"
