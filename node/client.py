@@ -17,6 +17,12 @@
    against what the chain recorded, and only then calls ``acceptResult``; a
    missed deadline is refunded automatically.
 
+Concurrent runs batch naturally (:mod:`node.batching`): requests to one
+provider share a stream, creates share a ``createJobs``, notices share a
+stream, look-ups share an ``eth_getLogs``, accepts share a ``finalizeMany``; a
+lone run never waits for company, and a batch transaction that reverts is
+retried job by job.
+
 Every failure is a typed :mod:`node.errors` exception that says why.
 """
 
@@ -35,8 +41,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from node.batching import NaturalBatcher
+from node.batching import KeyedBatchers, NaturalBatcher
 from node.chain import lookup
+from node.chain.contract import EventRecord
 from node.chain.errors import ChainError, ContractRevert
 from node.chain.escrow import (
     GAS_ACCEPT_RESULT,
@@ -179,13 +186,20 @@ class AsyncClient:
         self._reliability: dict[bytes, Reliability] = {}
         self._inflight: dict[bytes, int] = {}
         # natural batching (node.batching): concurrent runs share streams and transactions
-        self._requesters: dict[str, NaturalBatcher[JobRequest, _Answer]] = {}
-        self._notifiers: dict[str, NaturalBatcher[JobCreatedNotice, None]] = {}
+        self._requesters: KeyedBatchers[tuple[bytes, str], JobRequest, _Answer] = KeyedBatchers(
+            self._send_requests, max_batch=MAX_BATCH
+        )
+        self._notifiers: KeyedBatchers[str, JobCreatedNotice, None] = KeyedBatchers(
+            self._send_notices, max_batch=MAX_BATCH
+        )
         self._creator: NaturalBatcher[NewJob, tuple[ChainJob, TxResult, int]] = NaturalBatcher(
             self._create_jobs, max_batch=MAX_BATCH
         )
         self._acceptor: NaturalBatcher[ChainJob, tuple[TxResult, int]] = NaturalBatcher(
             self._accept_results, max_batch=MAX_BATCH
+        )
+        self._submitted_lookup: NaturalBatcher[tuple[int, int], EventRecord | None] = (
+            NaturalBatcher(self._find_submitted, max_batch=MAX_BATCH)
         )
         self._stakes: dict[bytes, tuple[float, int]] = {}
         self._stop = asyncio.Event()
@@ -445,15 +459,12 @@ class AsyncClient:
         self, provider: bytes, peer: str, request: JobRequest
     ) -> JobAccept | JobDecline | ProviderUnreachable:
         """One request; concurrent requests to one provider share a stream."""
-        batcher = self._requesters.get(peer)
-        if batcher is None:
-            flush = partial(self._send_requests, provider, peer)
-            batcher = self._requesters[peer] = NaturalBatcher(flush, max_batch=MAX_BATCH)
-        return await batcher(request)
+        return await self._requesters((provider, peer), request)
 
     async def _send_requests(
-        self, provider: bytes, peer: str, requests: list[JobRequest]
+        self, to: tuple[bytes, str], requests: list[JobRequest]
     ) -> list[_Answer]:
+        provider, peer = to
         try:
             answers = await self.p2p.request_jobs(peer, requests, time_limit=self.request_timeout_s)
         except Exception as exc:  # noqa: BLE001 - any transport failure: next provider
@@ -708,13 +719,8 @@ class AsyncClient:
     async def _notify_created(self, peer: str, job_id: int, tx_hash: bytes) -> None:
         """Tell the provider its job is mined (a hint; its follower is the fallback).
         Notices to one provider that queue up meanwhile share the next stream."""
-        batcher = self._notifiers.get(peer)
-        if batcher is None:
-            batcher = self._notifiers[peer] = NaturalBatcher(
-                partial(self._send_notices, peer), max_batch=MAX_BATCH
-            )
         try:
-            await batcher(JobCreatedNotice(job_id=job_id, tx_hash=tx_hash))
+            await self._notifiers(peer, JobCreatedNotice(job_id=job_id, tx_hash=tx_hash))
         except Exception as exc:  # noqa: BLE001 - the provider's follower still sees the job
             log.info("job %d: could not notify the provider: %s", job_id, exc)
 
@@ -724,19 +730,27 @@ class AsyncClient:
 
     async def _look_up_submitted(self, waiting: _Waiting, from_block: int) -> None:
         """Providers deliver after ``submitResult`` is mined: look the event up now
-        rather than wait for the follower's next poll (which stays the fallback)."""
+        rather than wait for the follower's next poll (which stays the fallback).
+        Look-ups that wait together share one ``eth_getLogs``."""
         if waiting.submitted.done():
             return
         job_id = waiting.chain_job.job_id
         try:
-            event = await asyncio.to_thread(
-                lookup.result_submitted, self.escrow, job_id, from_block
-            )
+            event = await self._submitted_lookup((job_id, from_block))
         except ChainError as exc:
             log.info("job %d: ResultSubmitted lookup failed: %s", job_id, exc)
             return
         if event is not None and not waiting.submitted.done():
             waiting.submitted.set_result(event.fields)
+
+    async def _find_submitted(self, items: list[tuple[int, int]]) -> list[EventRecord | None]:
+        found = await asyncio.to_thread(
+            lookup.results_submitted,
+            self.escrow,
+            [job_id for job_id, _ in items],
+            min(block for _, block in items),
+        )
+        return [found.get(job_id) for job_id, _ in items]
 
     async def _fetch_and_verify(
         self,

@@ -36,11 +36,10 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
-from functools import partial
 from pathlib import Path
 
 from node.admission import Policy, admit
-from node.batching import NaturalBatcher
+from node.batching import KeyedBatchers
 from node.chain import lookup
 from node.chain.committee import Committee
 from node.chain.contract import EventRecord
@@ -62,6 +61,7 @@ from node.p2p.jobs import JobProtocolError
 from node.p2p.service import P2PService
 from node.p2p.wire import JobCreatedNotice, ResultAck
 from node.runtime.descriptor import parse as parse_descriptor
+from node.runtime.errors import JobError
 from node.runtime.pool import RunRequest, RunResult, WorkerPool
 from node.store.records import NewJob, Role
 from node.store.store import Store
@@ -118,6 +118,13 @@ class ProviderSettings:
 _TAKEN_MEMORY = 65_536
 #: Most result manifests delivered to one client on one stream.
 MAX_DELIVERY_BATCH = 32
+#: Most jobs one worker takes from the queue at once (their runs may share a child).
+MAX_RUN_BATCH = 32
+#: Under load (runs queued behind the last one), a run batch waits this long to fill:
+#: a child per batch costs ~9 ms of CPU, a job in a shared child ~1 ms.
+RUN_LINGER_S = 0.003
+#: (spec, weights file, inputs file) of one sandboxed run
+_RunItem = tuple[JobSpec, Path, Path]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +218,13 @@ class ProviderDaemon:
         self._peers = _PeerLog(self.data_dir / "provider-peers.jsonl")
         self._last_finalize = 0.0
         # results to one client that are ready together share a stream (natural batching)
-        self._deliverers: dict[str, NaturalBatcher[ResultManifest, ResultAck]] = {}
+        self._deliverers: KeyedBatchers[str, ResultManifest, ResultAck] = KeyedBatchers(
+            self._send_results, max_batch=MAX_DELIVERY_BATCH
+        )
+        # runs of one client's jobs for one model that wait together share a sandbox child
+        self._runners: KeyedBatchers[tuple[object, ...], _RunItem, RunResult] = KeyedBatchers(
+            self._run_many, max_batch=MAX_RUN_BATCH, linger_s=RUN_LINGER_S
+        )
         # receipts named by recent notices: a batched createJobs names one tx many times
         self._notice_receipts: collections.OrderedDict[bytes, tuple[EventRecord, ...]] = (
             collections.OrderedDict()
@@ -471,28 +484,48 @@ class ProviderDaemon:
         ):
             return _Prepared(weights, inputs)
         try:
-            result = await self._run(spec, weights, inputs)
+            result = await self._run(address_from_peer_id(peer), spec, weights, inputs)
         except Exception as exc:  # noqa: BLE001 - the worker runs it again once matched
             log.info("speculative run failed: %s", exc)
             return _Prepared(weights, inputs)
         return _Prepared(weights, inputs, result)
 
-    async def _run(self, spec: JobSpec, weights: Path, inputs: Path) -> RunResult:
-        """One sandboxed run (counted, so speculation can tell an idle pool)."""
+    async def _run(self, client: bytes, spec: JobSpec, weights: Path, inputs: Path) -> RunResult:
+        """One sandboxed run. Runs of one client's jobs for one model that are waiting
+        at the same time share one sandbox child (``WorkerPool.run_batch``: a job can
+        see the others' data, so only one tenant's jobs ever share it)."""
+        model = spec.model
+        config = json.dumps(model.config, sort_keys=True)
+        key = (client, spec.format, model.arch, config, model.weights, int(spec.determinism))
+        return await self._runners(key, (spec, weights, inputs))
+
+    async def _run_many(
+        self, _key: tuple[object, ...], items: list[_RunItem]
+    ) -> list[RunResult | BaseException]:
+        """Counted while in the pool, so speculation can tell an idle pool."""
         self._in_pool += 1
         try:
 
-            def run() -> RunResult:
-                req = RunRequest.from_spec(spec, weights.read_bytes(), inputs.read_bytes())
-                return self.pool.run(req)
+            def run() -> list[RunResult | JobError]:
+                reqs = [
+                    RunRequest.from_spec(s, w.read_bytes(), i.read_bytes()) for s, w, i in items
+                ]
+                if len(reqs) > 1:
+                    return self.pool.run_batch(reqs)
+                try:
+                    return [self.pool.run(reqs[0])]
+                except JobError as exc:
+                    return [exc]
 
-            result = await asyncio.to_thread(run)
-            self.metrics.device_run(
-                self.pool.device_class, result.metered_millis, slots=self.pool.config.slots
-            )
-            return result
+            results = await asyncio.to_thread(run)
         finally:
             self._in_pool -= 1
+        for result in results:
+            if isinstance(result, RunResult):
+                self.metrics.device_run(
+                    self.pool.device_class, result.metered_millis, slots=self.pool.config.slots
+                )
+        return list(results)
 
     async def _authorize(self, peer: str, cid: ContentId, job_id: int) -> bool:
         """The job's client may fetch its output; a staked verifier may fetch the job's
@@ -659,14 +692,23 @@ class ProviderDaemon:
 
     # ------------------------------------------------------------ work
     async def _worker(self, stop: asyncio.Event) -> None:
+        """Take every job waiting in the queue (up to :data:`MAX_RUN_BATCH`) and work
+        on them together, so runs of one client's jobs for one model batch."""
         while not stop.is_set():
-            running = await self._queue.get()
+            taken = [await self._queue.get()]
+            while len(taken) < MAX_RUN_BATCH and not self._queue.empty():
+                taken.append(self._queue.get_nowait())
             self.metrics.queue_depth.set(self._queue.qsize())
-            try:
-                await self._execute(running)
-            except Exception as exc:
-                log.exception("job %d failed", running.chain_job.job_id)
-                await asyncio.to_thread(self.store.jobs.set_error, running.local_id, str(exc))
+            async with asyncio.TaskGroup() as tg:
+                for running in taken:
+                    tg.create_task(self._execute_or_record(running))
+
+    async def _execute_or_record(self, running: _Running) -> None:
+        try:
+            await self._execute(running)
+        except Exception as exc:
+            log.exception("job %d failed", running.chain_job.job_id)
+            await asyncio.to_thread(self.store.jobs.set_error, running.local_id, str(exc))
 
     async def _execute(self, running: _Running) -> None:
         job, spec = running.chain_job, running.spec
@@ -683,7 +725,9 @@ class ProviderDaemon:
                     running.peer, ContentId(spec.inputs), job.job_id, max_size=spec.inputs_size
                 ),
             )
-        result = prepared.result or await self._run(spec, prepared.weights, prepared.inputs)
+        result = prepared.result or await self._run(
+            job.client, spec, prepared.weights, prepared.inputs
+        )
         if running.recorded is not None and (failure := await running.recorded) is not None:
             raise failure
         output = self.blobs.put_bytes(result.output)
@@ -753,13 +797,8 @@ class ProviderDaemon:
             await asyncio.wait_for(asyncio.shield(running.mined), self.settings.deliver_wait_s)
         except TimeoutError:
             log.warning("job %d: result not mined yet; delivering it anyway", job.job_id)
-        batcher = self._deliverers.get(running.peer)
-        if batcher is None:
-            batcher = self._deliverers[running.peer] = NaturalBatcher(
-                partial(self._send_results, running.peer), max_batch=MAX_DELIVERY_BATCH
-            )
         try:
-            ack = await batcher(manifest)
+            ack = await self._deliverers(running.peer, manifest)
         except Exception as exc:  # noqa: BLE001 - the client can still fetch after the fact
             log.warning("could not deliver result of job %d: %s", job.job_id, exc)
             return

@@ -13,7 +13,14 @@ from node.chain.escrow import Escrow, EventRecord
 from node.chain.jobs import Job
 from protocol import eip712
 
-__all__ = ["created_for", "find_created", "job_events", "rebuild_job", "result_submitted"]
+__all__ = [
+    "created_for",
+    "find_created",
+    "job_events",
+    "rebuild_job",
+    "result_submitted",
+    "results_submitted",
+]
 
 MAX_BLOCK_RANGE = 100_000
 
@@ -53,6 +60,23 @@ def result_submitted(escrow: Escrow, job_id: int, from_block: int = 0) -> EventR
     topics: list[object] = [_topic0(escrow, "ResultSubmitted"), _word("uint64", job_id)]
     found = _query(escrow, topics, from_block)
     return found[-1] if found else None
+
+
+def results_submitted(
+    escrow: Escrow, job_ids: list[int], from_block: int = 0
+) -> dict[int, EventRecord]:
+    """``ResultSubmitted`` of each of ``job_ids`` mined at or after ``from_block``, by job
+    id (one ``eth_getLogs``: the job id topic matches any of them)."""
+    if not job_ids:
+        return {}
+    words = [_word("uint64", j) for j in dict.fromkeys(job_ids)]
+    topics: list[object] = [_topic0(escrow, "ResultSubmitted"), words]
+    wanted = set(job_ids)
+    return {
+        int(ev.fields["jobId"]): ev
+        for ev in _query(escrow, topics, from_block)
+        if int(ev.fields["jobId"]) in wanted
+    }
 
 
 def created_for(

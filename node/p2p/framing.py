@@ -120,6 +120,16 @@ class FrameReader:
             raise FrameTooLarge("length prefix is not a valid varint")
         return None
 
+    def ready(self, max_bytes: int, limit: int) -> list[bytes]:
+        """The whole frames already buffered (at most ``limit``), without reading."""
+        out: list[bytes] = []
+        while len(out) < limit:
+            frame = self._parse(max_bytes)
+            if frame is None:
+                break
+            out.append(frame)
+        return out
+
     async def next(
         self, *, max_bytes: int, time_limit: float, eof_ok: bool = False
     ) -> bytes | None:

@@ -40,7 +40,6 @@ from node.p2p.framing import (
     FrameError,
     FrameReader,
     FrameTooLarge,
-    write_frame,
     write_frames,
 )
 from node.p2p.guard import PeerGuard, Refused
@@ -198,26 +197,32 @@ class JobService:
             await close_quietly(stream)
 
     async def _serve(self, peer: str, stream: INetStream) -> None:
+        """Answer the frames of one stream in order. Frames that arrived together are
+        handled concurrently (a batch of requests is admitted as a batch), and their
+        answers go back in one write, in the order of the frames."""
         lim = self._limits
         frames = FrameReader(stream)
-        for _ in range(MAX_EXCHANGES_PER_STREAM):
+        served = 0
+        while served < MAX_EXCHANGES_PER_STREAM:
             data = await frames.next(
                 max_bytes=lim.max_frame_bytes, time_limit=lim.read_timeout, eof_ok=True
             )
             if data is None:
                 return
-            try:
-                msg = decode(data, expect=("job_request", "result"))
-            except DecodeError as exc:
-                self.metrics.inc("job_messages_bad")
-                log.info("job: undecodable message from %s: %s", peer, exc)
-                self.guard.strike(peer, "job:undecodable")
-                await self._decline(stream, _NO_REQUEST_ID, DeclineReason.BAD_REQUEST, str(exc))
+            group = [
+                data,
+                *frames.ready(lim.max_frame_bytes, MAX_EXCHANGES_PER_STREAM - served - 1),
+            ]
+            served += len(group)
+            answers: list[bytes] = [b""] * len(group)
+            bad = [False] * len(group)
+            async with trio.open_nursery() as nursery:
+                for i, frame in enumerate(group):
+                    nursery.start_soon(self._answer, peer, frame, answers, bad, i)
+            end = bad.index(True) + 1 if any(bad) else len(group)  # nothing after garbage
+            await write_frames(stream, answers[:end], time_limit=lim.read_timeout)
+            if end < len(group) or any(bad):
                 return
-            if isinstance(msg, JobRequest):
-                await self._serve_request(peer, stream, msg)
-            elif isinstance(msg, ResultManifest):
-                await self._serve_result(peer, stream, msg)
         # the cap is reached: answer no more on this stream (closed, not reset, so the
         # answers already written still arrive)
         self.metrics.inc("job_streams_capped")
@@ -225,30 +230,40 @@ class JobService:
             "job: %s sent more than %d exchanges on one stream", peer, MAX_EXCHANGES_PER_STREAM
         )
 
-    async def _decline(
-        self, stream: INetStream, request_id: bytes, reason: DeclineReason, message: str = ""
+    async def _answer(
+        self, peer: str, data: bytes, answers: list[bytes], bad: list[bool], i: int
     ) -> None:
-        self.metrics.inc("job_declined", reason=reason.value)
-        decline = JobDecline(request_id=request_id, reason=reason, message=message[:256])
-        await write_frame(stream, encode(decline), time_limit=self._limits.read_timeout)
-
-    async def _serve_request(self, peer: str, stream: INetStream, req: JobRequest) -> None:
-        if not self.guard.allow(peer, "request"):
-            await self._decline(stream, req.request_id, DeclineReason.RATE_LIMITED, "slow down")
+        try:
+            msg = decode(data, expect=("job_request", "result"))
+        except DecodeError as exc:
+            self.metrics.inc("job_messages_bad")
+            log.info("job: undecodable message from %s: %s", peer, exc)
+            self.guard.strike(peer, "job:undecodable")
+            answers[i] = self._decline(_NO_REQUEST_ID, DeclineReason.BAD_REQUEST, str(exc))
+            bad[i] = True
             return
+        if isinstance(msg, JobRequest):
+            answers[i] = await self._answer_request(peer, msg)
+        elif isinstance(msg, ResultManifest):
+            answers[i] = await self._answer_result(peer, msg)
+
+    def _decline(self, request_id: bytes, reason: DeclineReason, message: str = "") -> bytes:
+        self.metrics.inc("job_declined", reason=reason.value)
+        return encode(JobDecline(request_id=request_id, reason=reason, message=message[:256]))
+
+    async def _answer_request(self, peer: str, req: JobRequest) -> bytes:
+        if not self.guard.allow(peer, "request"):
+            return self._decline(req.request_id, DeclineReason.RATE_LIMITED, "slow down")
         try:
             if req.client != address_from_peer_id(peer):
                 self.guard.strike(peer, "job:client_not_peer")
-                await self._decline(
-                    stream, req.request_id, DeclineReason.BAD_REQUEST, "client is not the sender"
+                return self._decline(
+                    req.request_id, DeclineReason.BAD_REQUEST, "client is not the sender"
                 )
-                return
         except IdentityError:
-            await self._decline(stream, req.request_id, DeclineReason.BAD_REQUEST, "not secp256k1")
-            return
+            return self._decline(req.request_id, DeclineReason.BAD_REQUEST, "not secp256k1")
         if self.on_request is None:
-            await self._decline(stream, req.request_id, DeclineReason.CAPACITY, "not a provider")
-            return
+            return self._decline(req.request_id, DeclineReason.CAPACITY, "not a provider")
         answer: JobAccept | JobDecline | None = None
         with trio.move_on_after(self._limits.read_timeout):
             try:
@@ -256,18 +271,16 @@ class JobService:
             except Exception:  # an application bug must not kill the node
                 log.exception("job request handler failed")
                 self.metrics.inc("job_handler_errors")
-                await self._decline(stream, req.request_id, DeclineReason.CAPACITY, "internal")
-                return
+                return self._decline(req.request_id, DeclineReason.CAPACITY, "internal")
         if answer is None:
-            await self._decline(stream, req.request_id, DeclineReason.CAPACITY, "handler timeout")
-            return
+            return self._decline(req.request_id, DeclineReason.CAPACITY, "handler timeout")
         if isinstance(answer, JobDecline):
             self.metrics.inc("job_declined", reason=answer.reason.value)
         else:
             self.metrics.inc("job_accepted")
-        await write_frame(stream, encode(answer), time_limit=self._limits.read_timeout)
+        return encode(answer)
 
-    async def _serve_result(self, peer: str, stream: INetStream, manifest: ResultManifest) -> None:
+    async def _answer_result(self, peer: str, manifest: ResultManifest) -> bytes:
         ok, reason = True, ""
         try:
             manifest.attestation.verify()
@@ -289,8 +302,7 @@ class JobService:
                     self.metrics.inc("job_handler_errors")
             ok, reason = accepted, "" if accepted else "refused by the client"
         self.metrics.inc("job_results_received", ok=str(ok).lower())
-        ack = ResultAck(job_id=manifest.job_id, ok=ok, reason=reason[:256])
-        await write_frame(stream, encode_frame(ack), time_limit=self._limits.read_timeout)
+        return encode_frame(ResultAck(job_id=manifest.job_id, ok=ok, reason=reason[:256]))
 
     # ------------------------------------------------------------ client side
     async def _exchange_many(

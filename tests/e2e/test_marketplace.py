@@ -80,7 +80,7 @@ async def provider(
 
 @contextlib.asynccontextmanager
 async def client(
-    devnet: Devnet, tmp: Path, providers: list[ProviderDaemon]
+    devnet: Devnet, tmp: Path, providers: list[ProviderDaemon], name: str = "client"
 ) -> AsyncIterator[AsyncClient]:
     actor = devnet.actor(deposit=100 * TOKEN)
     dom = devnet.escrow.domain
@@ -89,7 +89,7 @@ async def client(
         rpc_url=devnet.rpc.url,
         escrow_address=devnet.escrow.address,
         p2p_config=P2PConfig(chain_id=dom.chain_id, contract=dom.verifying_contract),
-        data_dir=tmp / "client",
+        data_dir=tmp / name,
     )
     async with c:
         for p in providers:
@@ -248,6 +248,16 @@ def test_no_matching_offer_says_why(devnet: Devnet, pool: WorkerPool) -> None:
 def test_three_providers_fifty_concurrent_jobs_conserve_money(
     devnet: Devnet, pool: WorkerPool
 ) -> None:
+    """50 concurrent jobs of one client over 3 providers, and 12 of a second client with
+    the same model at the same time: concurrent jobs share streams, transactions and
+    sandbox children, but a child never holds two clients' jobs."""
+    batches: list[set[bytes]] = []  # the inputs of every run_batch call
+    run_batch = pool.run_batch
+
+    def recording(reqs):  # type: ignore[no-untyped-def]
+        batches.append({r.inputs for r in reqs})
+        return run_batch(reqs)
+
     async def scenario() -> None:
         tmp = Path(tempfile.mkdtemp())
         actors = [devnet.provider() for _ in range(3)]
@@ -257,19 +267,35 @@ def test_three_providers_fifty_concurrent_jobs_conserve_money(
             provider(devnet, pool, tmp, actors[1], max_concurrent_jobs=4, queue_size=64) as b,
             provider(devnet, pool, tmp, actors[2], max_concurrent_jobs=4, queue_size=64) as d,
             client(devnet, tmp, [a, b, d]) as c,
+            client(devnet, tmp, [a, b, d], name="other") as other,
         ):
             earned_before = sum(devnet.escrow.balance_of(p.address) for p in actors)
             weights = formats.random_weights("mlp@1", MLP, seed=9)
-            xs = [torch.randn(2, 12, generator=torch.Generator().manual_seed(i)) for i in range(50)]
+            job = ("mlp@1", MLP, weights)
+            xs = [torch.randn(2, 12, generator=torch.Generator().manual_seed(i)) for i in range(62)]
             results = await asyncio.gather(
-                *(c.run(("mlp@1", MLP, weights), {"x": x}, max_price=PRICE) for x in xs)
+                *(c.run(job, {"x": x}, max_price=PRICE) for x in xs[:50]),
+                *(other.run(job, {"x": x}, max_price=PRICE) for x in xs[50:]),
             )
-            assert len({r.job_id for r in results}) == 50
+            assert len({r.job_id for r in results}) == 62
             assert {r.provider for r in results} == {p.address for p in actors}
             for x, r in zip(xs, results, strict=True):
                 assert torch.allclose(r.outputs["logits"], _local(weights, x), atol=1e-5)
             earned = sum(devnet.escrow.balance_of(p.address) for p in actors) - earned_before
             assert earned == sum(r.cost for r in results)
-            assert devnet.token_balance_of_escrow() == escrow_before + 100 * TOKEN  # the deposit
+            assert devnet.token_balance_of_escrow() == escrow_before + 200 * TOKEN  # deposits
+            # batched: fewer createJob(s) transactions and sandbox children than jobs
+            assert c._creator.batches < c._creator.items == 50
+            runs = sum(p._runners.items for p in (a, b, d))
+            assert sum(p._runners.batches for p in (a, b, d)) < runs
+            assert max(len(x) for x in batches) > 1
+            # no child ever ran jobs of both clients
+            mine = {bytes(formats.save_safetensors({"x": x})) for x in xs[:50]}
+            for inputs in batches:
+                assert inputs <= mine or not inputs & mine
 
-    asyncio.run(scenario())
+    pool.run_batch = recording  # type: ignore[method-assign]
+    try:
+        asyncio.run(scenario())
+    finally:
+        del pool.run_batch

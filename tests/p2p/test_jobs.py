@@ -304,7 +304,7 @@ def test_many_exchanges_on_one_stream_are_answered_in_order_per_item() -> None:
             acks = await provider.jobs.deliver_results(client.peer_id, manifests)
             assert [a.job_id for a in acks] == [11, 99, 12, 13]  # type: ignore[union-attr]
             assert [a.ok for a in acks] == [True, False, True, True]  # type: ignore[union-attr]
-            assert results == [11, 12, 13]
+            assert sorted(results) == [11, 12, 13]  # handled concurrently, answered in order
             tx = secrets.token_bytes(32)
             await client.jobs.notify_created_many(
                 provider.peer_id, [JobCreatedNotice(job_id=j, tx_hash=tx) for j in (4, 5, 6)]

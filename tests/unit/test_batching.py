@@ -133,3 +133,45 @@ def test_items_in_a_cancelled_flush_get_batch_aborted() -> None:
         assert await batcher(4) == 40  # the turn was handed back
 
     asyncio.run(main())
+
+
+def test_linger_only_under_load_and_keys_batch_apart() -> None:
+    from node.batching import KeyedBatchers
+
+    async def main() -> None:
+        rec = Recorder()
+        batcher: NaturalBatcher[int, int] = NaturalBatcher(rec.flush, linger_s=0.05)
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        assert await batcher(1) == 10
+        assert loop.time() - t < 0.04  # a lone call on an idle batcher never lingers
+        rec.gate.clear()
+        first = asyncio.ensure_future(batcher(2))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(batcher(3))  # queued during the flush: load
+        await asyncio.sleep(0.01)
+        rec.gate.set()
+        await first
+        late = [asyncio.ensure_future(batcher(i)) for i in (4, 5)]  # joins during the linger
+        await asyncio.sleep(0)
+        assert await second == 30 and await asyncio.gather(*late) == [40, 50]
+        assert rec.batches[-1] == [3, 4, 5]
+        with pytest.raises(ValueError):
+            NaturalBatcher(rec.flush, linger_s=-1)
+
+        seen: list[tuple[str, list[int]]] = []
+
+        async def flush(key: str, items: list[int]) -> list[int]:
+            seen.append((key, list(items)))
+            await asyncio.sleep(0.01)
+            return [len(key) * i for i in items]
+
+        keyed: KeyedBatchers[str, int, int] = KeyedBatchers(flush, max_keys=2)
+        outs = await asyncio.gather(keyed("a", 1), keyed("bb", 1), keyed("a", 2), keyed("bb", 3))
+        assert outs == [1, 2, 2, 6]
+        assert sorted(seen) == [("a", [1]), ("a", [2]), ("bb", [1]), ("bb", [3])]
+        assert (keyed.batches, keyed.items) == (4, 4) and len(keyed) == 2
+        assert await keyed("ccc", 1) == 3  # a third key: the idle batchers are dropped
+        assert len(keyed) == 1 and keyed["ccc"].batches == 1
+
+    asyncio.run(main())
