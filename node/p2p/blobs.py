@@ -31,11 +31,12 @@ from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 
 from node.p2p.blobstore import BlobStore, PartialBlob
+from node.p2p.channels import close_quietly, reset_quietly
 from node.p2p.config import P2PConfig
 from node.p2p.dataplane import DataPlaneError, DataPlaneServer, fetch_range
 from node.p2p.framing import FrameError, read_frame, write_frame
 from node.p2p.guard import PeerGuard, Refused
-from node.p2p.jobs import close_quietly, peer_of, reset_quietly
+from node.p2p.jobs import peer_of
 from node.p2p.metrics import P2PMetrics
 from node.p2p.threads import run_in_thread
 from node.p2p.wire import Ticket, TicketRequest, decode_frame, encode_frame

@@ -131,10 +131,11 @@ class FrameReader:
         return out
 
     async def next(
-        self, *, max_bytes: int, time_limit: float, eof_ok: bool = False
+        self, *, max_bytes: int, time_limit: float, eof_ok: bool = False, idle_ok: bool = False
     ) -> bytes | None:
         """The next frame; with ``eof_ok``, ``None`` when the stream ends cleanly
-        between frames (:class:`StreamBroken` if it ends inside one)."""
+        between frames (:class:`StreamBroken` if it ends inside one); with
+        ``idle_ok``, ``None`` too when nothing at all arrived within ``time_limit``."""
         with trio.move_on_after(time_limit) as scope:
             while True:
                 frame = self._parse(max_bytes)
@@ -152,6 +153,8 @@ class FrameReader:
                     raise StreamBroken(f"stream ended {len(self._buf)} bytes into a frame")
                 self._buf += chunk
         assert scope.cancelled_caught
+        if idle_ok and not self._buf:
+            return None
         raise FrameTimeout(f"no complete frame within {time_limit} s")
 
 

@@ -32,9 +32,8 @@ from collections.abc import Awaitable, Callable
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.exceptions import BaseLibp2pError
-from libp2p.peer.id import ID
 
+from node.p2p.channels import ChannelError, StreamChannels, close_quietly, reset_quietly
 from node.p2p.config import P2PConfig
 from node.p2p.framing import (
     FrameError,
@@ -93,22 +92,6 @@ def peer_of(stream: INetStream) -> str:
     return str(stream.muxed_conn.peer_id.to_base58())
 
 
-async def reset_quietly(stream: INetStream) -> None:
-    """Reset ``stream``, ignoring a stream that is already gone."""
-    try:
-        await stream.reset()
-    except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-        log.debug("reset of an already broken stream")
-
-
-async def close_quietly(stream: INetStream) -> None:
-    """Close ``stream``, ignoring a stream that is already gone."""
-    try:
-        await stream.close()
-    except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-        log.debug("close of an already broken stream")
-
-
 class JobService:
     """Both ends of the job protocol for one host."""
 
@@ -131,6 +114,11 @@ class JobService:
         self.on_result = on_result
         self.on_created = on_created
         self._limits = config.limits
+        # kept-open streams for the exchanges this host starts; replaced well before the
+        # other side's read timeout ends an idle one
+        self.channels = StreamChannels(
+            host, max_frames=MAX_EXCHANGES_PER_STREAM, max_idle_s=config.limits.read_timeout / 2
+        )
 
     def install(self) -> None:
         """Register the stream handlers on the host."""
@@ -144,9 +132,9 @@ class JobService:
         try:
             with self.guard.stream_slot(peer):
                 frames = FrameReader(stream)
-                for _ in range(MAX_EXCHANGES_PER_STREAM):
+                for i in range(MAX_EXCHANGES_PER_STREAM):
                     data = await frames.next(
-                        max_bytes=128, time_limit=lim.read_timeout, eof_ok=True
+                        max_bytes=128, time_limit=lim.read_timeout, eof_ok=True, idle_ok=i > 0
                     )
                     if data is None:
                         break
@@ -205,7 +193,10 @@ class JobService:
         served = 0
         while served < MAX_EXCHANGES_PER_STREAM:
             data = await frames.next(
-                max_bytes=lim.max_frame_bytes, time_limit=lim.read_timeout, eof_ok=True
+                max_bytes=lim.max_frame_bytes,
+                time_limit=lim.read_timeout,
+                eof_ok=True,
+                idle_ok=served > 0,  # a kept-open stream may fall idle; a new one may not
             )
             if data is None:
                 return
@@ -308,37 +299,31 @@ class JobService:
     async def _exchange_many(
         self, peer: str, payloads: list[bytes], time_limit: float
     ) -> list[bytes | JobProtocolError]:
-        """Send every payload on one stream, then read one answer per payload, in order.
+        """Send every payload on the peer's kept-open job stream (:mod:`node.p2p.channels`),
+        then read one answer per payload, in order.
 
         A failure to open or write fails them all; a failure while reading fails
         the answers not yet read.
         """
         if not 0 < len(payloads) <= MAX_EXCHANGES_PER_STREAM:
             raise ValueError(f"1 to {MAX_EXCHANGES_PER_STREAM} exchanges per stream")
-        lim = self._limits
         answers: list[bytes | JobProtocolError] = []
         try:
             with trio.fail_after(time_limit):
-                try:
-                    stream = await self.host.new_stream(ID.from_base58(peer), [JOB_PROTOCOL])
-                except (BaseLibp2pError, OSError) as exc:
-                    raise JobProtocolError(f"cannot open a job stream to {peer}: {exc!r}") from None
-                try:
-                    await write_frames(stream, payloads, time_limit=time_limit)
-                    cap, frames = lim.max_frame_bytes, FrameReader(stream)
-                    for _ in payloads:
-                        data = await frames.next(max_bytes=cap, time_limit=time_limit)
-                        assert data is not None
-                        answers.append(data)
-                except FrameError as exc:
-                    raise JobProtocolError(f"job exchange with {peer} failed: {exc}") from None
-                finally:
-                    await close_quietly(stream)
+                answers += await self.channels.exchange(
+                    peer,
+                    JOB_PROTOCOL,
+                    payloads,
+                    answers=True,
+                    max_bytes=self._limits.max_frame_bytes,
+                    time_limit=time_limit,
+                )
         except trio.TooSlowError:
             failure = JobProtocolError(f"no answer from {peer} within {time_limit} s")
             return answers + [failure] * (len(payloads) - len(answers))
-        except JobProtocolError as exc:
-            return answers + [exc] * (len(payloads) - len(answers))
+        except ChannelError as exc:
+            failure = JobProtocolError(f"job exchange with {peer} failed: {exc}")
+            return [*exc.answers, *[failure] * (len(payloads) - len(exc.answers))]
         return answers
 
     async def request(
@@ -407,13 +392,15 @@ class JobService:
             raise ValueError(f"1 to {MAX_EXCHANGES_PER_STREAM} notices per stream")
         try:
             with trio.fail_after(time_limit):
-                stream = await self.host.new_stream(ID.from_base58(peer), [CREATED_PROTOCOL])
-                try:
-                    frames = [encode_frame(n) for n in notices]
-                    await write_frames(stream, frames, time_limit=time_limit)
-                finally:
-                    await close_quietly(stream)
-        except (BaseLibp2pError, OSError, FrameError, trio.TooSlowError) as exc:
+                await self.channels.exchange(
+                    peer,
+                    CREATED_PROTOCOL,
+                    [encode_frame(n) for n in notices],
+                    answers=False,
+                    max_bytes=0,
+                    time_limit=time_limit,
+                )
+        except (ChannelError, trio.TooSlowError) as exc:
             raise JobProtocolError(f"cannot notify {peer}: {exc!r}") from None
 
     async def deliver_result(

@@ -171,6 +171,10 @@ def test_rate_limit_and_stream_limit() -> None:
             assert isinstance(answers[2], JobDecline)
             assert answers[2].reason is DeclineReason.RATE_LIMITED
             assert provider.metrics.get("refused_rate", kind="request") == 1
+            # the kept-open job stream holds a slot until closed
+            assert provider.guard._streams.get(client.peer_id, 0) == 1
+            await client.jobs.channels.close_all()
+            await wait_for(lambda: provider.guard._streams.get(client.peer_id, 0) == 0)
             # two idle streams hold both slots; a third is reset at once, not after the timeout
             pid = ID.from_base58(provider.peer_id)
             idle = [await client.host.new_stream(pid, [JOB_PROTOCOL]) for _ in range(2)]
@@ -376,5 +380,46 @@ def test_frames_split_across_writes_and_a_stream_ending_inside_a_frame() -> None
             await stream.close()
             await wait_for(lambda: provider.metrics.get("job_frames_bad", kind="StreamBroken") == 1)
             assert seen == [first.request_id, second.request_id]
+
+    trio.run(main)
+
+
+def test_kept_open_streams_are_reused_replaced_when_idle_and_retried_when_stale() -> None:
+    """Exchanges reuse one stream; a stream idle past the client's limit is replaced
+    before use; one the server already ended (its read timeout) fails on first use and
+    the batch goes once more on a fresh stream, so the caller never sees it."""
+    from node.p2p.config import Limits
+
+    box: list[P2PNode] = []
+    limits = Limits(read_timeout=1.0)
+
+    async def main() -> None:
+        async with running(2, on_job_request=provider_handler(box), config={"limits": limits}) as (
+            provider,
+            client,
+        ):
+            box.append(provider)
+            channels = client.jobs.channels
+            assert channels.max_idle_s == 0.5
+            for _ in range(3):
+                answer = await client.jobs.request(provider.peer_id, make_request(client.identity))
+                assert isinstance(answer, JobAccept)
+            assert channels.opened == 1
+            await trio.sleep(0.7)  # idle past max_idle_s: replaced before use
+            assert isinstance(
+                await client.jobs.request(provider.peer_id, make_request(client.identity)),
+                JobAccept,
+            )
+            assert channels.opened == 2
+            channels.max_idle_s = 100.0
+            await trio.sleep(1.5)  # the provider ends the idle stream after read_timeout
+            await wait_for(lambda: provider.guard._streams.get(client.peer_id, 0) == 0)
+            assert isinstance(
+                await client.jobs.request(provider.peer_id, make_request(client.identity)),
+                JobAccept,
+            )
+            assert channels.opened == 3  # the stale stream failed; the retry opened one
+            # the provider counted no bad frame for the streams that simply fell idle
+            assert provider.metrics.get("job_frames_bad", kind="FrameTimeout") == 0
 
     trio.run(main)
