@@ -65,6 +65,7 @@ from node.errors import (
     ProviderDeclined,
     ProviderUnreachable,
 )
+from node.offers_seen import OfferRecorder
 from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.jobs import JobProtocolError
@@ -167,9 +168,11 @@ class AsyncClient:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.store = Store.open(self.data_dir)
+        self.offers_seen = OfferRecorder(self.store)
         self.p2p = P2PService(
             identity,
             p2p_config,
+            on_offer=self.offers_seen,
             on_result=self._on_result,
             blob_store=self.blobs,
             authorize=self._authorize,
@@ -856,6 +859,7 @@ class AsyncClient:
                     continue
                 if ev.name == "ResultSubmitted" and not waiting.submitted.done():
                     waiting.submitted.set_result(ev.fields)
+            await self.offers_seen.flush()
             await asyncio.sleep(self.poll_interval_s)
 
     async def _audited_event(self, job_id: int, name: str, block: int) -> None:

@@ -55,6 +55,7 @@ from node.chain.follower import EventFollower, JsonCursorStore
 from node.chain.jobs import Job as ChainJob
 from node.chain.rpc import Rpc, Signer
 from node.metrics import Metrics
+from node.offers_seen import OfferRecorder
 from node.p2p.blobstore import BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.jobs import JobProtocolError
@@ -186,9 +187,11 @@ class ProviderDaemon:
         self.rpc = Rpc(rpc_url, on_error=self.metrics.rpc_error)
         self.escrow = Escrow(self.rpc, escrow_address, Signer(self.rpc, identity.private_key))
         self.blobs = BlobStore(self.data_dir / "blobs")
+        self.offers_seen = OfferRecorder(store)
         self.p2p = P2PService(
             identity,
             p2p_config,
+            on_offer=self.offers_seen,
             on_job_request=self._on_job_request,
             blob_store=self.blobs,
             authorize=self._authorize,
@@ -575,6 +578,7 @@ class ProviderDaemon:
             for ev in events:
                 await self._on_event(ev.name, ev.fields, ev.block_number)
             self._expire_pending()
+            await self.offers_seen.flush()
             if await sleep_or_stop(stop, self.settings.poll_interval_s):
                 return
 

@@ -167,6 +167,13 @@ def test_a_client_node_runs_jobs_over_http_and_the_provider_metrics_move(
         assert "offers from 1 provider(s)" in client.log()
         status, info = http(capi + "/v1/node")
         assert status == 200 and info["roles"] == ["client"]
+        # the offers it saw on gossip are listed
+        for _ in range(100):  # written by the follower loop, a moment after gossip
+            offers = http(capi + "/v1/offers")[1]["offers"]
+            if offers:
+                break
+            time.sleep(0.05)
+        assert {o["provider"].lower() for o in offers} == {"0x" + prov_actor.address.hex()}
 
         # bad submissions through the real process: clear errors, nothing recorded
         body = upload_job(capi, token, seed=0, batch=2)
