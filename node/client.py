@@ -647,10 +647,11 @@ class AsyncClient:
             try:
                 remaining = max(1.0, request.deadline - time.time() + 5)
                 manifest = await asyncio.wait_for(waiting.manifest, remaining)
-                await self._look_up_submitted(waiting, created.receipt.block_number)
-                submitted = await asyncio.wait_for(
-                    waiting.submitted, max(1.0, request.deadline - time.time() + 5)
-                )
+                claimed = _claimed_submit(manifest) if accept_result else None
+                if claimed is None:
+                    submitted = await self._submitted(waiting, request, created)
+                else:  # the provider's word, checked by acceptResult itself (see below)
+                    submitted = claimed
             except TimeoutError:
                 await recorded
                 refund_tx = await self._refund_and_record(local.id, chain_job)
@@ -687,7 +688,22 @@ class AsyncClient:
                     tx_jobs=tx_jobs,
                 )
             after = chain_job.after_submit(submitted, manifest.attestation.digest())
-            (accepted, accepted_jobs), _ = await _both(self._acceptor(after), record_submit)
+            try:
+                (accepted, accepted_jobs), _ = await _both(self._acceptor(after), record_submit)
+            except ContractRevert as exc:
+                if claimed is None:
+                    raise
+                # the provider's challenge_end was wrong (or the chain moved): look the
+                # event up, check the attestation against it, accept with it
+                log.info("job %d: accept with the provider's hint reverted: %s", after.job_id, exc)
+                try:
+                    submitted = await self._submitted(waiting, request, created)
+                except TimeoutError:  # as when no result came at all
+                    refund_tx = await self._refund_and_record(local.id, chain_job)
+                    raise DeadlineMissed(chain_job.job_id, refund_tx) from None
+                await self._fetch_and_verify(waiting, manifest, submitted, say)
+                after = chain_job.after_submit(submitted, manifest.attestation.digest())
+                accepted, accepted_jobs = await self._acceptor(after)
             receipts["acceptResult"] = accepted
             tx_jobs["acceptResult"] = accepted_jobs
             await asyncio.to_thread(
@@ -730,6 +746,16 @@ class AsyncClient:
     async def _send_notices(self, peer: str, notices: list[JobCreatedNotice]) -> list[None]:
         await self.p2p.notify_created_many(peer, notices)
         return [None] * len(notices)
+
+    async def _submitted(
+        self, waiting: _Waiting, request: JobRequest, created: TxResult
+    ) -> dict[str, Any]:
+        """The job's ``ResultSubmitted`` fields from the chain (looked up now, the
+        follower as the fallback); ``TimeoutError`` past the deadline."""
+        await self._look_up_submitted(waiting, created.receipt.block_number)
+        return await asyncio.wait_for(
+            waiting.submitted, max(1.0, request.deadline - time.time() + 5)
+        )
 
     async def _look_up_submitted(self, waiting: _Waiting, from_block: int) -> None:
         """Providers deliver after ``submitResult`` is mined: look the event up now
@@ -946,6 +972,21 @@ async def _both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
         if isinstance(outcome, BaseException):
             raise outcome
     return a, b  # type: ignore[return-value]
+
+
+def _claimed_submit(manifest: ResultManifest) -> dict[str, Any] | None:
+    """The ``ResultSubmitted`` fields the provider's manifest claims, or None without a
+    hint. Safe to accept with: the attestation they are built from is checked first,
+    and ``acceptResult`` reverts unless the chain holds exactly the job they make."""
+    if not manifest.challenge_end:
+        return None
+    att = manifest.attestation
+    return {
+        "challengeEnd": manifest.challenge_end,
+        "meteredMillis": att.metered_millis,
+        "outputHash": att.output_hash,
+        "runtimeId": att.runtime_id,
+    }
 
 
 def _to_safetensors(tensors: Mapping[str, Any]) -> bytes:

@@ -38,6 +38,8 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
+import msgspec
+
 from node.admission import Policy, admit
 from node.batching import KeyedBatchers
 from node.chain import lookup
@@ -799,6 +801,10 @@ class ProviderDaemon:
         assert running.mined is not None
         try:
             await asyncio.wait_for(asyncio.shield(running.mined), self.settings.deliver_wait_s)
+            # the mined ResultSubmitted's challengeEnd lets the client accept at once
+            manifest = msgspec.structs.replace(
+                manifest, challenge_end=running.chain_job.challenge_end
+            )
         except TimeoutError:
             log.warning("job %d: result not mined yet; delivering it anyway", job.job_id)
         try:

@@ -434,6 +434,10 @@ class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
     peak_memory_bytes: U64 = 0
     wall_millis: U64 = 0
     inline: Annotated[bytes, msgspec.Meta(max_length=MAX_INLINE_OUTPUT)] = b""
+    #: ``challengeEnd`` of the job's mined ``ResultSubmitted`` as the provider saw it
+    #: (0: not given). A hint: the client may accept with it instead of looking the
+    #: event up, since ``acceptResult`` reverts unless the chain holds exactly that job.
+    challenge_end: U64 = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 import torch
 
@@ -25,7 +26,14 @@ from node.runtime.pool import PoolConfig, WorkerPool
 from node.store.store import Store
 from protocol.content import cid_of
 from protocol.lifecycle import JobState
-from protocol.messages import DeclineReason, JobAccept, JobRequest, JobSpec, ModelRef
+from protocol.messages import (
+    DeclineReason,
+    JobAccept,
+    JobRequest,
+    JobSpec,
+    ModelRef,
+    ResultManifest,
+)
 
 MLP = {"in": 12, "hidden": 16, "depth": 1, "out": 4}
 PRICE = 10**15
@@ -131,6 +139,43 @@ def test_happy_path_pays_the_provider_and_returns_the_right_tensor(
                     break
                 await asyncio.sleep(0.05)
             assert states == [JobState.FINALIZED]
+
+    asyncio.run(scenario())
+
+
+def test_the_result_hint_saves_a_look_up_and_a_wrong_one_costs_only_a_revert(
+    devnet: Devnet, pool: WorkerPool
+) -> None:
+    """The manifest's ``challenge_end`` lets the client accept without looking
+    ``ResultSubmitted`` up; a provider that gets it wrong costs the client one reverted
+    ``acceptResult``, after which the client checks the chain and pays the right job."""
+
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        prov = devnet.provider()
+        async with provider(devnet, pool, tmp, prov) as daemon, client(devnet, tmp, [daemon]) as c:
+            weights = formats.random_weights("mlp@1", MLP, seed=3)
+            x = torch.randn(3, 12, generator=torch.Generator().manual_seed(5))
+            job = ("mlp@1", MLP, weights)
+            honest = await c.run(job, {"x": x}, max_price=2 * PRICE)
+            assert c._submitted_lookup.items == 0  # accepted on the hint alone
+            honest_flush = daemon._deliverers._flush
+
+            async def lying(peer: str, manifests: list[ResultManifest]) -> list[object]:
+                wrong = [
+                    msgspec.structs.replace(m, challenge_end=m.challenge_end + 7) for m in manifests
+                ]
+                return await honest_flush(peer, wrong)
+
+            daemon._deliverers = type(daemon._deliverers)(lying)
+            before = devnet.escrow.balance_of(prov.address)
+            result = await c.run(job, {"x": x}, max_price=2 * PRICE)
+            assert c._submitted_lookup.items == 1  # the revert sent it to the chain
+            assert torch.equal(result.outputs["logits"], honest.outputs["logits"])
+            assert (
+                result.receipts["acceptResult"].named("JobFinalized")[0]["jobId"] == result.job_id
+            )
+            assert devnet.escrow.balance_of(prov.address) == before + result.cost > before
 
     asyncio.run(scenario())
 
