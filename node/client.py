@@ -696,6 +696,7 @@ class AsyncClient:
                 # the provider's challenge_end was wrong (or the chain moved): look the
                 # event up, check the attestation against it, accept with it
                 log.info("job %d: accept with the provider's hint reverted: %s", after.job_id, exc)
+                self._record(offer.provider, ok=False)  # it cost us a reverted transaction
                 try:
                     submitted = await self._submitted(waiting, request, created)
                 except TimeoutError:  # as when no result came at all

@@ -45,7 +45,8 @@ class OfferRecorder:
             self._pending[(offer.provider, offer.nonce)] = offer
 
     async def flush(self) -> int:
-        """Write the pending offers (one transaction); prune expired ones now and then."""
+        """Write the pending offers (one transaction); prune expired ones now and then.
+        A failed write is logged and dropped (the order book still has the offers)."""
         now = time.time()
         prune = now - self._last_prune > PRUNE_EVERY_S
         if not self._pending and not prune:
@@ -53,7 +54,11 @@ class OfferRecorder:
         batch, self._pending = list(self._pending.values()), {}
         if prune:
             self._last_prune = now
-        written = await asyncio.to_thread(self._write, batch, int(now) if prune else None)
+        try:
+            written = await asyncio.to_thread(self._write, batch, int(now) if prune else None)
+        except Exception as exc:  # noqa: BLE001 - an index for the API: never stop the node
+            log.warning("could not store %d offers: %s", len(batch), exc)
+            return 0
         self.recorded += written
         return written
 
