@@ -290,7 +290,7 @@ def _print(
     print("\n| natural batching during the throughput run | mean items per batch |")
     print("|---|---:|")
     for name, size in report["batches"].items():
-        print(f"| {name} | {size:.1f} |")
+        print(f"| {name} | {size:.1f} |" if size else f"| {name} | none |")
     print("\n| time until the client's progress stage (ms since the previous one) | median |")
     print("|---|---:|")
     for name, values in report["stages"].items():
