@@ -32,7 +32,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -554,15 +554,36 @@ class WorkerPool:
             slot.stop()
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
         finally:
-            sp.kill()
-            if cg is not None:
-                cg.kill(wait=False)
-            slot.release(sp, reaped=reaped)
-            trash = None if self.config.keep_scratch else scratch
-            if slot.proc is not None:
-                slot.refill(self._next_spec(req, model, msg), trash)
-            elif trash is not None:
-                shutil.rmtree(trash, ignore_errors=True)
+            self._finish_child(
+                slot,
+                sp,
+                cg,
+                reaped=reaped,
+                scratch=scratch,
+                next_spec=lambda: self._next_spec(req, model, msg),
+            )
+
+    def _finish_child(
+        self,
+        slot: Slot,
+        sp: Spare,
+        cg: Cgroup | None,
+        *,
+        reaped: bool,
+        scratch: Path,
+        next_spec: Callable[[], dict[str, Any]],
+    ) -> None:
+        """Kill a job's child (and its cgroup), hand it back, and have the slot's helper
+        prepare the next child (which also clears ``scratch``)."""
+        sp.kill()
+        if cg is not None:
+            cg.kill(wait=False)
+        slot.release(sp, reaped=reaped)
+        trash = None if self.config.keep_scratch else scratch
+        if slot.proc is not None:
+            slot.refill(next_spec(), trash)
+        elif trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
 
     @staticmethod
     def _spare(slot: Slot, model: dict[str, Any] | None, key: str | None) -> Spare:
@@ -682,15 +703,14 @@ class WorkerPool:
             results = self._batch_results(slot, first, done, scale=scale, extra=extra, peak=peak)
             return results if failure is None else [*results, failure]
         finally:
-            sp.kill()
-            if cg is not None:
-                cg.kill(wait=False)
-            slot.release(sp, reaped=reaped)
-            trash = None if self.config.keep_scratch else root
-            if slot.proc is not None:
-                slot.refill(self._next_spec(reqs[-1], model, msgs[-1]), trash)
-            elif trash is not None:
-                shutil.rmtree(trash, ignore_errors=True)
+            self._finish_child(
+                slot,
+                sp,
+                cg,
+                reaped=reaped,
+                scratch=root,
+                next_spec=lambda: self._next_spec(reqs[-1], model, msgs[-1]),
+            )
 
     def _batch_child_gone(self, slot: Slot, sp: Spare) -> tuple[JobError, bool, float | None]:
         """The report pipe closed early or carried garbage: why, whether the child was
