@@ -3,9 +3,11 @@
 Every frame is ``uvarint(len) || canonical message`` (:mod:`node.p2p.framing`),
 every read under a timeout. A stream carries one exchange or several in a row
 (at most :data:`MAX_EXCHANGES_PER_STREAM`): the opener may write all its
-frames first; answers come back in the same order; the stream ends when the
-opener closes its side. Batching this way saves a stream (and its protocol
-negotiation) per job when many jobs go to one peer at once.
+frames first; frames that arrived together are handled concurrently and
+answered in one write, in their order; the stream ends when the opener closes
+its side, or after ``read_timeout`` of silence once it has carried an exchange.
+The opener keeps its streams open between exchanges (:mod:`node.p2p.channels`),
+which saves the protocol negotiation of a new stream per exchange.
 
 * client -> provider: ``JobRequest``; provider -> client: ``JobAccept`` or
   ``JobDecline`` (machine-readable reason; never silence). A request whose
