@@ -63,7 +63,16 @@ class NaturalBatcher(Generic[T, R]):
     async def __call__(self, item: T) -> R:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[R] = loop.create_future()
-        self._queue.append((item, done))
+        entry = (item, done)
+        self._queue.append(entry)
+        try:
+            return await self._serve(done, loop)
+        except asyncio.CancelledError:
+            if entry in self._queue:  # not flushed yet: nobody does the work for nothing
+                self._queue.remove(entry)
+            raise
+
+    async def _serve(self, done: asyncio.Future[R], loop: asyncio.AbstractEventLoop) -> R:
         while not done.done():
             if self._turn is not None:  # someone is flushing: wait for our answer or the turn
                 await asyncio.wait((done, self._turn), return_when=asyncio.FIRST_COMPLETED)

@@ -175,3 +175,24 @@ def test_linger_only_under_load_and_keys_batch_apart() -> None:
         assert len(keyed) == 1 and keyed["ccc"].batches == 1
 
     asyncio.run(main())
+
+
+def test_a_cancelled_caller_still_queued_is_never_flushed() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        batcher: NaturalBatcher[int, int] = NaturalBatcher(rec.flush)
+        rec.gate.clear()
+        first = asyncio.ensure_future(batcher(1))  # flushing, stalled
+        await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(batcher(2))
+        kept = asyncio.ensure_future(batcher(3))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        rec.gate.set()
+        assert await first == 10 and await kept == 30
+        assert gone.cancelled()
+        assert rec.batches == [[1], [3]]
+        assert batcher.idle
+
+    asyncio.run(main())
