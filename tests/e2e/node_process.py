@@ -13,11 +13,24 @@ import time
 from pathlib import Path
 from typing import Self
 
-from node.chain.devnet import Actor, Devnet
+from node.chain.deploy import EscrowParams
+from node.chain.devnet import TOKEN, Actor, Devnet
 from node.keys import create_keystore
 from protocol.identity import checksum_address
 
 PASSWORD = "e2e-node-process"
+
+#: Escrow parameters of the process-level e2e devnets: a 4 s challenge window, so a job
+#: left open for verifiers finalizes within a test.
+PROCESS_ESCROW = EscrowParams(
+    resolver=b"",
+    min_stake=100 * TOKEN,
+    unbonding_delay=1000,
+    challenge_window=4,
+    challenge_bond=10 * TOKEN,
+    slash_amount=50 * TOKEN,
+    refund_penalty=5 * TOKEN,
+)
 
 
 @dataclasses.dataclass

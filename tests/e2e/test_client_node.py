@@ -26,10 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node.chain import lookup
 from node.chain.anvil import Anvil, free_port
-from node.chain.deploy import EscrowParams
 from node.chain.devnet import TOKEN, Actor, Devnet
 from node.runtime import detect, formats
-from tests.e2e.node_process import NodeProcess
+from tests.e2e.node_process import PROCESS_ESCROW, NodeProcess
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,17 +41,8 @@ RESNET = {"width": 16, "classes": 10, "image": 64}
 def devnet() -> Iterator[tuple[Anvil, Devnet]]:
     if detect.check().tier < 2:
         pytest.skip("the provider process needs sandbox tier 2 on this host")
-    params = EscrowParams(
-        resolver=b"",
-        min_stake=100 * TOKEN,
-        unbonding_delay=1000,
-        challenge_window=4,
-        challenge_bond=10 * TOKEN,
-        slash_amount=50 * TOKEN,
-        refund_penalty=5 * TOKEN,
-    )
     with Anvil() as anvil:
-        yield anvil, Devnet(anvil.url, params)
+        yield anvil, Devnet(anvil.url, PROCESS_ESCROW)
 
 
 def http(

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from node.chain.anvil import Anvil, free_port
-from node.chain.deploy import EscrowParams
 from node.chain.devnet import TOKEN, Actor, Devnet
 from node.client import AsyncClient
 from node.errors import DeadlineMissed
@@ -23,7 +22,7 @@ from node.p2p.config import P2PConfig
 from node.runtime import detect, formats
 from node.store.store import Store
 from protocol.lifecycle import JobState
-from tests.e2e.node_process import NodeProcess
+from tests.e2e.node_process import PROCESS_ESCROW, NodeProcess
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -35,17 +34,8 @@ RESNET = {"width": 16, "classes": 10, "image": 64}
 def devnet() -> Iterator[Devnet]:
     if detect.check().tier < 2:
         pytest.skip("the provider process needs sandbox tier 2 on this host")
-    params = EscrowParams(
-        resolver=b"",
-        min_stake=100 * TOKEN,
-        unbonding_delay=1000,
-        challenge_window=4,
-        challenge_bond=10 * TOKEN,
-        slash_amount=50 * TOKEN,
-        refund_penalty=5 * TOKEN,
-    )
     with Anvil() as anvil:
-        yield Devnet(anvil.url, params)
+        yield Devnet(anvil.url, PROCESS_ESCROW)
 
 
 class ProviderProcess(NodeProcess):
