@@ -11,6 +11,7 @@ on its parent block to recover the custom error.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from eth_abi.exceptions import DecodingError
@@ -94,8 +95,15 @@ class BoundContract:
                 out.append(EventRecord(ev.name, fields, lg.block_number, lg.log_index))
         return tuple(out)
 
-    def transact(self, name: str, *args: Any, gas: int | None = None) -> TxResult:
-        """Send ``name(*args)`` and wait; raise a typed :class:`ContractRevert` on revert."""
+    def transact(
+        self,
+        name: str,
+        *args: Any,
+        gas: int | None = None,
+        on_signed: Callable[[bytes], None] | None = None,
+    ) -> TxResult:
+        """Send ``name(*args)`` and wait; raise a typed :class:`ContractRevert` on revert.
+        ``on_signed`` gets the transaction hash just before it is sent."""
         if self.signer is None:
             raise ChainError(f"this {type(self).__name__} has no signer")
         data = self.abi.functions[name].encode(*args)
@@ -105,7 +113,7 @@ class BoundContract:
             except RpcError as exc:
                 raise self._revert(exc) from None
             gas = estimate + estimate * GAS_MARGIN_PERCENT // 100
-        receipt = self.signer.wait(self.signer.send(self.address, data, gas=gas))
+        receipt = self.signer.transact(self.address, data, gas=gas, on_signed=on_signed)
         if receipt.status != 1:
             raise self._replay_revert(data, receipt)
         return TxResult(receipt, self.decode_events(receipt))

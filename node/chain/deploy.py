@@ -34,7 +34,7 @@ def deploy_contract(
     """Deploy an artifact; returns the new contract's address."""
     art = load_artifact(name)
     data = art.bytecode + abi_encode(list(ctor_types), list(args))
-    receipt = signer.wait(signer.send(None, data, gas=DEPLOY_GAS))
+    receipt = signer.transact(None, data, gas=DEPLOY_GAS)
     if receipt.status != 1 or receipt.contract_address is None:
         raise ChainError(f"deploying {name} failed (tx 0x{receipt.tx_hash.hex()})")
     return receipt.contract_address
@@ -55,7 +55,7 @@ class Token:
 
     def _send(self, name: str, *args: object) -> TxResult:
         data = self.abi.functions[name].encode(*args)
-        receipt = self.signer.wait(self.signer.send(self.address, data, gas=120_000))
+        receipt = self.signer.transact(self.address, data, gas=120_000)
         if receipt.status != 1:
             raise ChainError(f"token {name} failed")
         return TxResult(receipt, ())

@@ -4,8 +4,10 @@ Fast paths (measured on anvil, see shared/notes/evm-toolchain.md): requests go
 over a keep-alive ``http.client`` connection per thread
 (:mod:`node.chain.transport`; no web3 middleware, ~0.1 ms of CPU a call instead
 of ~0.6 ms through web3's ``HTTPProvider``), the chain id is asked once, transactions are signed
-locally and sent with ``eth_sendRawTransaction`` with gas, fees and nonce set
-here, and receipts are polled every 0.5 ms at first instead of every 100 ms.
+locally and sent with gas, fees and nonce set here, with
+``eth_sendRawTransactionSync`` (EIP-7966: the receipt comes back with the send)
+where the node has it, else with ``eth_sendRawTransaction`` and a receipt polled
+every 0.5 ms at first instead of every 100 ms.
 
 Every answer is untrusted: its type and size are checked before use, and a bad
 answer raises :class:`~node.chain.errors.RpcError` instead of propagating junk.
@@ -186,21 +188,56 @@ class Rpc:
                 continue
             except BadAnswer as exc:
                 raise RpcError(f"{method}: bad answer from {self.url}: {str(exc)[:300]}") from exc
-            if not isinstance(answer, dict):
-                raise RpcError(f"{method}: answer is not a JSON object")
-            error = answer.get("error")
-            if error is not None:
-                if not isinstance(error, dict):
-                    raise RpcError(f"{method}: malformed error {str(error)[:200]}")
-                raise RpcError(
-                    f"{method}: {str(error.get('message'))[:500]}",
-                    code=error.get("code") if isinstance(error.get("code"), int) else None,
-                    data=error.get("data"),
-                )
-            if "result" not in answer:
-                raise RpcError(f"{method}: answer has no result")
-            return answer["result"]
+            return self._result(method, answer)
         raise AssertionError("unreachable")
+
+    def start(self, method: str, params: list[Any]) -> Callable[[], Any]:
+        """Send one request now, without retries; the returned function reads and
+        checks its answer (once, from this thread). Failures raise as from
+        :meth:`request`: :class:`RpcUnavailable` if the request may not have been
+        processed, :class:`RpcError` for an error answer."""
+
+        def failed(exc: TransportError | BadAnswer) -> RpcError:
+            self._failed(method)
+            if isinstance(exc, BadAnswer):
+                return RpcError(f"{method}: bad answer from {self.url}: {str(exc)[:300]}")
+            return RpcUnavailable(f"{method}: {self.url} unreachable: {exc}")
+
+        try:
+            read = self._transport.start(method, params)
+        except TransportError as exc:
+            raise failed(exc) from exc
+
+        def finish() -> Any:
+            try:
+                answer = read()
+            except (TransportError, BadAnswer) as exc:
+                raise failed(exc) from exc
+            try:
+                return self._result(method, answer)
+            except RpcError:
+                self._failed(method)
+                raise
+
+        return finish
+
+    @staticmethod
+    def _result(method: str, answer: Any) -> Any:
+        """The ``result`` of a JSON-RPC answer; :class:`RpcError` for an error answer."""
+        if not isinstance(answer, dict):
+            raise RpcError(f"{method}: answer is not a JSON object")
+        error = answer.get("error")
+        if error is not None:
+            if not isinstance(error, dict):
+                raise RpcError(f"{method}: malformed error {str(error)[:200]}")
+            raise RpcError(
+                f"{method}: {str(error.get('message'))[:500]}",
+                code=error.get("code") if isinstance(error.get("code"), int) else None,
+                data=error.get("data"),
+            )
+        if "result" not in answer:
+            raise RpcError(f"{method}: answer has no result")
+        return answer["result"]
 
     # ------------------------------------------------------------- typed reads
     def chain_id(self) -> int:
@@ -326,6 +363,7 @@ class Signer:
         *,
         fees: FeePolicy | None = None,
         receipt_timeout: float = 60.0,
+        sync_send: bool | None = None,
     ) -> None:
         self.rpc = rpc
         self.account: LocalAccount = Account.from_key(private_key)
@@ -334,6 +372,8 @@ class Signer:
         self.fees = fees or FeePolicy()
         self.receipt_timeout = receipt_timeout
         self._fee_cache: tuple[float, int] | None = None
+        #: whether the node has ``eth_sendRawTransactionSync``; None until the first try
+        self.sync_send: bool | None = sync_send
 
     def _max_fee(self) -> int:
         now = time.monotonic()
@@ -351,24 +391,38 @@ class Signer:
             tx["value"] = hex(value)
         return parse_quantity(self.rpc.request("eth_estimateGas", [tx]), "estimateGas")
 
-    def send(self, to: bytes | None, data: bytes, *, gas: int, value: int = 0) -> bytes:
-        """Sign and send; returns the transaction hash. Thread-safe."""
+    def _sign(self, to: bytes | None, data: bytes, gas: int, value: int, max_fee: int) -> Any:
+        """Sign with the next nonce (hold :attr:`NonceManager.lock`)."""
+        tx: dict[str, Any] = {
+            "chainId": self.rpc.chain_id(),
+            "nonce": self.nonces.take(),
+            "gas": gas,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": min(self.fees.tip, max_fee),
+            "value": value,
+            "data": data,
+            "type": 2,
+        }
+        if to is not None:
+            tx["to"] = to_checksum_address(to)
+        return self.account.sign_transaction(tx)
+
+    def send(
+        self,
+        to: bytes | None,
+        data: bytes,
+        *,
+        gas: int,
+        value: int = 0,
+        on_signed: Callable[[bytes], None] | None = None,
+    ) -> bytes:
+        """Sign and send; returns the transaction hash. Thread-safe. ``on_signed``
+        gets the hash just before the transaction is sent."""
         max_fee = self._max_fee()
         with self.nonces.lock:
-            nonce = self.nonces.take()
-            tx: dict[str, Any] = {
-                "chainId": self.rpc.chain_id(),
-                "nonce": nonce,
-                "gas": gas,
-                "maxFeePerGas": max_fee,
-                "maxPriorityFeePerGas": min(self.fees.tip, max_fee),
-                "value": value,
-                "data": data,
-                "type": 2,
-            }
-            if to is not None:
-                tx["to"] = to_checksum_address(to)
-            signed = self.account.sign_transaction(tx)
+            signed = self._sign(to, data, gas, value, max_fee)
+            if on_signed is not None:
+                on_signed(bytes(signed.hash))
             raw = "0x" + bytes(signed.raw_transaction).hex()
             try:
                 answer = self.rpc.request("eth_sendRawTransaction", [raw])
@@ -382,6 +436,71 @@ class Signer:
             raise RpcError("node returned a different transaction hash")
         return tx_hash
 
+    def transact(
+        self,
+        to: bytes | None,
+        data: bytes,
+        *,
+        gas: int,
+        value: int = 0,
+        on_signed: Callable[[bytes], None] | None = None,
+    ) -> Receipt:
+        """Sign, send and wait for the receipt (of a success or a revert). Thread-safe.
+
+        Where the node has ``eth_sendRawTransactionSync`` (EIP-7966; anvil does) the
+        receipt comes back with the send, in one round trip: no receipt polling, no
+        sleep between polls (0.5 ms less a transaction on anvil, docs/benchmarks.md).
+        Only the sending holds the nonce lock, so concurrent transactions of this
+        account still go out together. A node without the method is remembered and
+        the transaction is sent again the plain way; a timeout at the node, or an
+        answer lost on the way back, falls back to polling for the receipt.
+        """
+        if self.sync_send is False:
+            return self.wait(self.send(to, data, gas=gas, value=value, on_signed=on_signed))
+        max_fee = self._max_fee()
+        with self.nonces.lock:
+            signed = self._sign(to, data, gas, value, max_fee)
+            tx_hash, raw = bytes(signed.hash), "0x" + bytes(signed.raw_transaction).hex()
+            if on_signed is not None:
+                on_signed(tx_hash)
+            try:  # the node's own wait applies (anvil 1.7 refuses a timeout argument)
+                finish = self.rpc.start("eth_sendRawTransactionSync", [raw])
+            except RpcError:  # not sent: the nonce is unused
+                self.nonces.resync()
+                raise
+        try:
+            receipt = Receipt.parse(finish())
+        except RpcUnavailable:  # sent, but the answer was lost: send again, then poll
+            self._resend(raw, tx_hash)
+            return self.wait(tx_hash)
+        except RpcError as exc:
+            if _unsupported(exc):
+                self.sync_send = False
+                log.info("the node lacks eth_sendRawTransactionSync: polling for receipts")
+                self._resend(raw, tx_hash)
+                return self.wait(tx_hash)
+            if exc.code == SYNC_SEND_TIMEOUT or "already known" in str(exc).lower():
+                return self.wait(tx_hash)  # in the pool, not mined within the wait
+            self.nonces.resync()
+            raise
+        if receipt.tx_hash != tx_hash:
+            raise RpcError("node returned the receipt of a different transaction")
+        self.sync_send = True
+        return receipt
+
+    def _resend(self, raw: str, tx_hash: bytes) -> None:
+        """Send a signed transaction again (the same bytes: at most one of them lands)."""
+        try:
+            answer = self.rpc.request("eth_sendRawTransaction", [raw])
+        except RpcError as exc:
+            text = str(exc).lower()
+            if "already known" in text or "nonce too low" in text:
+                return  # the first one arrived (``wait`` finds it, or times out)
+            self.nonces.resync()
+            raise
+        if parse_data(answer, "transaction hash", 32) != tx_hash:
+            raise RpcError("node returned a different transaction hash")
+
     def wait(self, tx_hash: bytes, timeout: float | None = None) -> Receipt:
         """Poll for the receipt: 0.5 ms at first, backing off to 50 ms."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.receipt_timeout)
@@ -394,6 +513,21 @@ class Signer:
                 raise TransactionTimeout(f"no receipt for 0x{tx_hash.hex()}")
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+#: EIP-7966's error code: the transaction is in the pool but was not mined in the wait.
+SYNC_SEND_TIMEOUT = 4
+#: method not found; invalid params (a node whose method differs); method not supported
+_UNSUPPORTED_CODES = (-32601, -32602, -32004)
+
+
+def _unsupported(exc: RpcError) -> bool:
+    """Whether an error answer says the node lacks the method (codes vary by node)."""
+    text = str(exc).lower()
+    return exc.code in _UNSUPPORTED_CODES or any(
+        phrase in text
+        for phrase in ("method not found", "not supported", "does not exist", "unknown method")
+    )
 
 
 def with_retries(fn: Callable[[], _T], policy: RetryPolicy) -> _T:

@@ -19,6 +19,7 @@ import itertools
 import json
 import threading
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["MAX_ANSWER_BYTES", "BadAnswer", "HttpTransport", "TransportError"]
@@ -71,11 +72,14 @@ class HttpTransport:
             conn.close()
             self._local.conn = None
 
-    def call(self, method: str, params: list[Any]) -> Any:
-        """One request; the decoded JSON answer (any JSON value)."""
-        body = json.dumps(
+    def _body(self, method: str, params: list[Any]) -> bytes:
+        return json.dumps(
             {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         ).encode()
+
+    def call(self, method: str, params: list[Any]) -> Any:
+        """One request; the decoded JSON answer (any JSON value)."""
+        body = self._body(method, params)
         fresh = getattr(self._local, "conn", None) is None
         for attempt in (1, 2):
             conn = self._connection()
@@ -89,16 +93,53 @@ class HttpTransport:
                 if attempt == 1 and not fresh and not isinstance(exc, TimeoutError):
                     continue
                 raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-            if len(data) > MAX_ANSWER_BYTES:
-                self._drop()
-                raise BadAnswer(f"answer over {MAX_ANSWER_BYTES} bytes")
-            if response.will_close:
-                self._drop()
-            status = response.status
-            if status >= 500 or status == 429:
-                raise TransportError(f"HTTP {status} {response.reason}")
-            try:
-                return json.loads(data)
-            except ValueError:
-                raise BadAnswer(f"HTTP {status}, not JSON: {data[:80]!r}") from None
+            return self._decode(response, data)
         raise AssertionError("unreachable")
+
+    def start(self, method: str, params: list[Any]) -> Callable[[], Any]:
+        """Send one request now; the returned function reads its answer (call it once,
+        from this thread: the connection is this thread's).
+
+        For a call that waits at the node (``eth_sendRawTransactionSync`` until the
+        transaction is mined) whose sending must happen under a lock that the wait
+        must not hold. A failure to send raises :class:`TransportError` here; a
+        failure to read raises it from the function, and then the node may or may
+        not have processed the request.
+        """
+        body = self._body(method, params)
+        fresh = getattr(self._local, "conn", None) is None
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request("POST", self._path, body=body, headers=self._headers)
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                if attempt == 1 and not fresh and not isinstance(exc, TimeoutError):
+                    continue
+                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            break
+
+        def finish() -> Any:
+            try:
+                response = conn.getresponse()
+                data = response.read(MAX_ANSWER_BYTES + 1)
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            return self._decode(response, data)
+
+        return finish
+
+    def _decode(self, response: http.client.HTTPResponse, data: bytes) -> Any:
+        if len(data) > MAX_ANSWER_BYTES:
+            self._drop()
+            raise BadAnswer(f"answer over {MAX_ANSWER_BYTES} bytes")
+        if response.will_close:
+            self._drop()
+        status = response.status
+        if status >= 500 or status == 429:
+            raise TransportError(f"HTTP {status} {response.reason}")
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise BadAnswer(f"HTTP {status}, not JSON: {data[:80]!r}") from None
