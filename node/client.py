@@ -110,6 +110,17 @@ REQUEST_ROUNDS = 3
 Progress = Callable[[str, str], None]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Created:
+    """One job of a create transaction: the job, the transaction, how many jobs it
+    created, and the task of the notice sent to the job's provider."""
+
+    job: ChainJob
+    tx: TxResult
+    jobs_in_tx: int
+    notice: asyncio.Task[None]
+
+
 @dataclasses.dataclass(frozen=True)
 class Result:
     """A verified job result."""
@@ -195,7 +206,7 @@ class AsyncClient:
         self._notifiers: KeyedBatchers[str, JobCreatedNotice, None] = KeyedBatchers(
             self._send_notices, max_batch=MAX_BATCH
         )
-        self._creator: NaturalBatcher[NewJob, tuple[ChainJob, TxResult, int]] = NaturalBatcher(
+        self._creator: NaturalBatcher[tuple[NewJob, str], _Created] = NaturalBatcher(
             self._create_jobs, max_batch=MAX_BATCH
         )
         self._acceptor: NaturalBatcher[ChainJob, tuple[TxResult, int]] = NaturalBatcher(
@@ -481,28 +492,70 @@ class AsyncClient:
                 out.append(answer)
         return out
 
-    async def _create_jobs(
-        self, jobs: list[NewJob]
-    ) -> list[tuple[ChainJob, TxResult, int] | BaseException]:
+    async def _create_jobs(self, items: list[tuple[NewJob, str]]) -> list[_Created | BaseException]:
         """``createJob`` for one, ``createJobs`` for several; a batch that reverts is
         retried job by job (a revert changes nothing, and each offer's nonce makes a
-        job impossible to create twice), so one bad job fails alone."""
-        if len(jobs) > 1:
+        job impossible to create twice), so one bad job fails alone.
+
+        Each provider named in a transaction is sent a :class:`JobCreatedNotice` for
+        it as it is signed, so the notice travels while the transaction is mined;
+        the provider checks the receipt (waiting for it if the notice came first).
+        Every job's result carries its notice's task (awaited by the job, shared by
+        the jobs of one provider); the notices of a transaction that failed are
+        awaited here.
+        """
+        jobs = [new for new, _ in items]
+        if len(items) > 1:
+            notices: dict[str, asyncio.Task[None]] = {}
             try:
                 created, tx = await asyncio.to_thread(
-                    self.escrow.create_jobs, jobs, gas=gas_create_jobs(len(jobs))
+                    self.escrow.create_jobs,
+                    jobs,
+                    gas=gas_create_jobs(len(jobs)),
+                    on_signed=self._notice_sender({peer for _, peer in items}, notices),
                 )
-                return [(job, tx, len(jobs)) for job in created]
+                return [
+                    _Created(job, tx, len(jobs), notices[peer])
+                    for job, (_, peer) in zip(created, items, strict=True)
+                ]
             except ContractRevert as exc:
                 log.info("createJobs of %d reverted (%s): one by one", len(jobs), exc)
-        out: list[tuple[ChainJob, TxResult, int] | BaseException] = []
-        for new in jobs:
+                await asyncio.gather(*notices.values())
+            except BaseException:
+                await asyncio.gather(*notices.values())
+                raise
+        out: list[_Created | BaseException] = []
+        for new, peer in items:
+            notices = {}
             try:
-                job, tx = await asyncio.to_thread(self.escrow.create_job, new, gas=GAS_CREATE_JOB)
-                out.append((job, tx, 1))
+                job, tx = await asyncio.to_thread(
+                    self.escrow.create_job,
+                    new,
+                    gas=GAS_CREATE_JOB,
+                    on_signed=self._notice_sender({peer}, notices),
+                )
+                out.append(_Created(job, tx, 1, notices[peer]))
             except Exception as exc:  # noqa: BLE001 - this job's own failure
+                await asyncio.gather(*notices.values())
                 out.append(exc)
         return out
+
+    def _notice_sender(
+        self, peers: set[str], into: dict[str, asyncio.Task[None]]
+    ) -> Callable[[bytes], None]:
+        """``on_signed`` for a create transaction (called in its worker thread): start a
+        notice to each of ``peers`` on the loop, into ``into``. The loop runs it before
+        it sees the thread's result, so ``into`` is filled when the create returns."""
+        loop = asyncio.get_running_loop()
+
+        def start(tx_hash: bytes) -> None:
+            for peer in peers:
+                into[peer] = loop.create_task(self._notify_created(peer, tx_hash))
+
+        def on_signed(tx_hash: bytes) -> None:
+            loop.call_soon_threadsafe(start, tx_hash)
+
+        return on_signed
 
     async def _accept_results(
         self, jobs: list[ChainJob]
@@ -617,12 +670,15 @@ class AsyncClient:
                 counterparty=offer.provider,
             ),
         )
-        chain_job, created, created_jobs = await self._creator(new)
-        # the notice and the store write run while the provider works (a restart finds
-        # the job onchain); awaited before the next store write, and on every way out
+        made = await self._creator((new, peer))
+        chain_job, created, created_jobs = made.job, made.tx, made.jobs_in_tx
+        # the notice (sent as the transaction was signed) and the store write run while
+        # the provider works (a restart finds the job onchain); awaited before the next
+        # store write, and on every way out. The notice is shielded: other jobs of the
+        # same transaction and provider await it too.
         recorded = asyncio.ensure_future(
             _both(
-                self._notify_created(peer, chain_job.job_id, created.receipt.tx_hash),
+                asyncio.shield(made.notice),
                 asyncio.to_thread(
                     self.store.jobs.transition,
                     local.id,
@@ -736,13 +792,14 @@ class AsyncClient:
             with contextlib.suppress(Exception):  # the error on the way out is the one
                 await recorded  # (at once if it was awaited above)
 
-    async def _notify_created(self, peer: str, job_id: int, tx_hash: bytes) -> None:
-        """Tell the provider its job is mined (a hint; its follower is the fallback).
-        Notices to one provider that queue up meanwhile share the next stream."""
+    async def _notify_created(self, peer: str, tx_hash: bytes) -> None:
+        """Tell the provider that transaction ``tx_hash`` creates its jobs (``job_id``
+        0: every job of it there; a hint, its follower is the fallback). Notices to
+        one provider that queue up meanwhile share the next stream."""
         try:
-            await self._notifiers(peer, JobCreatedNotice(job_id=job_id, tx_hash=tx_hash))
+            await self._notifiers(peer, JobCreatedNotice(job_id=0, tx_hash=tx_hash))
         except Exception as exc:  # noqa: BLE001 - the provider's follower still sees the job
-            log.info("job %d: could not notify the provider: %s", job_id, exc)
+            log.info("tx 0x%s: could not notify the provider: %s", tx_hash.hex(), exc)
 
     async def _send_notices(self, peer: str, notices: list[JobCreatedNotice]) -> list[None]:
         await self.p2p.notify_created_many(peer, notices)

@@ -55,7 +55,7 @@ from node.chain.escrow import (
 )
 from node.chain.follower import EventFollower, JsonCursorStore
 from node.chain.jobs import Job as ChainJob
-from node.chain.rpc import Rpc, Signer
+from node.chain.rpc import Receipt, Rpc, Signer
 from node.metrics import Metrics
 from node.offers_seen import OfferRecorder
 from node.p2p.blobstore import BlobStore
@@ -114,11 +114,15 @@ class ProviderSettings:
     # run an accepted job before its createJob lands when a sandbox slot is idle and
     # nothing paid waits, if its weights + inputs are at most this many bytes (0: never)
     speculate_max_bytes: int = 1 << 20
+    # how long a job-created notice (sent as the client signs) waits for its receipt
+    notice_wait_s: float = 5.0
 
 
 #: How many recently created job ids are remembered to tell a late duplicate
 #: (notice and follower both report a job) from a job nobody accepted.
 _TAKEN_MEMORY = 65_536
+#: Most job-created notices of one client whose receipts are awaited at once.
+MAX_NOTICE_WAITS_PER_CLIENT = 16
 #: Most result manifests delivered to one client on one stream.
 MAX_DELIVERY_BATCH = 32
 #: Most jobs one worker takes from the queue at once (their runs may share a child).
@@ -234,6 +238,7 @@ class ProviderDaemon:
         self._notice_receipts: collections.OrderedDict[bytes, tuple[EventRecord, ...]] = (
             collections.OrderedDict()
         )
+        self._notice_waits: dict[bytes, int] = {}  # client -> receipts awaited for it
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -667,34 +672,77 @@ class ProviderDaemon:
                 self.completed += 1
 
     async def _on_created_notice(self, peer: str, notice: JobCreatedNotice) -> None:
-        """A client says its ``createJob`` is mined: check the receipt, then queue the job.
+        """A client says a transaction creates jobs it asked us for: check the receipt,
+        then queue them.
 
-        Only a successful transaction to the escrow that emitted ``JobCreated`` for
-        this job id, this provider and the sending peer's address counts; anything
-        else is ignored (the follower remains the authority of last resort).
+        Clients send the notice as they sign the transaction, so the receipt may not
+        exist yet: it is polled for, for up to ``notice_wait_s``, and only for a
+        client with an accepted request waiting (at most
+        :data:`MAX_NOTICE_WAITS_PER_CLIENT` at a time). Only a successful
+        transaction whose ``JobCreated`` logs name this provider, the sending peer's
+        address and an accepted request counts (``job_id`` 0: every such job in
+        it; otherwise only that job); anything else is ignored (the follower
+        remains the authority of last resort).
         """
-        events = self._notice_receipts.get(notice.tx_hash)
-        if events is None:
-            try:
-                receipt = await asyncio.to_thread(self.rpc.receipt, notice.tx_hash)
-            except ChainError as exc:
-                log.info("job-created notice from %s: receipt lookup failed: %s", peer, exc)
-                return
-            if receipt is None or receipt.status != 1:
-                return
-            events = self.escrow.decode_events(receipt)
-            self._notice_receipts[notice.tx_hash] = events
-            if len(self._notice_receipts) > 64:
-                self._notice_receipts.popitem(last=False)
         client = address_from_peer_id(peer)
+        if not any(key[0] == client for key in self._pending):
+            log.info("job-created notice from %s, who has no accepted request waiting", peer)
+            return
+        events = await self._notice_events(peer, client, notice.tx_hash)
+        matched = False
         for ev in events:
-            if ev.name != "JobCreated" or int(ev.fields["jobId"]) != notice.job_id:
+            if ev.name != "JobCreated":
+                continue
+            if notice.job_id and int(ev.fields["jobId"]) != notice.job_id:
                 continue
             job = ChainJob.from_created(ev.fields)
             if job.client == client and (job.client, job.spec_hash) in self._pending:
                 await self._on_event(ev.name, ev.fields, ev.block_number)
-                return
-        log.info("job-created notice from %s names no job waiting here", peer)
+                matched = True
+        if not matched:
+            log.info("job-created notice from %s names no job waiting here", peer)
+
+    async def _notice_events(
+        self, peer: str, client: bytes, tx_hash: bytes
+    ) -> tuple[EventRecord, ...]:
+        """The escrow events of a successful transaction (cached), waiting for it to
+        be mined; empty if it failed, never came, or the client has too many waits."""
+        events = self._notice_receipts.get(tx_hash)
+        if events is not None:
+            return events
+        waits = self._notice_waits.get(client, 0)
+        if waits >= MAX_NOTICE_WAITS_PER_CLIENT:
+            log.info("job-created notice from %s: %d receipts awaited already", peer, waits)
+            return ()
+        self._notice_waits[client] = waits + 1
+        try:
+            receipt = await self._receipt_soon(tx_hash)
+        except ChainError as exc:
+            log.info("job-created notice from %s: receipt lookup failed: %s", peer, exc)
+            return ()
+        finally:
+            self._notice_waits[client] -= 1
+            if not self._notice_waits[client]:
+                del self._notice_waits[client]
+        if receipt is None or receipt.status != 1:
+            return ()
+        events = self.escrow.decode_events(receipt)
+        self._notice_receipts[tx_hash] = events
+        if len(self._notice_receipts) > 64:
+            self._notice_receipts.popitem(last=False)
+        return events
+
+    async def _receipt_soon(self, tx_hash: bytes) -> Receipt | None:
+        """The receipt, polled every 0.5 ms at first (backing off to 250 ms) for up
+        to ``notice_wait_s``; None if it is not mined by then."""
+        deadline = time.monotonic() + self.settings.notice_wait_s
+        delay = 0.0005
+        while True:
+            receipt = await asyncio.to_thread(self.rpc.receipt, tx_hash)
+            if receipt is not None or time.monotonic() + delay > deadline:
+                return receipt
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
     # ------------------------------------------------------------ work
     async def _worker(self, stop: asyncio.Event) -> None:

@@ -11,7 +11,7 @@ rebuilt from the events, ready to pass to the next call.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from node.chain.abi import Abi
@@ -260,17 +260,30 @@ class Escrow(BoundContract):
     def _new_tuple(j: NewJob) -> tuple[Any, ...]:
         return (_offer_tuple(j.offer), j.offer_sig, j.spec_hash, j.max_payment, j.deadline, j.lane)
 
-    def create_job(self, new: NewJob, *, gas: int | None = None) -> tuple[Job, TxResult]:
-        """Match a job; returns the job struct and the tx."""
-        res = self.transact("createJob", *self._new_tuple(new), gas=gas)
+    def create_job(
+        self,
+        new: NewJob,
+        *,
+        gas: int | None = None,
+        on_signed: Callable[[bytes], None] | None = None,
+    ) -> tuple[Job, TxResult]:
+        """Match a job; returns the job struct and the tx (``on_signed``: as in
+        :meth:`~node.chain.contract.Contract.transact`)."""
+        res = self.transact("createJob", *self._new_tuple(new), gas=gas, on_signed=on_signed)
         (created,) = res.named("JobCreated")
         return Job.from_created(created), res
 
     def create_jobs(
-        self, jobs: Sequence[NewJob], *, gas: int | None = None
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        gas: int | None = None,
+        on_signed: Callable[[bytes], None] | None = None,
     ) -> tuple[list[Job], TxResult]:
         """Batch create; returns the jobs in input order and the tx."""
-        res = self.transact("createJobs", [self._new_tuple(j) for j in jobs], gas=gas)
+        res = self.transact(
+            "createJobs", [self._new_tuple(j) for j in jobs], gas=gas, on_signed=on_signed
+        )
         return [Job.from_created(c) for c in res.named("JobCreated")], res
 
     def _result_hash(self, r: ResultArgs) -> bytes:

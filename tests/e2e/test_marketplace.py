@@ -15,7 +15,7 @@ import torch
 
 from node.chain.anvil import Anvil
 from node.chain.devnet import TOKEN, Actor, Devnet
-from node.chain.escrow import NewJob
+from node.chain.escrow import GAS_CREATE_JOB, NewJob
 from node.client import AsyncClient
 from node.errors import NoMatchingOffer
 from node.p2p.config import P2PConfig
@@ -112,6 +112,51 @@ def _local(weights: bytes, x: torch.Tensor) -> torch.Tensor:
     return formats.run("mlp@1", MLP, model, formats.save_safetensors({"x": x}))["logits"]
 
 
+async def _accepted_job(c: AsyncClient, daemon: ProviderDaemon, seed: int) -> NewJob:
+    """Send ``daemon`` a job request from ``c`` directly; the createJob arguments of its
+    accept."""
+    weights = formats.random_weights("mlp@1", MLP, seed=seed)
+    inputs = formats.save_safetensors({"x": torch.ones(1, 12)})
+    w_cid, i_cid = c.blobs.put_bytes(weights), c.blobs.put_bytes(inputs)
+    provider_address = daemon.identity.address
+    c._grants[(provider_address, w_cid.digest)] = 1  # what run() grants per request
+    c._grants[(provider_address, i_cid.digest)] = 1
+    spec = JobSpec(
+        model=ModelRef(arch="mlp@1", config=MLP, weights=w_cid.digest, weights_size=len(weights)),
+        inputs=i_cid.digest,
+        inputs_size=len(inputs),
+    )
+    request = JobRequest(
+        request_id=seed.to_bytes(16, "big"),
+        client=c.identity.address,
+        spec=spec,
+        max_price_per_gpu_second=2 * PRICE,
+        max_payment=2 * PRICE * 10,
+        deadline=int(time.time()) + 300,
+    )
+    accept = await c.p2p.request_job(daemon.p2p.peer_id, request)
+    assert isinstance(accept, JobAccept)
+    return NewJob(
+        offer=accept.offer.signed_data(),
+        offer_sig=accept.offer.signature,
+        spec_hash=accept.spec_hash,
+        max_payment=request.max_payment,
+        deadline=request.deadline,
+        lane=seed,
+    )
+
+
+async def _states_become(daemon: ProviderDaemon, want: list[JobState]) -> list[JobState]:
+    """The daemon's job states once they are ``want`` (or after 10 s)."""
+    states: list[JobState] = []
+    for _ in range(200):
+        states = [j.state for j in daemon.store.jobs.select(limit=10)]
+        if states == want:
+            break
+        await asyncio.sleep(0.05)
+    return states
+
+
 def test_happy_path_pays_the_provider_and_returns_the_right_tensor(
     devnet: Devnet, pool: WorkerPool
 ) -> None:
@@ -193,40 +238,15 @@ def test_fast_path_hints_are_checked_against_the_chain(devnet: Devnet, pool: Wor
             client(devnet, tmp, [daemon]) as c,
             client(devnet, tmp / "s", [daemon]) as stranger,
         ):
-            weights = formats.random_weights("mlp@1", MLP, seed=5)
-            inputs = formats.save_safetensors({"x": torch.ones(1, 12)})
-            w_cid, i_cid = c.blobs.put_bytes(weights), c.blobs.put_bytes(inputs)
-            spec = JobSpec(
-                model=ModelRef(
-                    arch="mlp@1", config=MLP, weights=w_cid.digest, weights_size=len(weights)
-                ),
-                inputs=i_cid.digest,
-                inputs_size=len(inputs),
-            )
-            request = JobRequest(
-                request_id=bytes(range(16)),
-                client=c.identity.address,
-                spec=spec,
-                max_price_per_gpu_second=2 * PRICE,
-                max_payment=2 * PRICE * 10,
-                deadline=int(time.time()) + 300,
-            )
             # no request was sent from `c`: the provider may not fetch its blobs
+            w_cid = c.blobs.put_bytes(formats.random_weights("mlp@1", MLP, seed=5))
+            i_cid = c.blobs.put_bytes(formats.save_safetensors({"x": torch.ones(1, 12)}))
             assert not await c._authorize(daemon.p2p.peer_id, w_cid, 0)
             c._grants[(prov.address, w_cid.digest)] = 1  # what run() grants per request
             c._grants[(prov.address, i_cid.digest)] = 1
             assert await c._authorize(daemon.p2p.peer_id, i_cid, 0)
             assert not await c._authorize(stranger.p2p.peer_id, i_cid, 0)
-            accept = await c.p2p.request_job(daemon.p2p.peer_id, request)
-            assert isinstance(accept, JobAccept)
-            new = NewJob(
-                offer=accept.offer.signed_data(),
-                offer_sig=accept.offer.signature,
-                spec_hash=accept.spec_hash,
-                max_payment=request.max_payment,
-                deadline=request.deadline,
-                lane=0,
-            )
+            new = await _accepted_job(c, daemon, seed=5)
             job, created = await asyncio.to_thread(c.escrow.create_job, new)
             real = JobCreatedNotice(job_id=job.job_id, tx_hash=created.receipt.tx_hash)
             # the right transaction, but sent by another peer than its client: ignored
@@ -240,14 +260,53 @@ def test_fast_path_hints_are_checked_against_the_chain(devnet: Devnet, pool: Wor
             assert [j.state for j in daemon.store.jobs.select(limit=10)] == [JobState.NONE]
             # the real notice from the client starts the job, long before the next poll
             await c.p2p.notify_created(daemon.p2p.peer_id, real)
-            states: list[JobState] = []
-            for _ in range(200):
-                states = [j.state for j in daemon.store.jobs.select(limit=10)]
-                if states == [JobState.SUBMITTED]:
-                    break
-                await asyncio.sleep(0.05)
-            assert states == [JobState.SUBMITTED]
+            assert await _states_become(daemon, [JobState.SUBMITTED]) == [JobState.SUBMITTED]
             assert daemon._pending_count == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_notice_sent_before_its_transaction_is_mined(devnet: Devnet, pool: WorkerPool) -> None:
+    """Clients notify as they sign: the provider waits for the receipt (job id 0: every
+    job of the transaction for it), and gives up on one that never comes."""
+
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        prov = devnet.provider()
+        async with (
+            provider(devnet, pool, tmp, prov, poll_interval_s=60, notice_wait_s=1.5) as daemon,
+            client(devnet, tmp, [daemon]) as c,
+        ):
+            new = await _accepted_job(c, daemon, seed=7)
+            # a notice for a transaction that never exists: polled for, then dropped
+            await c.p2p.notify_created(
+                daemon.p2p.peer_id, JobCreatedNotice(job_id=0, tx_hash=bytes(32))
+            )
+            await asyncio.sleep(0.2)
+            assert daemon._notice_waits == {c.identity.address: 1}
+            await asyncio.sleep(1.6)
+            assert daemon._notice_waits == {} and daemon._queue.empty()
+            devnet.rpc.request("evm_setAutomine", [False])
+            try:
+                fn = c.escrow.abi.functions["createJob"]
+                data = fn.encode(*c.escrow._new_tuple(new))
+                signer = c.escrow.signer
+                assert signer is not None
+                tx_hash = await asyncio.to_thread(
+                    signer.send, c.escrow.address, data, gas=GAS_CREATE_JOB
+                )
+                await c.p2p.notify_created(
+                    daemon.p2p.peer_id, JobCreatedNotice(job_id=0, tx_hash=tx_hash)
+                )
+                await asyncio.sleep(0.3)  # the provider is polling for the receipt
+                assert daemon._notice_waits == {c.identity.address: 1}
+                assert [j.state for j in daemon.store.jobs.select(limit=10)] == [JobState.NONE]
+                devnet.rpc.request("evm_mine", [])
+            finally:
+                devnet.rpc.request("evm_setAutomine", [True])
+            # started by the notice (the follower polls once a minute)
+            assert await _states_become(daemon, [JobState.SUBMITTED]) == [JobState.SUBMITTED]
+            assert daemon._notice_waits == {}
 
     asyncio.run(scenario())
 
