@@ -73,6 +73,7 @@ from node.p2p.service import P2PService
 from node.p2p.wire import JobCreatedNotice
 from node.runtime.formats import parse_safetensors, save_safetensors
 from node.selection import Reliability, Requirements, rank_offers
+from node.store.records import Job as StoreJob
 from node.store.records import NewJob as StoreNewJob
 from node.store.records import Role
 from node.store.store import Store
@@ -406,68 +407,94 @@ class AsyncClient:
         ranked.sort(key=lambda c: c.expected_price * (1 + self._inflight.get(c.offer.provider, 0)))
         declined: list[tuple[str, DeclineReason]] = []
         last: GpunetError | None = None
-        for attempt in range(REQUEST_ROUNDS):
-            if attempt:  # every candidate was unreachable or busy: back off, try again
-                await asyncio.sleep(0.5 * attempt)
-            for candidate in ranked:
-                provider = candidate.offer.provider
-                request = JobRequest(
-                    request_id=os.urandom(16),
-                    client=self.identity.address,
-                    spec=spec,
-                    max_price_per_gpu_second=max_price,
-                    max_payment=max_payment,
-                    deadline=int(time.time()) + deadline_s,
-                    inputs_inline=inline,
-                )
-                say("requesting", checksum_address(provider))
-                # reserve before the first await, so concurrent runs see the load and spread
-                self._inflight[provider] = self._inflight.get(provider, 0) + 1
-                grant = [(provider, spec.model.weights), (provider, spec.inputs)]
-                for key in grant:  # the provider may fetch these as soon as it accepts
-                    self._grants[key] = self._grants.get(key, 0) + 1
-                try:
-                    answer = await self._request(provider, peers[provider], request)
-                    if isinstance(answer, GpunetError):
-                        last = answer
-                        continue
-                    if isinstance(answer, JobDecline):
-                        self._record(provider, ok=False)
-                        declined.append((checksum_address(provider), answer.reason))
-                        last = ProviderDeclined(
-                            checksum_address(provider), answer.reason, answer.message
-                        )
-                        continue
+        # this run's own record (unless the caller made one): written while the first
+        # request is in flight, bound to another provider if that one takes the job,
+        # abandoned with the reason if none does
+        pre: asyncio.Task[StoreJob] | None = None
+        matched = False
+        try:
+            for attempt in range(REQUEST_ROUNDS):
+                if attempt:  # every candidate was unreachable or busy: back off, try again
+                    await asyncio.sleep(0.5 * attempt)
+                for candidate in ranked:
+                    provider = candidate.offer.provider
+                    request = JobRequest(
+                        request_id=os.urandom(16),
+                        client=self.identity.address,
+                        spec=spec,
+                        max_price_per_gpu_second=max_price,
+                        max_payment=max_payment,
+                        deadline=int(time.time()) + deadline_s,
+                        inputs_inline=inline,
+                    )
+                    say("requesting", checksum_address(provider))
+                    # reserve before the first await, so concurrent runs see the load and spread
+                    self._inflight[provider] = self._inflight.get(provider, 0) + 1
+                    grant = [(provider, spec.model.weights), (provider, spec.inputs)]
+                    for key in grant:  # the provider may fetch these as soon as it accepts
+                        self._grants[key] = self._grants.get(key, 0) + 1
+                    terms = _terms(spec, request, provider, candidate.offer.price_per_gpu_second)
+                    if record is None and pre is None:
+                        pre = asyncio.create_task(asyncio.to_thread(self.store.jobs.create, terms))
                     try:
-                        result = await self._matched(
-                            answer,
-                            request,
-                            peers[provider],
-                            spec,
-                            say,
-                            accept_result=accept,
-                            record=record,
-                        )
-                    except (AttestationInvalid, DeadlineMissed):
-                        self._record(provider, ok=False)
-                        raise
-                finally:
-                    self._inflight[provider] -= 1
-                    for key in grant:
-                        self._grants[key] -= 1
-                        if not self._grants[key]:
-                            del self._grants[key]
-                self._record(provider, ok=True)
-                return dataclasses.replace(
-                    result, latency_s=time.monotonic() - started, declined_by=tuple(declined)
+                        answer = await self._request(provider, peers[provider], request)
+                        if isinstance(answer, GpunetError):
+                            last = answer
+                            continue
+                        if isinstance(answer, JobDecline):
+                            self._record(provider, ok=False)
+                            declined.append((checksum_address(provider), answer.reason))
+                            last = ProviderDeclined(
+                                checksum_address(provider), answer.reason, answer.message
+                            )
+                            continue
+                        prerecorded = await pre if pre is not None else None
+                        matched = True
+                        try:
+                            result = await self._matched(
+                                answer,
+                                request,
+                                peers[provider],
+                                spec,
+                                say,
+                                accept_result=accept,
+                                record=record,
+                                prerecorded=prerecorded,
+                            )
+                        except (AttestationInvalid, DeadlineMissed):
+                            self._record(provider, ok=False)
+                            raise
+                    finally:
+                        self._inflight[provider] -= 1
+                        for key in grant:
+                            self._grants[key] -= 1
+                            if not self._grants[key]:
+                                del self._grants[key]
+                    self._record(provider, ok=True)
+                    return dataclasses.replace(
+                        result, latency_s=time.monotonic() - started, declined_by=tuple(declined)
+                    )
+                retryable = isinstance(last, ProviderUnreachable) or (
+                    isinstance(last, ProviderDeclined) and last.reason is DeclineReason.CAPACITY
                 )
-            retryable = isinstance(last, ProviderUnreachable) or (
-                isinstance(last, ProviderDeclined) and last.reason is DeclineReason.CAPACITY
+                if not retryable:
+                    break
+            assert last is not None
+            raise last
+        except BaseException as exc:
+            if pre is not None and not matched:
+                await self._abandon(pre, exc)
+            raise
+
+    async def _abandon(self, pre: asyncio.Task[StoreJob], why: BaseException) -> None:
+        """Close this run's record: no provider took the job (nothing reached the chain)."""
+        try:
+            job = await pre
+            await asyncio.to_thread(
+                self.store.jobs.abandon, job.id, f"{type(why).__name__}: {why}"[:500]
             )
-            if not retryable:
-                break
-        assert last is not None
-        raise last
+        except Exception as exc:  # noqa: BLE001 - the run's own error is the one to raise
+            log.warning("could not close the record of a job no provider took: %s", exc)
 
     async def _request(
         self, provider: bytes, peer: str, request: JobRequest
@@ -604,6 +631,7 @@ class AsyncClient:
         *,
         accept_result: bool = True,
         record: int | None = None,
+        prerecorded: StoreJob | None = None,
     ) -> Result:
         offer = accept.offer
         if (
@@ -629,6 +657,7 @@ class AsyncClient:
                 say=say,
                 accept_result=accept_result,
                 record=record,
+                prerecorded=prerecorded,
             )
             if not accept_result:  # the lane stays busy until the job finalizes
                 self._busy_lanes.add(lane)
@@ -647,6 +676,7 @@ class AsyncClient:
         say: Progress,
         accept_result: bool = True,
         record: int | None = None,
+        prerecorded: StoreJob | None = None,
     ) -> Result:
         offer = accept.offer
         new = NewJob(
@@ -657,19 +687,17 @@ class AsyncClient:
             deadline=request.deadline,
             lane=lane,
         )
-        local = await asyncio.to_thread(
-            self.store.jobs.create if record is None else partial(self.store.jobs.bind, record),
-            StoreNewJob(
-                role=Role.CLIENT,
-                spec_hash=accept.spec_hash,
-                max_payment=request.max_payment,
-                price=offer.price_per_gpu_second,
-                deadline=request.deadline,
-                spec=spec,
-                request_id=request.request_id,
-                counterparty=offer.provider,
-            ),
-        )
+        terms = _terms(spec, request, offer.provider, offer.price_per_gpu_second)
+        if prerecorded is not None and _same_terms(prerecorded, terms):
+            local = prerecorded  # recorded while the request was in flight
+        else:  # bound to the provider that took it, at the price it took it for
+            bind_to = prerecorded.id if prerecorded is not None else record
+            local = await asyncio.to_thread(
+                self.store.jobs.create
+                if bind_to is None
+                else partial(self.store.jobs.bind, bind_to),
+                terms,
+            )
         made = await self._creator((new, peer))
         chain_job, created, created_jobs = made.job, made.tx, made.jobs_in_tx
         # the notice (sent as the transaction was signed) and the store write run while
@@ -1021,6 +1049,31 @@ class Client:
 
 async def _make_client(identity: Identity, kwargs: dict[str, Any]) -> AsyncClient:
     return AsyncClient(identity, **kwargs)
+
+
+def _terms(spec: JobSpec, request: JobRequest, provider: bytes, price: int) -> StoreNewJob:
+    """The client's record of a job requested from ``provider`` at ``price``."""
+    return StoreNewJob(
+        role=Role.CLIENT,
+        spec_hash=spec.spec_hash(),
+        max_payment=request.max_payment,
+        price=price,
+        deadline=request.deadline,
+        spec=spec,
+        request_id=request.request_id,
+        counterparty=provider,
+    )
+
+
+def _same_terms(job: StoreJob, terms: StoreNewJob) -> bool:
+    """Whether a recorded job already holds ``terms`` (what binding would write)."""
+    return (
+        job.counterparty == terms.counterparty
+        and job.request_id == terms.request_id
+        and job.price == terms.price
+        and job.max_payment == terms.max_payment
+        and job.deadline == terms.deadline
+    )
 
 
 async def _both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:

@@ -165,6 +165,7 @@ class _Running:
     attestation: Attestation | None = None
     prefetch: asyncio.Task[Blobs] | None = None
     recorded: asyncio.Task[BaseException | None] | None = None  # the CREATE store write
+    created_block: int = 0  # the block of its JobCreated (0: recorded already)
     mined: asyncio.Future[None] | None = None  # resolved when submitResult is mined
 
 
@@ -641,14 +642,8 @@ class ProviderDaemon:
             if len(self._taken) > _TAKEN_MEMORY:
                 self._taken.popitem(last=False)
             # recorded while the job runs (a restart finds the job onchain if this is
-            # lost); the worker waits for it before it records the result
-            record = asyncio.to_thread(
-                self.store.jobs.transition,
-                pending.local_id,
-                JobEvent.CREATE,
-                block=block,
-                job_id=chain_job.job_id,
-            )
+            # lost); the result's commit applies CREATE itself if this has not landed
+            record = asyncio.to_thread(self._record_created, pending.local_id, chain_job, block)
             assert self._tg is not None, "runs inside the daemon's task group"
             await self._queue.put(
                 _Running(
@@ -658,6 +653,7 @@ class ProviderDaemon:
                     pending.local_id,
                     prefetch=pending.prefetch,
                     recorded=self._tg.create_task(_quiet(record)),
+                    created_block=block,
                 )
             )
             self.metrics.queue_depth.set(self._queue.qsize())
@@ -782,9 +778,6 @@ class ProviderDaemon:
         result = prepared.result or await self._run(
             job.client, spec, prepared.weights, prepared.inputs
         )
-        if running.recorded is not None and (failure := await running.recorded) is not None:
-            raise failure
-        output = self.blobs.put_bytes(result.output)
         domain = self.escrow.domain
         attestation = Attestation.create(
             self.identity,
@@ -797,12 +790,39 @@ class ProviderDaemon:
             determinism=spec.determinism,
             metered_millis=result.metered_millis,
         )
-        await asyncio.to_thread(
-            self.store.jobs.set_result, running.local_id, output, encode(attestation)
+        output, spec_cid = await asyncio.to_thread(
+            self._record_result, running, result.output, encode(attestation)
         )
+        if running.recorded is not None:  # finished by now (or beaten by _record_result)
+            await running.recorded
         self._outputs[job.job_id] = (job.client, output)
-        self._keep_for_verifiers(job.job_id, spec, output)
+        self._job_blobs[job.job_id] = frozenset(
+            {spec_cid.digest, spec.model.weights, spec.inputs, output.digest}
+        )
         await self._deliver_and_queue(running, attestation, output, result)
+
+    def _record_created(self, local_id: int, job: ChainJob, block: int) -> None:
+        """Record that the job exists onchain (``CREATE``) unless that is recorded already
+        (by :meth:`_record_result`, which does not wait for this write)."""
+        with self.store.transaction():
+            if self.store.jobs.get(local_id).state is JobState.NONE:
+                jobs = self.store.jobs
+                jobs.transition(local_id, JobEvent.CREATE, block=block, job_id=job.job_id)
+
+    def _record_result(
+        self, running: _Running, output: bytes, attestation: bytes
+    ) -> tuple[ContentId, ContentId]:
+        """Keep the output and what a verifier needs (the spec, as a blob named by its
+        hash; weights and inputs are kept already), then record the output and the
+        signed attestation (and ``CREATE``, if its own write has not landed yet) in one
+        commit, before anything of it leaves the node. Returns the output's and the
+        spec's content ids. Runs in a worker thread."""
+        output_cid = self.blobs.put_bytes(output)
+        spec_cid = self.blobs.put_bytes(spec_bytes(running.spec))
+        with self.store.transaction():
+            self._record_created(running.local_id, running.chain_job, running.created_block)
+            self.store.jobs.set_result(running.local_id, output_cid, attestation)
+        return output_cid, spec_cid
 
     async def _deliver_and_queue(
         self,

@@ -17,12 +17,13 @@ from node.chain.anvil import Anvil
 from node.chain.devnet import TOKEN, Actor, Devnet
 from node.chain.escrow import GAS_CREATE_JOB, NewJob
 from node.client import AsyncClient
-from node.errors import NoMatchingOffer
+from node.errors import NoMatchingOffer, ProviderDeclined
 from node.p2p.config import P2PConfig
 from node.p2p.wire import JobCreatedNotice
 from node.provider import ProviderDaemon, ProviderSettings
 from node.runtime import detect, formats
 from node.runtime.pool import PoolConfig, WorkerPool
+from node.store.records import Role
 from node.store.store import Store
 from protocol.content import cid_of
 from protocol.lifecycle import JobState
@@ -204,6 +205,7 @@ def test_the_result_hint_saves_a_look_up_and_a_wrong_one_costs_only_a_revert(
             job = ("mlp@1", MLP, weights)
             honest = await c.run(job, {"x": x}, max_price=2 * PRICE)
             assert c._submitted_lookup.items == 0  # accepted on the hint alone
+            assert c._reliability[prov.address].failures == 0
             honest_flush = daemon._deliverers._flush
 
             async def lying(peer: str, manifests: list[ResultManifest]) -> list[object]:
@@ -215,7 +217,10 @@ def test_the_result_hint_saves_a_look_up_and_a_wrong_one_costs_only_a_revert(
             daemon._deliverers = type(daemon._deliverers)(lying)
             before = devnet.escrow.balance_of(prov.address)
             result = await c.run(job, {"x": x}, max_price=2 * PRICE)
-            assert c._submitted_lookup.items == 1  # the revert sent it to the chain
+            # the revert sent it to the chain (a look-up, unless the follower had the event
+            # already), and counts against the provider
+            assert c._submitted_lookup.items <= 1
+            assert c._reliability[prov.address].failures == 1
             assert torch.equal(result.outputs["logits"], honest.outputs["logits"])
             assert (
                 result.receipts["acceptResult"].named("JobFinalized")[0]["jobId"] == result.job_id
@@ -326,6 +331,24 @@ def test_decline_falls_back_to_the_next_provider(devnet: Devnet, pool: WorkerPoo
             result = await c.run(("mlp@1", MLP, weights), {"x": torch.ones(2, 12)}, max_price=PRICE)
             assert result.provider == dear.address
             assert [reason for _, reason in result.declined_by] == [DeclineReason.CAPACITY]
+            # one record, written while the first request was out, bound to the taker
+            (job,) = c.store.jobs.select(limit=10)
+            assert job.counterparty == dear.address and job.price == PRICE
+            assert job.state is JobState.FINALIZED and job.job_id == result.job_id
+            assert job.abandoned_at is None
+            # when every provider declines, the record is closed with the reason
+            async with (
+                provider(devnet, pool, tmp, devnet.provider(), decline_every=1) as only,
+                client(devnet, tmp, [only], name="alone") as lone,
+            ):
+                with pytest.raises(ProviderDeclined):
+                    await lone.run(
+                        ("mlp@1", MLP, weights), {"x": torch.ones(2, 12)}, max_price=PRICE
+                    )
+                (closed,) = lone.store.jobs.select(limit=10)
+                assert closed.state is JobState.NONE and closed.abandoned_at is not None
+                assert "ProviderDeclined" in (closed.last_error or "")
+                assert lone.store.jobs.in_flight(Role.CLIENT) == []
 
     asyncio.run(scenario())
 
