@@ -236,6 +236,7 @@ class AsyncClient:
         """Start libp2p and the chain follower, then settle jobs a previous run left open."""
         await self.p2p.start()
         start = await asyncio.to_thread(self.rpc.block_number)
+        await asyncio.to_thread(lambda: self.escrow.domain)  # chain id, cached from now on
         follower = EventFollower(self.escrow, MemoryCursorStore(), start_block=start)
         self._follower_task = asyncio.create_task(self._follow(follower), name="client-follower")
         await self.resume()
@@ -381,7 +382,7 @@ class AsyncClient:
             max_payment = pricing.max_payment_for(max_price, max_gpu_millis)
         inline = inputs_bytes if len(inputs_bytes) <= MAX_INLINE_BYTES else b""
         say("selecting", f"{arch}, max {max_price}/GPU-s, escrow {max_payment}")
-        domain = await asyncio.to_thread(lambda: self.escrow.domain)
+        domain = self.escrow.domain  # read from the chain at start
         req = Requirements(
             client=self.identity.address,
             chain_id=domain.chain_id,
@@ -742,13 +743,17 @@ class AsyncClient:
                 raise DeadlineMissed(chain_job.job_id, refund_tx) from None
             await recorded
             # recorded while the result is checked and accepted (the chain has it already)
-            record_submit = asyncio.to_thread(self.store.jobs.transition, local.id, JobEvent.SUBMIT)
+            submit_task = asyncio.ensure_future(
+                asyncio.to_thread(self.store.jobs.transition, local.id, JobEvent.SUBMIT)
+            )
             try:
                 output = await self._fetch_and_verify(waiting, manifest, submitted, say)
             except BaseException:
                 with contextlib.suppress(Exception):  # the check's error is the one to raise
-                    await record_submit
+                    await submit_task
                 raise
+            # the checked output is kept (a small one came inline) while it is accepted
+            record_submit = _both(submit_task, self._keep_inline(manifest, output))
             if not accept_result:
                 await record_submit
                 settlement = pricing.settle(
@@ -907,9 +912,13 @@ class AsyncClient:
         say("verifying", f"job {job.job_id}")
         if cid_of(data).digest != att.output_hash:
             raise AttestationInvalid(f"job {job.job_id}: output does not hash to the attestation")
-        if manifest.inline:  # like a fetched output, kept in the blob store (served by the API)
-            await asyncio.to_thread(self.blobs.put_bytes, data)
         return data
+
+    async def _keep_inline(self, manifest: ResultManifest, output: bytes) -> None:
+        """Keep a checked output that came inline in the blob store, like a fetched one
+        (the API serves it)."""
+        if manifest.inline:
+            await asyncio.to_thread(self.blobs.put_bytes, output)
 
     async def _refund_after_deadline(self, job: ChainJob) -> str | None:
         """Claim the refund once the deadline has passed.
