@@ -8,7 +8,7 @@ from pathlib import Path
 
 from node.chain import errors as E
 from node.chain.devnet import TOKEN, Devnet
-from node.client import AsyncClient
+from node.client import AsyncClient, _Created
 from node.p2p.config import P2PConfig
 from protocol.lifecycle import JobState
 
@@ -40,8 +40,17 @@ def test_create_batch_that_reverts_falls_back_to_one_job_at_a_time(
         for i in range(3)
     ]
 
+    peer = provider.identity.peer_id
+
     async def main() -> list[object]:
-        return await asyncio.gather(*(client._creator(n) for n in news), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(client._creator((n, peer)) for n in news), return_exceptions=True
+        )
+        # every transaction's notice was started as it was signed, and ends (here it
+        # cannot be delivered: this client's libp2p is not started; that is only logged)
+        notices = [o.notice for o in outcomes if isinstance(o, _Created)]
+        await asyncio.gather(*notices)
+        return outcomes
 
     try:
         first, second, third = asyncio.run(main())
@@ -49,10 +58,10 @@ def test_create_batch_that_reverts_falls_back_to_one_job_at_a_time(
         client.store.close()
     assert isinstance(third, E.InsufficientBalance), third
     for outcome in (first, second):
-        assert not isinstance(outcome, BaseException), outcome
-        job, tx, shared = outcome  # type: ignore[misc]
-        assert shared == 1 and len(tx.named("JobCreated")) == 1
-        assert net.escrow.job_state(job) is JobState.MATCHED
+        assert isinstance(outcome, _Created), outcome
+        assert outcome.jobs_in_tx == 1 and len(outcome.tx.named("JobCreated")) == 1
+        assert net.escrow.job_state(outcome.job) is JobState.MATCHED
+    assert first.notice is not second.notice  # type: ignore[union-attr]
     assert client._creator.batches == 2 and client._creator.items == 3
     assert net.escrow.balance_of(client.identity.address) == 0
 
