@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
+import stat
 import struct
 from collections.abc import Iterable
 from typing import Final
@@ -53,8 +55,13 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _libc.syscall.restype = ctypes.c_long
 
 
+@functools.cache
 def abi_version() -> int:
-    """The kernel's Landlock ABI (0 if Landlock is unsupported or disabled)."""
+    """The kernel's Landlock ABI (0 if Landlock is unsupported or disabled).
+
+    Asked once per process (it cannot change while the kernel runs); forked children
+    inherit the answer.
+    """
     if os.uname().machine not in ("x86_64", "aarch64"):
         return 0
     rc = _libc.syscall(_SYS_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
@@ -137,7 +144,7 @@ def _add_path(ruleset: int, path: str, rights: int, handled: int) -> None:
     except FileNotFoundError:
         return
     try:
-        if not os.path.isdir(path):
+        if not stat.S_ISDIR(os.fstat(pfd).st_mode):  # what was opened, not a second lookup
             rights &= FILE_READ | WRITE_FILE | TRUNCATE | IOCTL_DEV
         attr = struct.pack("=Qi", rights & handled, pfd)
         buf = ctypes.create_string_buffer(attr, len(attr))

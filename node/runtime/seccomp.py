@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import struct
 from typing import Final
@@ -206,15 +207,30 @@ def no_new_privs() -> None:
         raise SeccompError(err, f"prctl(NO_NEW_PRIVS): {os.strerror(err)}")
 
 
+@functools.cache
+def _program(profile: str) -> tuple[ctypes.Array[ctypes.c_char], ctypes.Array[ctypes.c_char]]:
+    """``profile``'s BPF code and its ``sock_fprog``, as C buffers (built once per process).
+
+    The program depends only on the profile, so a zygote that calls :func:`prepare`
+    before it forks saves every job child building it again (~0.25 ms of Python and
+    ~50 copy-on-write page faults per child here); the bytes are the same.
+    """
+    code = build(profile)
+    buf = ctypes.create_string_buffer(code, len(code))
+    prog = struct.pack("=HxxxxxxQ", len(code) // 8, ctypes.addressof(buf))
+    return buf, ctypes.create_string_buffer(prog, len(prog))
+
+
+def prepare(profile: str) -> None:
+    """Build ``profile`` now, so that processes forked from this one install it as is."""
+    _program(profile)
+
+
 def install(profile: str) -> None:
     """Install ``profile`` on every thread of this process (TSYNC)."""
     if os.uname().machine != "x86_64":  # (no /proc check: a locked-down child has no /proc)
         raise SeccompError(errno.ENOSYS, "no seccomp syscall table for this architecture")
-    code = build(profile)
-    n = len(code) // 8
-    buf = ctypes.create_string_buffer(code, len(code))
-    prog = struct.pack("=HxxxxxxQ", n, ctypes.addressof(buf))
-    pbuf = ctypes.create_string_buffer(prog, len(prog))
+    _, pbuf = _program(profile)
     no_new_privs()
     rc = _libc.syscall(_SYS_SECCOMP, _SET_MODE_FILTER, _FLAG_TSYNC, pbuf)
     if rc != 0:

@@ -98,6 +98,10 @@ class _Zygote:
 
                 seccomp.install("job")
                 self.layers.append("seccomp")
+        if not lease and "seccomp" in cfg["layers"]:
+            from . import seccomp
+
+            seccomp.prepare("job-allow")  # built once here, installed as is by every child
         from . import formats
 
         self.formats = formats
@@ -494,11 +498,15 @@ def _prerun(z: _Zygote, req: dict[str, Any], key: str, shapes: Any) -> None:
 
 
 def _vmsize() -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    fd = os.open("/proc/self/status", os.O_RDONLY)  # raw bytes: fewer objects in a child
+    try:
+        data = os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+    at = data.find(b"\nVmSize:")
+    if at < 0:
+        return 0
+    return int(data[at + 8 : data.index(b"\n", at + 1)].split()[0]) * 1024
 
 
 def _report(fd: int, report: dict[str, Any]) -> None:
