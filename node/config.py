@@ -80,6 +80,11 @@ class ChainConfig(_Section, frozen=True, kw_only=True):
     rpc_url: Annotated[str, msgspec.Meta(max_length=512, pattern=r"^(https?|wss?)://[^\s]+$")] = (
         "http://127.0.0.1:8545"
     )
+    # pushed escrow logs (eth_subscribe over a websocket): "auto" (the RPC URL's host
+    # and port, given up if it does not work), "" (off), or a ws(s):// URL
+    ws_url: Annotated[str, msgspec.Meta(max_length=512, pattern=r"^(auto|wss?://[^\s]+)?$")] = (
+        "auto"
+    )
     chain_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] = 31337
     escrow_address: Annotated[str, msgspec.Meta(pattern=r"^(0x[0-9a-fA-F]{40})?$")] = ""
     confirmations: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 1

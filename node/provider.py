@@ -55,7 +55,8 @@ from node.chain.escrow import (
 )
 from node.chain.follower import EventFollower, JsonCursorStore
 from node.chain.jobs import Job as ChainJob
-from node.chain.rpc import Receipt, Rpc, Signer
+from node.chain.rpc import Log, Receipt, Rpc, Signer
+from node.chain.subscription import LogSubscription
 from node.metrics import Metrics
 from node.offers_seen import OfferRecorder
 from node.p2p.blobstore import BlobStore
@@ -116,6 +117,10 @@ class ProviderSettings:
     speculate_max_bytes: int = 1 << 20
     # how long a job-created notice (sent as the client signs) waits for its receipt
     notice_wait_s: float = 5.0
+    # the chain node's websocket for pushed escrow logs (JobCreated the moment it is
+    # mined): "auto" derives it from the RPC URL and gives up if it does not work,
+    # "" turns it off (notices and the follower remain)
+    ws_url: str = "auto"
 
 
 #: How many recently created job ids are remembered to tell a late duplicate
@@ -240,6 +245,7 @@ class ProviderDaemon:
             collections.OrderedDict()
         )
         self._notice_waits: dict[bytes, int] = {}  # client -> receipts awaited for it
+        self._subscription: LogSubscription | None = None
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -279,6 +285,14 @@ class ProviderDaemon:
                 await self._resume(start_block)
                 tg.create_task(self._publish_offers(stop))
                 tg.create_task(self._follow(follower, stop))
+                if self.settings.ws_url:
+                    self._subscription = LogSubscription(
+                        self.settings.ws_url,
+                        self.escrow.address,
+                        self._on_pushed_log,
+                        rpc_url=self.rpc.url,
+                    )
+                    tg.create_task(self._subscription.run())
                 self.ready.set()
                 await stop.wait()
                 raise Stop
@@ -684,6 +698,8 @@ class ProviderDaemon:
         if not any(key[0] == client for key in self._pending):
             log.info("job-created notice from %s, who has no accepted request waiting", peer)
             return
+        if self._subscription is not None and self._subscription.live:
+            return  # the chain node pushes the transaction's logs (no receipt look-up)
         events = await self._notice_events(peer, client, notice.tx_hash)
         matched = False
         for ev in events:
@@ -697,6 +713,17 @@ class ProviderDaemon:
                 matched = True
         if not matched:
             log.info("job-created notice from %s names no job waiting here", peer)
+
+    async def _on_pushed_log(self, lg: Log) -> None:
+        """A log the chain node pushed (:mod:`node.chain.subscription`): a ``JobCreated``
+        for this provider is handled at once, as the follower would handle it later."""
+        try:
+            ev = self.escrow.decode_log(lg)
+        except ChainError as exc:
+            log.info("pushed log of tx 0x%s: %s", lg.tx_hash.hex(), exc)
+            return
+        if ev is not None and ev.name == "JobCreated":
+            await self._on_event(ev.name, ev.fields, ev.block_number)
 
     async def _notice_events(
         self, peer: str, client: bytes, tx_hash: bytes

@@ -18,7 +18,7 @@ from eth_abi.exceptions import DecodingError
 
 from node.chain.abi import Abi
 from node.chain.errors import ChainError, RpcError, UnknownRevert, decode_revert
-from node.chain.rpc import Receipt, Rpc, Signer, revert_data
+from node.chain.rpc import Log, Receipt, Rpc, Signer, revert_data
 
 GAS_MARGIN_PERCENT = 25
 
@@ -85,15 +85,21 @@ class BoundContract:
 
     def decode_events(self, receipt: Receipt) -> tuple[EventRecord, ...]:
         """This contract's events in a receipt."""
-        out = []
-        for lg in receipt.logs:
-            if lg.address != self.address or not lg.topics:
-                continue
-            ev = self.abi.events_by_topic.get(lg.topics[0])
-            if ev is not None:
-                fields = ev.decode(lg.topics[1:], lg.data)
-                out.append(EventRecord(ev.name, fields, lg.block_number, lg.log_index))
-        return tuple(out)
+        return tuple(ev for lg in receipt.logs if (ev := self.decode_log(lg)) is not None)
+
+    def decode_log(self, lg: Log) -> EventRecord | None:
+        """The event a log of this contract records (None for another contract's log or
+        an unknown event); :class:`RpcError` if its data does not decode as that event."""
+        if lg.address != self.address or not lg.topics:
+            return None
+        ev = self.abi.events_by_topic.get(lg.topics[0])
+        if ev is None:
+            return None
+        try:
+            fields = ev.decode(lg.topics[1:], lg.data)
+        except (DecodingError, ValueError, IndexError, OverflowError) as exc:
+            raise RpcError(f"undecodable {ev.name} log: {exc}") from None
+        return EventRecord(ev.name, fields, lg.block_number, lg.log_index)
 
     def transact(
         self,

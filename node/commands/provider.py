@@ -93,6 +93,7 @@ def start(
         offer_ttl_s=cfg.provider.offer_ttl_s,
         poll_interval_s=min(cfg.chain.poll_interval_s, 0.25),
         decline_every=decline_every,
+        ws_url=cfg.chain.ws_url,
     )
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
     with WorkerPool(pool_cfg) as pool, Store.open(ctx.data_dir) as store:

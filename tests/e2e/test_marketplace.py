@@ -237,9 +237,10 @@ def test_fast_path_hints_are_checked_against_the_chain(devnet: Devnet, pool: Wor
     async def scenario() -> None:
         tmp = Path(tempfile.mkdtemp())
         prov = devnet.provider()
-        # the follower polls once at start, then not for a minute: only notices start jobs
+        # the follower polls once at start, then not for a minute, and no logs are
+        # pushed: only notices start jobs
         async with (
-            provider(devnet, pool, tmp, prov, poll_interval_s=60) as daemon,
+            provider(devnet, pool, tmp, prov, poll_interval_s=60, ws_url="") as daemon,
             client(devnet, tmp, [daemon]) as c,
             client(devnet, tmp / "s", [daemon]) as stranger,
         ):
@@ -279,7 +280,9 @@ def test_a_notice_sent_before_its_transaction_is_mined(devnet: Devnet, pool: Wor
         tmp = Path(tempfile.mkdtemp())
         prov = devnet.provider()
         async with (
-            provider(devnet, pool, tmp, prov, poll_interval_s=60, notice_wait_s=1.5) as daemon,
+            provider(
+                devnet, pool, tmp, prov, poll_interval_s=60, notice_wait_s=1.5, ws_url=""
+            ) as daemon,
             client(devnet, tmp, [daemon]) as c,
         ):
             new = await _accepted_job(c, daemon, seed=7)
@@ -312,6 +315,32 @@ def test_a_notice_sent_before_its_transaction_is_mined(devnet: Devnet, pool: Wor
             # started by the notice (the follower polls once a minute)
             assert await _states_become(daemon, [JobState.SUBMITTED]) == [JobState.SUBMITTED]
             assert daemon._notice_waits == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_pushed_log_starts_the_job_without_a_notice(devnet: Devnet, pool: WorkerPool) -> None:
+    """With the chain node's websocket (anvil's, found from the RPC URL), a JobCreated is
+    acted on as it is mined: no notice, and the follower would not poll for a minute."""
+
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        prov = devnet.provider()
+        async with (
+            provider(devnet, pool, tmp, prov, poll_interval_s=60) as daemon,
+            client(devnet, tmp, [daemon]) as c,
+        ):
+            sub = daemon._subscription
+            assert sub is not None
+            for _ in range(100):
+                if sub.live:
+                    break
+                await asyncio.sleep(0.05)
+            assert sub.live
+            new = await _accepted_job(c, daemon, seed=9)
+            await asyncio.to_thread(c.escrow.create_job, new)  # and no notice is sent
+            assert await _states_become(daemon, [JobState.SUBMITTED]) == [JobState.SUBMITTED]
+            assert sub.pushed >= 1 and sub.dropped == 0
 
     asyncio.run(scenario())
 

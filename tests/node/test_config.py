@@ -79,6 +79,7 @@ def test_file_then_env(tmp_path: Path) -> None:
         ("[chain]\nchain_id = true", "chain.chain_id", "got `bool`"),
         ('[chain]\nescrow_address = "0x12"', "chain.escrow_address", "regex"),
         ('[chain]\nrpc_url = "ftp://x"', "chain.rpc_url", "regex"),
+        ('[chain]\nws_url = "http://127.0.0.1:8545"', "chain.ws_url", "regex"),
         ('[p2p]\nlisten_addrs = ["/ip4/1.2.3.4/tcp/1", "bad"]', "p2p.listen_addrs", "[1]"),
         ('[p2p]\nbootstrap_peers = ["/ip4/1.2.3.4/tcp/1"]', "p2p.bootstrap_peers", "regex"),
         ("[provider]\nprice_per_gpu_second = -1", "provider.price_per_gpu_second", ">= 0"),
