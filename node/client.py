@@ -715,6 +715,7 @@ class AsyncClient:
                     block=created.receipt.block_number,
                     tx_hash="0x" + created.receipt.tx_hash.hex(),
                     job_id=chain_job.job_id,
+                    durable=False,  # the chain has it (resume finds it there)
                 ),
             )
         )
@@ -744,7 +745,9 @@ class AsyncClient:
             await recorded
             # recorded while the result is checked and accepted (the chain has it already)
             submit_task = asyncio.ensure_future(
-                asyncio.to_thread(self.store.jobs.transition, local.id, JobEvent.SUBMIT)
+                asyncio.to_thread(
+                    self.store.jobs.transition, local.id, JobEvent.SUBMIT, durable=False
+                )
             )
             try:
                 output = await self._fetch_and_verify(waiting, manifest, submitted, say)
@@ -802,6 +805,7 @@ class AsyncClient:
                 JobEvent.ACCEPT,
                 block=accepted.receipt.block_number,
                 tx_hash="0x" + accepted.receipt.tx_hash.hex(),
+                durable=False,  # the chain has it: no fsync wait before the result returns
             )
             (final,) = (
                 f for f in accepted.named("JobFinalized") if int(f["jobId"]) == chain_job.job_id

@@ -36,6 +36,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -677,7 +678,13 @@ class ProviderDaemon:
             if running is not None:  # paid (by acceptResult, or a finalize not yet claimed)
                 self.metrics.earned(int(fields["payment"]))  # type: ignore[call-overload]
                 await asyncio.to_thread(
-                    self.store.jobs.transition, running.local_id, JobEvent.ACCEPT, block=block
+                    partial(
+                        self.store.jobs.transition,
+                        running.local_id,
+                        JobEvent.ACCEPT,
+                        block=block,
+                        durable=False,  # the chain has it
+                    )
                 )
                 self.completed += 1
 
@@ -830,8 +837,9 @@ class ProviderDaemon:
 
     def _record_created(self, local_id: int, job: ChainJob, block: int) -> None:
         """Record that the job exists onchain (``CREATE``) unless that is recorded already
-        (by :meth:`_record_result`, which does not wait for this write)."""
-        with self.store.transaction():
+        (by :meth:`_record_result`, which does not wait for this write). The chain has
+        it, so the commit does not wait for its fsync."""
+        with self.store.transaction(durable=False):
             if self.store.jobs.get(local_id).state is JobState.NONE:
                 jobs = self.store.jobs
                 jobs.transition(local_id, JobEvent.CREATE, block=block, job_id=job.job_id)
@@ -972,7 +980,8 @@ class ProviderDaemon:
                 running.mined.set_result(None)  # deliver now; a restart re-reads the chain
 
         def record() -> None:
-            with self.store.transaction():  # one commit (one fsync) for the whole batch
+            # one commit for the whole batch; the chain has it, so no fsync wait
+            with self.store.transaction(durable=False):
                 for running in batch:
                     self.store.jobs.transition(
                         running.local_id,

@@ -11,6 +11,15 @@ returns only once the WAL is on disk. Callers that write several rows for one
 step group them in one :meth:`Database.transaction`, which is also what makes
 the step atomic.
 
+Facts the chain also holds (a job's ``createJob``, ``submitResult`` or
+finalization, each with its transaction in the chain's own log) may be
+committed with ``durable=False``: the commit returns without waiting for the
+fsync. A killed process still loses nothing (the page cache keeps the WAL); a
+power loss may drop such a last commit, and the restart reconciles the job
+with the chain as it does for any job a crash caught mid-step. What the chain
+does not know (a job's spec and peer before ``createJob``, a signed
+attestation before it leaves the node) is always durable first.
+
 Group commit: in ``FULL`` mode sqlite itself runs with ``synchronous=NORMAL``
 (no fsync inside ``COMMIT``, so the connection lock is not held across the
 disk flush) and each outermost transaction then waits, outside the lock, for
@@ -89,11 +98,14 @@ class Database:
         return int(self.clock() * 1000)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite_utils.Database]:
         """All writes inside commit together or not at all; nested blocks are savepoints.
 
         Never ``await`` inside: the lock is per thread, so another task on the
         same event loop would silently join the transaction (this is checked).
+        ``durable=False`` (outermost block only) returns after ``COMMIT`` without
+        waiting for the WAL fsync (see the module docstring: for facts the chain
+        holds too); the next durable commit's fsync covers it.
         """
         seq = 0
         with self._lock:
@@ -125,7 +137,7 @@ class Database:
                     self.db.rollback()
                     raise
                 if self._sync is not None:
-                    seq = self._sync.committed()
+                    seq = self._sync.committed() if durable else 0
             finally:
                 self._depth = 0
                 self._owner = None

@@ -132,12 +132,14 @@ class Jobs:
         block: int | None = None,
         tx_hash: str | None = None,
         job_id: int | None = None,
+        durable: bool = True,
     ) -> Job:
         """Apply ``event`` (raises ``IllegalTransition``) and append it to the history.
 
         ``job_id`` (the onchain id) is required with ``CREATE`` unless already known.
         A replay of an event already recorded with the same ``tx_hash`` returns the
-        job unchanged.
+        job unchanged. ``durable=False`` for an event the chain holds too: the commit
+        does not wait for its fsync (:meth:`node.store.db.Database.transaction`).
         """
         event = JobEvent(event)
         tx = None if tx_hash is None else check_tx_hash(tx_hash)
@@ -145,7 +147,7 @@ class Jobs:
             check_i64("block", block)
         if job_id is not None:
             check_i64("job_id", job_id)
-        with self._db.transaction() as db:
+        with self._db.transaction(durable=durable) as db:
             job = self.get(local_id)
             if (
                 tx is not None

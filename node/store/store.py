@@ -67,9 +67,10 @@ class Store:
         return self._db.version
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group several store calls into one atomic commit (never await inside)."""
-        with self._db.transaction():
+    def transaction(self, *, durable: bool = True) -> Iterator[None]:
+        """Group several store calls into one atomic commit (never await inside);
+        ``durable=False``: see :meth:`node.store.db.Database.transaction`."""
+        with self._db.transaction(durable=durable):
             yield
 
     def close(self) -> None:

@@ -116,6 +116,28 @@ def test_group_commit_makes_every_commit_durable_with_shared_fsyncs(tmp_path: Pa
     store.close()
 
 
+def test_a_commit_that_need_not_be_durable_does_not_wait_for_a_flush(tmp_path: Path) -> None:
+    """``durable=False`` (facts the chain holds too) returns after COMMIT; the next
+    durable commit's flush covers it, and nothing is lost on reopening."""
+    store = Store(tmp_path / "s.sqlite")
+    assert store._db._sync is not None
+    sync = _CountingSync(store._db._sync.wal)
+    store._db._sync = sync
+    job = store.jobs.create(new_job())
+    assert len(sync.flushes) == 1
+    store.jobs.transition(job.id, JobEvent.CREATE, job_id=3, tx_hash=TX1, durable=False)
+    with store.transaction(durable=False):
+        store.jobs.set_error(job.id, "noted")
+    assert len(sync.flushes) == 1 and sync._committed == 1  # no flush waited for
+    store.jobs.create(new_job(label="b"))  # durable: its flush covers the whole WAL
+    assert len(sync.flushes) == 2 and sync._synced == sync._committed == 2
+    store.close()
+    again = Store(tmp_path / "s.sqlite")
+    reread = again.jobs.get(job.id)
+    assert reread.state is JobState.MATCHED and reread.last_error == "noted"
+    again.close()
+
+
 def test_job_lifecycle_and_history(store: Store) -> None:
     job = store.jobs.create(new_job())
     assert job.state is JobState.NONE and job.job_id is None and job.in_flight
