@@ -519,13 +519,14 @@ class WorkerPool:
         sp = self._spare(slot, model, msg.get("cache_key"))
         cg = sp.cg
         scratch = slot.scratch / msg["id"]
-        reaped = False
+        reaped = reported = False
         try:
             scratch = slot.take_dir(sp, msg["id"])
             self._write_job_files(scratch, req)
             slot.oom_before = sp.oom0  # (the peak was reset when the child became ready)
             wire.send(sp.go, msg)
             report, exited = _await_report(sp, msg["timeout_s"])
+            reported = True
             if exited:  # it died (or exited) on its own: status and rusage from the zygote
                 slot.settle()
                 if slot.proc is None:
@@ -557,8 +558,8 @@ class WorkerPool:
             self._finish_child(
                 slot,
                 sp,
-                cg,
                 reaped=reaped,
+                reported=reported,
                 scratch=scratch,
                 next_spec=lambda: self._next_spec(req, model, msg),
             )
@@ -567,23 +568,23 @@ class WorkerPool:
         self,
         slot: Slot,
         sp: Spare,
-        cg: Cgroup | None,
         *,
         reaped: bool,
+        reported: bool,
         scratch: Path,
         next_spec: Callable[[], dict[str, Any]],
     ) -> None:
-        """Kill a job's child (and its cgroup), hand it back, and have the slot's helper
-        prepare the next child (which also clears ``scratch``)."""
-        sp.kill()
-        if cg is not None:
-            cg.kill(wait=False)
-        slot.release(sp, reaped=reaped)
+        """Hand a job's child to the slot's helper, which kills it (and its cgroup),
+        releases it and prepares the next child (which also clears ``scratch``): the
+        caller gets its result without waiting for any of that. A child that has not
+        reported everything (a timeout, a crash, a broken protocol) is killed here
+        first, at once."""
+        if not reported:
+            sp.kill()
+            if sp.cg is not None:
+                sp.cg.kill(wait=False)
         trash = None if self.config.keep_scratch else scratch
-        if slot.proc is not None:
-            slot.refill(next_spec(), trash)
-        elif trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+        slot.retire(sp, reaped=reaped, spec=next_spec(), trash=trash)
 
     @staticmethod
     def _spare(slot: Slot, model: dict[str, Any] | None, key: str | None) -> Spare:
@@ -635,7 +636,7 @@ class WorkerPool:
         sp = self._spare(slot, model, key)
         cg = sp.cg
         root = slot.scratch / bid
-        reaped = False
+        reaped = reported = False
         done: list[tuple[dict[str, Any], bytes, bytes, int] | JobError] = []
         try:
             try:
@@ -676,6 +677,7 @@ class WorkerPool:
                     break
                 start = time.monotonic()
                 if report.get("batch"):  # the child could run none of them (its first frame)
+                    reported = True
                     err = JobError(str(report.get("code")), str(report.get("msg", ""))[:500])
                     return [err] * len(reqs)
                 if report.get("id") != m["id"]:
@@ -690,6 +692,7 @@ class WorkerPool:
                     done.append((report, data, digest, wall))
                 except JobError as exc:
                     done.append(exc)
+            reported = failure is None
             if failure is None and not sp.exited():
                 total = cpu_ms(sp.host_pid) - sp.cpu0_ms
             # the jobs' own times, scaled down if they claim more than the child used;
@@ -706,8 +709,8 @@ class WorkerPool:
             self._finish_child(
                 slot,
                 sp,
-                cg,
                 reaped=reaped,
+                reported=reported,
                 scratch=root,
                 next_spec=lambda: self._next_spec(reqs[-1], model, msgs[-1]),
             )

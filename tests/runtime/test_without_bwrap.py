@@ -65,6 +65,8 @@ def _listener() -> tuple[socket.socket, list[int], threading.Event]:
                 hits[0] += 1
             except TimeoutError:
                 continue
+            except OSError:  # the test closed the socket before setting ``stop``
+                return
 
     threading.Thread(target=loop, daemon=True).start()
     return srv, hits, stop
