@@ -366,126 +366,151 @@ class AsyncClient:
         started = time.monotonic()
         arch, config, weights = model if isinstance(model, tuple) else (model.arch, {}, b"")
         inputs_bytes = inputs if isinstance(inputs, bytes) else _to_safetensors(inputs)
-        w_cid, i_cid = self.blobs.put_bytes(weights), self.blobs.put_bytes(inputs_bytes)
-        spec = JobSpec(
-            model=ModelRef(
-                arch=arch, config=dict(config), weights=w_cid.digest, weights_size=len(weights)
-            ),
-            inputs=i_cid.digest,
-            inputs_size=len(inputs_bytes),
-            determinism=determinism,
-            min_sandbox_tier=min_tier,
-            max_output_bytes=max_output_bytes,
-            max_gpu_millis=max_gpu_millis,
-        )
-        if max_payment is None:
-            max_payment = pricing.max_payment_for(max_price, max_gpu_millis)
-        inline = inputs_bytes if len(inputs_bytes) <= MAX_INLINE_BYTES else b""
-        say("selecting", f"{arch}, max {max_price}/GPU-s, escrow {max_payment}")
-        domain = self.escrow.domain  # read from the chain at start
-        req = Requirements(
-            client=self.identity.address,
-            chain_id=domain.chain_id,
-            contract=domain.verifying_contract,
-            max_price_per_gpu_second=max_price,
-            job_bytes=len(weights) + len(inputs_bytes),
-            format=spec.format,
-            determinism=determinism,
-            min_sandbox_tier=min_tier,
-        )
-        entries = self.p2p.query(limit=10_000)
-        peers = {e.offer.provider: e.peer_id for e in entries}
-        ranked, rejected = rank_offers(
-            [e.offer for e in entries],
-            req,
-            now=int(time.time()),
-            stake_of=self._stake_of,
-            reliability_of=lambda a: self._reliability.setdefault(a, Reliability()),
-        )
-        if not ranked:
-            raise NoMatchingOffer(rejected, offers_seen=len(entries))
-        # spread concurrent jobs: a provider already running jobs for us counts as dearer
-        ranked.sort(key=lambda c: c.expected_price * (1 + self._inflight.get(c.offer.provider, 0)))
-        declined: list[tuple[str, DeclineReason]] = []
-        last: GpunetError | None = None
-        # this run's own record (unless the caller made one): written while the first
-        # request is in flight, bound to another provider if that one takes the job,
-        # abandoned with the reason if none does
-        pre: asyncio.Task[StoreJob] | None = None
-        matched = False
+        w_cid, i_cid = cid_of(weights), cid_of(inputs_bytes)
+        # kept in the blob store while the job is requested (a provider fetches them only
+        # after it accepted, and inputs that travel inline not at all)
+        keep = asyncio.ensure_future(asyncio.to_thread(self._keep_blobs, weights, inputs_bytes))
         try:
-            for attempt in range(REQUEST_ROUNDS):
-                if attempt:  # every candidate was unreachable or busy: back off, try again
-                    await asyncio.sleep(0.5 * attempt)
-                for candidate in ranked:
-                    provider = candidate.offer.provider
-                    request = JobRequest(
-                        request_id=os.urandom(16),
-                        client=self.identity.address,
-                        spec=spec,
-                        max_price_per_gpu_second=max_price,
-                        max_payment=max_payment,
-                        deadline=int(time.time()) + deadline_s,
-                        inputs_inline=inline,
-                    )
-                    say("requesting", checksum_address(provider))
-                    # reserve before the first await, so concurrent runs see the load and spread
-                    self._inflight[provider] = self._inflight.get(provider, 0) + 1
-                    grant = [(provider, spec.model.weights), (provider, spec.inputs)]
-                    for key in grant:  # the provider may fetch these as soon as it accepts
-                        self._grants[key] = self._grants.get(key, 0) + 1
-                    terms = _terms(spec, request, provider, candidate.offer.price_per_gpu_second)
-                    if record is None and pre is None:
-                        pre = asyncio.create_task(asyncio.to_thread(self.store.jobs.create, terms))
-                    try:
-                        answer = await self._request(provider, peers[provider], request)
-                        if isinstance(answer, GpunetError):
-                            last = answer
-                            continue
-                        if isinstance(answer, JobDecline):
-                            self._record(provider, ok=False)
-                            declined.append((checksum_address(provider), answer.reason))
-                            last = ProviderDeclined(
-                                checksum_address(provider), answer.reason, answer.message
+            spec = JobSpec(
+                model=ModelRef(
+                    arch=arch, config=dict(config), weights=w_cid.digest, weights_size=len(weights)
+                ),
+                inputs=i_cid.digest,
+                inputs_size=len(inputs_bytes),
+                determinism=determinism,
+                min_sandbox_tier=min_tier,
+                max_output_bytes=max_output_bytes,
+                max_gpu_millis=max_gpu_millis,
+            )
+            if max_payment is None:
+                max_payment = pricing.max_payment_for(max_price, max_gpu_millis)
+            inline = inputs_bytes if len(inputs_bytes) <= MAX_INLINE_BYTES else b""
+            if not inline or not self.blobs.path(w_cid).exists():
+                await keep  # the provider fetches them once it accepts: there first
+
+            say("selecting", f"{arch}, max {max_price}/GPU-s, escrow {max_payment}")
+            domain = self.escrow.domain  # read from the chain at start
+            req = Requirements(
+                client=self.identity.address,
+                chain_id=domain.chain_id,
+                contract=domain.verifying_contract,
+                max_price_per_gpu_second=max_price,
+                job_bytes=len(weights) + len(inputs_bytes),
+                format=spec.format,
+                determinism=determinism,
+                min_sandbox_tier=min_tier,
+            )
+            entries = self.p2p.query(limit=10_000)
+            peers = {e.offer.provider: e.peer_id for e in entries}
+            ranked, rejected = rank_offers(
+                [e.offer for e in entries],
+                req,
+                now=int(time.time()),
+                stake_of=self._stake_of,
+                reliability_of=lambda a: self._reliability.setdefault(a, Reliability()),
+            )
+            if not ranked:
+                raise NoMatchingOffer(rejected, offers_seen=len(entries))
+            # spread concurrent jobs: a provider already running jobs for us counts as dearer
+            ranked.sort(
+                key=lambda c: c.expected_price * (1 + self._inflight.get(c.offer.provider, 0))
+            )
+            declined: list[tuple[str, DeclineReason]] = []
+            last: GpunetError | None = None
+            # this run's own record (unless the caller made one): written while the first
+            # request is in flight, bound to another provider if that one takes the job,
+            # abandoned with the reason if none does
+            pre: asyncio.Task[StoreJob] | None = None
+            matched = False
+            try:
+                for attempt in range(REQUEST_ROUNDS):
+                    if attempt:  # every candidate was unreachable or busy: back off, try again
+                        await asyncio.sleep(0.5 * attempt)
+                    for candidate in ranked:
+                        provider = candidate.offer.provider
+                        request = JobRequest(
+                            request_id=os.urandom(16),
+                            client=self.identity.address,
+                            spec=spec,
+                            max_price_per_gpu_second=max_price,
+                            max_payment=max_payment,
+                            deadline=int(time.time()) + deadline_s,
+                            inputs_inline=inline,
+                        )
+                        say("requesting", checksum_address(provider))
+                        # reserve before the first await, so concurrent runs see the load and spread
+                        self._inflight[provider] = self._inflight.get(provider, 0) + 1
+                        grant = [(provider, spec.model.weights), (provider, spec.inputs)]
+                        for key in grant:  # the provider may fetch these as soon as it accepts
+                            self._grants[key] = self._grants.get(key, 0) + 1
+                        terms = _terms(
+                            spec, request, provider, candidate.offer.price_per_gpu_second
+                        )
+                        if record is None and pre is None:
+                            pre = asyncio.create_task(
+                                asyncio.to_thread(self.store.jobs.create, terms)
                             )
-                            continue
-                        prerecorded = await pre if pre is not None else None
-                        matched = True
                         try:
-                            result = await self._matched(
-                                answer,
-                                request,
-                                peers[provider],
-                                spec,
-                                say,
-                                accept_result=accept,
-                                record=record,
-                                prerecorded=prerecorded,
-                            )
-                        except (AttestationInvalid, DeadlineMissed):
-                            self._record(provider, ok=False)
-                            raise
-                    finally:
-                        self._inflight[provider] -= 1
-                        for key in grant:
-                            self._grants[key] -= 1
-                            if not self._grants[key]:
-                                del self._grants[key]
-                    self._record(provider, ok=True)
-                    return dataclasses.replace(
-                        result, latency_s=time.monotonic() - started, declined_by=tuple(declined)
+                            answer = await self._request(provider, peers[provider], request)
+                            if isinstance(answer, GpunetError):
+                                last = answer
+                                continue
+                            if isinstance(answer, JobDecline):
+                                self._record(provider, ok=False)
+                                declined.append((checksum_address(provider), answer.reason))
+                                last = ProviderDeclined(
+                                    checksum_address(provider), answer.reason, answer.message
+                                )
+                                continue
+                            prerecorded = await pre if pre is not None else None
+                            matched = True
+                            try:
+                                result = await self._matched(
+                                    answer,
+                                    request,
+                                    peers[provider],
+                                    spec,
+                                    say,
+                                    accept_result=accept,
+                                    record=record,
+                                    prerecorded=prerecorded,
+                                )
+                            except (AttestationInvalid, DeadlineMissed):
+                                self._record(provider, ok=False)
+                                raise
+                        finally:
+                            self._inflight[provider] -= 1
+                            for key in grant:
+                                self._grants[key] -= 1
+                                if not self._grants[key]:
+                                    del self._grants[key]
+                        self._record(provider, ok=True)
+                        return dataclasses.replace(
+                            result,
+                            latency_s=time.monotonic() - started,
+                            declined_by=tuple(declined),
+                        )
+                    retryable = isinstance(last, ProviderUnreachable) or (
+                        isinstance(last, ProviderDeclined) and last.reason is DeclineReason.CAPACITY
                     )
-                retryable = isinstance(last, ProviderUnreachable) or (
-                    isinstance(last, ProviderDeclined) and last.reason is DeclineReason.CAPACITY
-                )
-                if not retryable:
-                    break
-            assert last is not None
-            raise last
-        except BaseException as exc:
-            if pre is not None and not matched:
-                await self._abandon(pre, exc)
-            raise
+                    if not retryable:
+                        break
+                assert last is not None
+                raise last
+            except BaseException as exc:
+                if pre is not None and not matched:
+                    await self._abandon(pre, exc)
+                raise
+        finally:
+            try:
+                await keep
+            except Exception as exc:  # noqa: BLE001 - the job's own outcome comes first
+                log.warning("could not keep the job's blobs: %s", exc)
+
+    def _keep_blobs(self, *blobs: bytes) -> None:
+        """Put a job's weights and inputs in the blob store (in a worker thread)."""
+        for data in blobs:
+            self.blobs.put_bytes(data)
 
     async def _abandon(self, pre: asyncio.Task[StoreJob], why: BaseException) -> None:
         """Close this run's record: no provider took the job (nothing reached the chain)."""

@@ -71,7 +71,7 @@ from node.runtime.pool import RunRequest, RunResult, WorkerPool
 from node.store.records import NewJob, Role
 from node.store.store import Store
 from node.tasks import Stop, sleep_or_stop
-from protocol.content import ContentId
+from protocol.content import ContentId, cid_of
 from protocol.identity import Identity, address_from_peer_id
 from protocol.lifecycle import JobEvent, JobState
 from protocol.messages import (
@@ -824,14 +824,15 @@ class ProviderDaemon:
             determinism=spec.determinism,
             metered_millis=result.metered_millis,
         )
-        output, spec_cid = await asyncio.to_thread(
+        output = await asyncio.to_thread(
             self._record_result, running, result.output, encode(attestation)
         )
         if running.recorded is not None:  # finished by now (or beaten by _record_result)
             await running.recorded
         self._outputs[job.job_id] = (job.client, output)
+        # the spec's blob is written with the SUBMIT record (verifiers come after that)
         self._job_blobs[job.job_id] = frozenset(
-            {spec_cid.digest, spec.model.weights, spec.inputs, output.digest}
+            {cid_of(spec_bytes(spec)).digest, spec.model.weights, spec.inputs, output.digest}
         )
         await self._deliver_and_queue(running, attestation, output, result)
 
@@ -844,20 +845,15 @@ class ProviderDaemon:
                 jobs = self.store.jobs
                 jobs.transition(local_id, JobEvent.CREATE, block=block, job_id=job.job_id)
 
-    def _record_result(
-        self, running: _Running, output: bytes, attestation: bytes
-    ) -> tuple[ContentId, ContentId]:
-        """Keep the output and what a verifier needs (the spec, as a blob named by its
-        hash; weights and inputs are kept already), then record the output and the
-        signed attestation (and ``CREATE``, if its own write has not landed yet) in one
-        commit, before anything of it leaves the node. Returns the output's and the
-        spec's content ids. Runs in a worker thread."""
+    def _record_result(self, running: _Running, output: bytes, attestation: bytes) -> ContentId:
+        """Keep the output, then record it and the signed attestation (and ``CREATE``,
+        if its own write has not landed yet) in one commit, before anything of it
+        leaves the node. Returns the output's content id. Runs in a worker thread."""
         output_cid = self.blobs.put_bytes(output)
-        spec_cid = self.blobs.put_bytes(spec_bytes(running.spec))
         with self.store.transaction():
             self._record_created(running.local_id, running.chain_job, running.created_block)
             self.store.jobs.set_result(running.local_id, output_cid, attestation)
-        return output_cid, spec_cid
+        return output_cid
 
     async def _deliver_and_queue(
         self,
@@ -980,6 +976,8 @@ class ProviderDaemon:
                 running.mined.set_result(None)  # deliver now; a restart re-reads the chain
 
         def record() -> None:
+            for running in batch:  # what a verifier asks for (weights, inputs: kept already)
+                self.blobs.put_bytes(spec_bytes(running.spec))
             # one commit for the whole batch; the chain has it, so no fsync wait
             with self.store.transaction(durable=False):
                 for running in batch:

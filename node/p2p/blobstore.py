@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from protocol.content import CHUNK_SIZE, ContentId, cid_of
@@ -49,13 +50,20 @@ class BlobStore:
             return None
 
     def put_bytes(self, data: bytes) -> ContentId:
-        """Store ``data``; returns its content id."""
+        """Store ``data``; returns its content id. Thread-safe: concurrent puts of the
+        same bytes each write a file of their own and rename it into place."""
         cid = cid_of(data)
         target = self.path(cid)
         if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{target.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         return cid
 
     def partial(self, cid: ContentId, total_size: int) -> PartialBlob:
