@@ -317,10 +317,15 @@ class ProviderDaemon:
     async def _resume(self, start_block: int) -> None:
         """Drive every job left in flight by a previous run (kill -9 included) onward."""
         jobs = await asyncio.to_thread(self.store.jobs.in_flight, Role.PROVIDER)
-        peers = self._peers.load()
+        # jobs recorded before the peer had its column name it in the old peer log
+        if any(j.peer is None for j in jobs):
+            peers = self._peers.load()
+        else:
+            peers = {}
+            await asyncio.to_thread(self._peers.remove)
         for stored in jobs:
             job = stored
-            peer = peers.get(job.request_id or b"") or peers.get(job.id)
+            peer = job.peer or peers.get(job.request_id or b"") or peers.get(job.id)
             if job.spec is None or job.counterparty is None or peer is None:
                 await asyncio.to_thread(self.store.jobs.abandon, job.id, "cannot resume: no peer")
                 continue
@@ -447,22 +452,21 @@ class ProviderDaemon:
                 retry_after=verdict.retry_after,
             )
         spec_hash = request.spec.spec_hash()
-        # both durable before the accept (a restart must know whom it owes); in parallel
-        job, _ = await asyncio.gather(
-            asyncio.to_thread(
-                self.store.jobs.create,
-                NewJob(
-                    role=Role.PROVIDER,
-                    spec_hash=spec_hash,
-                    max_payment=request.max_payment,
-                    price=self.settings.price_per_gpu_second,
-                    deadline=request.deadline,
-                    spec=request.spec,
-                    request_id=request.request_id,
-                    counterparty=request.client,
-                ),
+        # durable before the accept, with the client's peer: a restart must know whom
+        # it owes and where to deliver
+        job = await asyncio.to_thread(
+            self.store.jobs.create,
+            NewJob(
+                role=Role.PROVIDER,
+                spec_hash=spec_hash,
+                max_payment=request.max_payment,
+                price=self.settings.price_per_gpu_second,
+                deadline=request.deadline,
+                spec=request.spec,
+                request_id=request.request_id,
+                counterparty=request.client,
+                peer=peer,
             ),
-            asyncio.to_thread(self._peers.add, request.request_id, peer),
         )
         pending = _Pending(request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s)
         if self._tg is not None:
@@ -1028,20 +1032,17 @@ class ProviderDaemon:
 
 
 class _PeerLog:
-    """request id -> the client's peer id, appended durably (the store has no peer column).
-
-    Keyed by the request id so it can be written in parallel with the job's row;
-    lines of older versions, keyed by local job id (``"id"``), are still read.
+    """request id -> the client's peer id, as gpunet before store schema 5 appended it
+    (now the job's row holds the peer). Read at restart for jobs recorded then; lines
+    of older versions, keyed by local job id (``"id"``), too. Removed once no job in
+    flight needs it.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def add(self, request_id: bytes, peer: str) -> None:
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"request": request_id.hex(), "peer": peer}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
     def load(self) -> dict[bytes | int, str]:
         out: dict[bytes | int, str] = {}

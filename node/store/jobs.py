@@ -26,6 +26,7 @@ from node.store.records import (
     bytes_of,
     check_bytes,
     check_i64,
+    check_peer_id,
     check_tx_hash,
     decode_spec,
     encode_spec,
@@ -64,6 +65,8 @@ class Jobs:
             check_bytes("counterparty", new.counterparty, 20)
         if new.job_id is not None:
             check_i64("job_id", new.job_id)
+        if new.peer is not None:
+            check_peer_id(new.peer)
         check_i64("deadline", new.deadline)
         now = self._db.now_ms()
         row = {
@@ -71,6 +74,7 @@ class Jobs:
             "request_id": None if new.request_id is None else hex_of(new.request_id),
             "job_id": new.job_id,
             "counterparty": None if new.counterparty is None else hex_of(new.counterparty),
+            "peer": new.peer,
             "spec": None if new.spec is None else encode_spec(new.spec),
             "spec_hash": hex_of(new.spec_hash),
             "state": int(JobState.NONE),
@@ -380,4 +384,5 @@ def _job(r: dict[str, Any]) -> Job:
         updated_at=r["updated_at"],
         abandoned_at=r["abandoned_at"],
         last_error=r["last_error"],
+        peer=r["peer"],
     )

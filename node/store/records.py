@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import Final
 
 import msgspec
@@ -74,6 +75,7 @@ class NewJob:
     request_id: bytes | None = None
     job_id: int | None = None  # the onchain id, when already known (verifiers)
     counterparty: bytes | None = None  # the other party's address
+    peer: str | None = None  # the other party's libp2p peer id (base58), when it matters
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class Job:
     updated_at: int
     abandoned_at: int | None  # set when a never-matched job is given up
     last_error: str | None
+    peer: str | None = None  # the other party's libp2p peer id, if recorded
 
     @property
     def in_flight(self) -> bool:
@@ -215,6 +218,15 @@ def check_bytes(name: str, value: bytes, size: int) -> None:
     """Raise :class:`StoreError` unless ``value`` is exactly ``size`` bytes."""
     if not isinstance(value, bytes) or len(value) != size:
         raise StoreError(f"{name} must be {size} bytes")
+
+
+_PEER_ID = re.compile(r"[1-9A-HJ-NP-Za-km-z]{1,128}")
+
+
+def check_peer_id(value: str) -> None:
+    """A libp2p peer id as text: base58, 1 to 128 characters."""
+    if not isinstance(value, str) or not _PEER_ID.fullmatch(value):
+        raise StoreError(f"peer must be a base58 peer id of at most 128 characters: {value!r:.60}")
 
 
 def check_tx_hash(value: str) -> str:

@@ -166,11 +166,20 @@ _V4 = (
     " WHERE revealed_at IS NULL",
 )
 
+_V5 = (
+    # A provider's client peer per job, committed with the job's row (it used to be a
+    # separate append-only file: a second fsync before every accept, and a file that
+    # only grew). A libp2p peer id in base58.
+    "ALTER TABLE jobs ADD COLUMN peer TEXT CHECK (peer IS NULL OR"
+    " (length(peer) BETWEEN 1 AND 128 AND peer NOT GLOB '*[^1-9A-HJ-NP-Za-km-z]*'))",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "jobs, history, offers, blobs, chain cursor", _V1),
     Migration(2, "job tx hashes, abandoned jobs, idempotent history, attestations", _V2),
     Migration(3, "blob pins per job, recent block hashes", _V3, _v3_data),
     Migration(4, "verifier committee votes (salts survive a restart)", _V4),
+    Migration(5, "the counterparty's peer id per job", _V5),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

@@ -138,6 +138,17 @@ def test_a_commit_that_need_not_be_durable_does_not_wait_for_a_flush(tmp_path: P
     again.close()
 
 
+def test_the_counterparty_s_peer_is_kept_with_the_job(store: Store) -> None:
+    peer = "16Uiu2HAmUwQE1avJAyXHN7HTAt3MWQ7ipF6mZ1y3r5kT8xSbqW8Y"
+    job = store.jobs.create(new_job(role=Role.PROVIDER, peer=peer))
+    assert store.jobs.get(job.id).peer == peer
+    assert store.jobs.create(new_job(label="b")).peer is None
+    for bad in ("", "0OIl", "x" * 129, "peer id"):
+        with pytest.raises(StoreError, match="peer"):
+            store.jobs.create(new_job(label=f"bad {bad!r}", peer=bad))
+    assert store.jobs.count() == 2  # nothing written for the refused ones
+
+
 def test_job_lifecycle_and_history(store: Store) -> None:
     job = store.jobs.create(new_job())
     assert job.state is JobState.NONE and job.job_id is None and job.in_flight
