@@ -606,7 +606,8 @@ class AsyncClient:
                 into[peer] = loop.create_task(self._notify_created(peer, tx_hash))
 
         def on_signed(tx_hash: bytes) -> None:
-            loop.call_soon_threadsafe(start, tx_hash)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
+                loop.call_soon_threadsafe(start, tx_hash)
 
         return on_signed
 

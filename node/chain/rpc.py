@@ -421,8 +421,7 @@ class Signer:
         max_fee = self._max_fee()
         with self.nonces.lock:
             signed = self._sign(to, data, gas, value, max_fee)
-            if on_signed is not None:
-                on_signed(bytes(signed.hash))
+            _tell(on_signed, bytes(signed.hash))
             raw = "0x" + bytes(signed.raw_transaction).hex()
             try:
                 answer = self.rpc.request("eth_sendRawTransaction", [raw])
@@ -461,8 +460,7 @@ class Signer:
         with self.nonces.lock:
             signed = self._sign(to, data, gas, value, max_fee)
             tx_hash, raw = bytes(signed.hash), "0x" + bytes(signed.raw_transaction).hex()
-            if on_signed is not None:
-                on_signed(tx_hash)
+            _tell(on_signed, tx_hash)
             try:  # the node's own wait applies (anvil 1.7 refuses a timeout argument)
                 finish = self.rpc.start("eth_sendRawTransactionSync", [raw])
             except RpcError:  # not sent: the nonce is unused
@@ -519,6 +517,17 @@ class Signer:
 SYNC_SEND_TIMEOUT = 4
 #: method not found; invalid params (a node whose method differs); method not supported
 _UNSUPPORTED_CODES = (-32601, -32602, -32004)
+
+
+def _tell(on_signed: Callable[[bytes], None] | None, tx_hash: bytes) -> None:
+    """Call an ``on_signed`` hook; its failure must not stop a transaction whose nonce
+    is taken (a gap would hold back every later one)."""
+    if on_signed is None:
+        return
+    try:
+        on_signed(tx_hash)
+    except Exception:
+        log.exception("on_signed hook failed for 0x%s", tx_hash.hex())
 
 
 def _unsupported(exc: RpcError) -> bool:

@@ -121,3 +121,17 @@ def test_a_lost_answer_is_recovered_by_polling(net: Devnet, proxy: str) -> None:
     _Proxy.mode = "forward"
     assert escrow.transact("cancelNonces", 401, 1, gas=60_000).receipt.status == 1
     assert _nonce(net, p.address) == start + 2
+
+
+def test_a_failing_on_signed_hook_does_not_stop_the_transaction(net: Devnet) -> None:
+    """Its nonce is taken: an unsent transaction would hold back every later one."""
+    p = net.provider()
+
+    def broken(tx_hash: bytes) -> None:
+        raise RuntimeError("hook bug")
+
+    for sync in (True, False):
+        p.signer.sync_send = sync
+        start = _nonce(net, p.address)
+        res = p.escrow.transact("cancelNonces", 500 + sync, 1, gas=60_000, on_signed=broken)
+        assert res.receipt.status == 1 and _nonce(net, p.address) == start + 1
