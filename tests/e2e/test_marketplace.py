@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -145,6 +145,16 @@ async def _accepted_job(c: AsyncClient, daemon: ProviderDaemon, seed: int) -> Ne
         deadline=request.deadline,
         lane=seed,
     )
+
+
+async def _until(cond: Callable[[], bool], within: float = 10.0) -> bool:
+    """Whether ``cond()`` holds within ``within`` seconds (checked every 20 ms)."""
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 async def _states_become(daemon: ProviderDaemon, want: list[JobState]) -> list[JobState]:
@@ -290,10 +300,10 @@ def test_a_notice_sent_before_its_transaction_is_mined(devnet: Devnet, pool: Wor
             await c.p2p.notify_created(
                 daemon.p2p.peer_id, JobCreatedNotice(job_id=0, tx_hash=bytes(32))
             )
-            await asyncio.sleep(0.2)
-            assert daemon._notice_waits == {c.identity.address: 1}
-            await asyncio.sleep(1.6)
-            assert daemon._notice_waits == {} and daemon._queue.empty()
+            waiting = {c.identity.address: 1}
+            assert await _until(lambda: daemon._notice_waits == waiting)
+            assert await _until(lambda: daemon._notice_waits == {})  # after ~1.5 s
+            assert daemon._queue.empty()
             devnet.rpc.request("evm_setAutomine", [False])
             try:
                 fn = c.escrow.abi.functions["createJob"]
@@ -306,15 +316,15 @@ def test_a_notice_sent_before_its_transaction_is_mined(devnet: Devnet, pool: Wor
                 await c.p2p.notify_created(
                     daemon.p2p.peer_id, JobCreatedNotice(job_id=0, tx_hash=tx_hash)
                 )
-                await asyncio.sleep(0.3)  # the provider is polling for the receipt
-                assert daemon._notice_waits == {c.identity.address: 1}
+                # the provider polls for the receipt
+                assert await _until(lambda: daemon._notice_waits == waiting)
                 assert [j.state for j in daemon.store.jobs.select(limit=10)] == [JobState.NONE]
                 devnet.rpc.request("evm_mine", [])
             finally:
                 devnet.rpc.request("evm_setAutomine", [True])
             # started by the notice (the follower polls once a minute)
             assert await _states_become(daemon, [JobState.SUBMITTED]) == [JobState.SUBMITTED]
-            assert daemon._notice_waits == {}
+            assert await _until(lambda: daemon._notice_waits == {})
 
     asyncio.run(scenario())
 
@@ -332,11 +342,7 @@ def test_a_pushed_log_starts_the_job_without_a_notice(devnet: Devnet, pool: Work
         ):
             sub = daemon._subscription
             assert sub is not None
-            for _ in range(100):
-                if sub.live:
-                    break
-                await asyncio.sleep(0.05)
-            assert sub.live
+            assert await _until(lambda: sub.live)
             new = await _accepted_job(c, daemon, seed=9)
             await asyncio.to_thread(c.escrow.create_job, new)  # and no notice is sent
             assert await _states_become(daemon, [JobState.SUBMITTED]) == [JobState.SUBMITTED]
