@@ -287,10 +287,14 @@ class ProviderDaemon:
                 tg.create_task(self._publish_offers(stop))
                 tg.create_task(self._follow(follower, stop))
                 if self.settings.ws_url:
+                    # only JobCreated naming this provider (topics: jobId, client, provider)
+                    created = "0x" + self.escrow.abi.events["JobCreated"].topic0.hex()
+                    me = "0x" + bytes(12).hex() + self.identity.address.hex()
                     self._subscription = LogSubscription(
                         self.settings.ws_url,
                         self.escrow.address,
                         self._on_pushed_log,
+                        topics=[created, None, None, me],
                         rpc_url=self.rpc.url,
                     )
                     tg.create_task(self._subscription.run())

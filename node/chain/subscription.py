@@ -52,7 +52,8 @@ def ws_url_for(rpc_url: str) -> str:
 
 
 class LogSubscription:
-    """Pushes the new logs of ``address`` to ``on_log`` while :meth:`run` runs."""
+    """Pushes the new logs of ``address`` (those matching ``topics``, in
+    ``eth_getLogs`` form, if given) to ``on_log`` while :meth:`run` runs."""
 
     def __init__(
         self,
@@ -60,6 +61,7 @@ class LogSubscription:
         address: bytes,
         on_log: Callable[[Log], Awaitable[None]],
         *,
+        topics: list[str | None] | None = None,
         rpc_url: str = "",
         connect_timeout_s: float = 10.0,
     ) -> None:
@@ -68,6 +70,7 @@ class LogSubscription:
         self.auto = url == "auto"
         self.url = ws_url_for(rpc_url) if self.auto else ws_url_for(url)
         self.address = address
+        self.topics = topics  # the eth_subscribe topic filter (None: every log)
         self.on_log = on_log
         self.connect_timeout_s = connect_timeout_s
         #: True while subscribed (pushed logs arrive); False while down or given up
@@ -104,11 +107,14 @@ class LogSubscription:
         async with session.ws_connect(
             self.url, max_msg_size=MAX_MESSAGE_BYTES, heartbeat=30.0
         ) as ws:
+            flt: dict[str, Any] = {"address": "0x" + self.address.hex()}
+            if self.topics is not None:
+                flt["topics"] = self.topics
             request = {
                 "jsonrpc": "2.0",
                 "id": 1,
                 "method": "eth_subscribe",
-                "params": ["logs", {"address": "0x" + self.address.hex()}],
+                "params": ["logs", flt],
             }
             await ws.send_str(json.dumps(request))
             sub_id = await asyncio.wait_for(self._subscribed(ws), self.connect_timeout_s)

@@ -38,7 +38,7 @@ def test_ws_url_for() -> None:
         ws_url_for("ftp://x")
 
 
-def test_anvil_pushes_job_created_as_it_is_mined(net: Devnet) -> None:
+def test_anvil_pushes_a_provider_s_job_created_as_it_is_mined(net: Devnet) -> None:
     async def scenario() -> None:
         got: list[Log] = []
         arrived = asyncio.Event()
@@ -47,7 +47,17 @@ def test_anvil_pushes_job_created_as_it_is_mined(net: Devnet) -> None:
             got.append(lg)
             arrived.set()
 
-        sub = LogSubscription("auto", net.escrow.address, on_log, rpc_url=net.rpc.url)
+        provider, other = net.provider(), net.provider()
+        client = net.actor(deposit=100 * TOKEN)
+        created = "0x" + net.escrow.abi.events["JobCreated"].topic0.hex()
+        mine = "0x" + bytes(12).hex() + provider.address.hex()  # topics: jobId, client, provider
+        sub = LogSubscription(
+            "auto",
+            net.escrow.address,
+            on_log,
+            topics=[created, None, None, mine],
+            rpc_url=net.rpc.url,
+        )
         task = asyncio.create_task(sub.run())
         try:
             for _ in range(200):
@@ -55,7 +65,7 @@ def test_anvil_pushes_job_created_as_it_is_mined(net: Devnet) -> None:
                     break
                 await asyncio.sleep(0.02)
             assert sub.live
-            provider, client = net.provider(), net.actor(deposit=100 * TOKEN)
+            await asyncio.to_thread(net.create, client, other)  # filtered out at the node
             job = await asyncio.to_thread(net.create, client, provider)
             await asyncio.wait_for(arrived.wait(), 10)
         finally:
