@@ -523,7 +523,8 @@ class Slot:
                         want = self.pool.config.spares - len(self.ready)
                         spec = dict(self.next_spec)
                         waiting = [sp for sp in self.ready if sp.cpu0_ms < 0]
-                        if (want <= 0 and not waiting) or self.proc is None:
+                        idle = want <= 0 and not waiting and not self.retiring
+                        if idle or self.proc is None:
                             self._prep_running = False
                             return
                     if want <= 0:  # full: take the ready checks off the jobs' path
