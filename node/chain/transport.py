@@ -77,20 +77,35 @@ class HttpTransport:
             {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         ).encode()
 
-    def call(self, method: str, params: list[Any]) -> Any:
-        """One request; the decoded JSON answer (any JSON value)."""
-        body = self._body(method, params)
-        fresh = getattr(self._local, "conn", None) is None
+    def _send(self, body: bytes) -> tuple[http.client.HTTPConnection, bool]:
+        """Write one request on this thread's connection; the connection and whether it
+        was kept alive from an earlier request. A kept-alive connection the node has
+        closed fails at once: the request goes once more on a fresh one."""
         for attempt in (1, 2):
+            reused = getattr(self._local, "conn", None) is not None
             conn = self._connection()
             try:
                 conn.request("POST", self._path, body=body, headers=self._headers)
+                return conn, reused
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                if attempt == 1 and reused and not isinstance(exc, TimeoutError):
+                    continue
+                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def call(self, method: str, params: list[Any]) -> Any:
+        """One request; the decoded JSON answer (any JSON value)."""
+        body = self._body(method, params)
+        for attempt in (1, 2):
+            conn, reused = self._send(body)
+            try:
                 response = conn.getresponse()
                 data = response.read(MAX_ANSWER_BYTES + 1)
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
-                # a kept-alive connection the node has closed fails at once: retry once
-                if attempt == 1 and not fresh and not isinstance(exc, TimeoutError):
+                # a closed kept-alive connection may only show when its answer is read
+                if attempt == 1 and reused and not isinstance(exc, TimeoutError):
                     continue
                 raise TransportError(f"{type(exc).__name__}: {exc}") from exc
             return self._decode(response, data)
@@ -106,18 +121,7 @@ class HttpTransport:
         failure to read raises it from the function, and then the node may or may
         not have processed the request.
         """
-        body = self._body(method, params)
-        fresh = getattr(self._local, "conn", None) is None
-        for attempt in (1, 2):
-            conn = self._connection()
-            try:
-                conn.request("POST", self._path, body=body, headers=self._headers)
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop()
-                if attempt == 1 and not fresh and not isinstance(exc, TimeoutError):
-                    continue
-                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-            break
+        conn, _ = self._send(self._body(method, params))
 
         def finish() -> Any:
             try:
