@@ -4,7 +4,8 @@ Fast paths (measured on anvil, see shared/notes/evm-toolchain.md): requests go
 over a keep-alive ``http.client`` connection per thread
 (:mod:`node.chain.transport`; no web3 middleware, ~0.1 ms of CPU a call instead
 of ~0.6 ms through web3's ``HTTPProvider``), the chain id is asked once, transactions are signed
-locally and sent with gas, fees and nonce set here, with
+locally (:mod:`node.chain.txsign`: ~0.09 ms against eth-account's ~0.43) and sent with gas,
+fees and nonce set here, with
 ``eth_sendRawTransactionSync`` (EIP-7966: the receipt comes back with the send)
 where the node has it, else with ``eth_sendRawTransaction`` and a receipt polled
 every 0.5 ms at first instead of every 100 ms.
@@ -24,10 +25,10 @@ from typing import Any, TypeVar
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils.address import to_checksum_address
 
 from node.chain.errors import ChainError, RpcError, RpcUnavailable, TransactionTimeout
 from node.chain.transport import BadAnswer, HttpTransport, TransportError
+from node.chain.txsign import SignedTx, TxSigner
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +368,7 @@ class Signer:
     ) -> None:
         self.rpc = rpc
         self.account: LocalAccount = Account.from_key(private_key)
+        self._signer = TxSigner(private_key)
         self.address = bytes.fromhex(self.account.address[2:])
         self.nonces = NonceManager(rpc, self.address)
         self.fees = fees or FeePolicy()
@@ -391,21 +393,18 @@ class Signer:
             tx["value"] = hex(value)
         return parse_quantity(self.rpc.request("eth_estimateGas", [tx]), "estimateGas")
 
-    def _sign(self, to: bytes | None, data: bytes, gas: int, value: int, max_fee: int) -> Any:
+    def _sign(self, to: bytes | None, data: bytes, gas: int, value: int, max_fee: int) -> SignedTx:
         """Sign with the next nonce (hold :attr:`NonceManager.lock`)."""
-        tx: dict[str, Any] = {
-            "chainId": self.rpc.chain_id(),
-            "nonce": self.nonces.take(),
-            "gas": gas,
-            "maxFeePerGas": max_fee,
-            "maxPriorityFeePerGas": min(self.fees.tip, max_fee),
-            "value": value,
-            "data": data,
-            "type": 2,
-        }
-        if to is not None:
-            tx["to"] = to_checksum_address(to)
-        return self.account.sign_transaction(tx)
+        return self._signer.sign(
+            chain_id=self.rpc.chain_id(),
+            nonce=self.nonces.take(),
+            max_priority_fee=min(self.fees.tip, max_fee),
+            max_fee=max_fee,
+            gas=gas,
+            to=to,
+            value=value,
+            data=data,
+        )
 
     def send(
         self,
@@ -421,17 +420,17 @@ class Signer:
         max_fee = self._max_fee()
         with self.nonces.lock:
             signed = self._sign(to, data, gas, value, max_fee)
-            _tell(on_signed, bytes(signed.hash))
-            raw = "0x" + bytes(signed.raw_transaction).hex()
+            _tell(on_signed, signed.hash)
+            raw = "0x" + signed.raw.hex()
             try:
                 answer = self.rpc.request("eth_sendRawTransaction", [raw])
             except RpcError as exc:
                 if "already known" in str(exc).lower():
-                    return bytes(signed.hash)
+                    return signed.hash
                 self.nonces.resync()
                 raise
         tx_hash = parse_data(answer, "transaction hash", 32)
-        if tx_hash != bytes(signed.hash):
+        if tx_hash != signed.hash:
             raise RpcError("node returned a different transaction hash")
         return tx_hash
 
@@ -459,7 +458,7 @@ class Signer:
         max_fee = self._max_fee()
         with self.nonces.lock:
             signed = self._sign(to, data, gas, value, max_fee)
-            tx_hash, raw = bytes(signed.hash), "0x" + bytes(signed.raw_transaction).hex()
+            tx_hash, raw = signed.hash, "0x" + signed.raw.hex()
             _tell(on_signed, tx_hash)
             try:  # the node's own wait applies (anvil 1.7 refuses a timeout argument)
                 finish = self.rpc.start("eth_sendRawTransactionSync", [raw])

@@ -7,19 +7,25 @@ Measures a small contract transaction (``cancelNonces``) end to end — encode, 
 locally, send, receipt — with gas given, both with ``eth_sendRawTransactionSync``
 (the receipt comes with the answer) and with ``eth_sendRawTransaction`` and a
 polled receipt (alternated); with ``eth_estimateGas`` first; a pipelined variant (send all, then
-collect receipts); and an ``eth_call`` view.
+collect receipts); an ``eth_call`` view; and signing alone, this node's signer against
+eth-account's (alternated).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from eth_account import Account
+from eth_utils.address import to_checksum_address
+
 from node.chain.anvil import Anvil
 from node.chain.devnet import Devnet
+from node.chain.txsign import TxSigner
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 HEADING = "## Chain client (issue 3)"
@@ -67,7 +73,50 @@ def measure(n: int) -> list[str]:
             esc.nonce_used(p.address, k)
             calls.append(time.perf_counter() - t0)
         rows.append(_row("eth_call view (nonceUsed)", calls))
+    rows.extend(_signing(n))
     return rows
+
+
+def _signing(n: int) -> list[str]:
+    """Signing one transaction alone (no chain): this node's signer against
+    eth-account's ``sign_transaction`` (the same bytes), alternated."""
+    key = bytes(range(1, 33))
+    ours, theirs = TxSigner(key), Account.from_key(key)
+    data, to = bytes(4 + 64), bytes(range(20))
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for k in range(2 * n):
+        mine = k % 2 == 0
+        t0 = time.perf_counter()
+        if mine:
+            ours.sign(
+                chain_id=31337,
+                nonce=k,
+                max_priority_fee=1,
+                max_fee=2 * 10**9,
+                gas=60_000,
+                to=to,
+                value=0,
+                data=data,
+            )
+        else:
+            theirs.sign_transaction(
+                {
+                    "chainId": 31337,
+                    "nonce": k,
+                    "maxPriorityFeePerGas": 1,
+                    "maxFeePerGas": 2 * 10**9,
+                    "gas": 60_000,
+                    "to": to_checksum_address(to),
+                    "value": 0,
+                    "data": data,
+                    "type": 2,
+                }
+            )
+        times[mine].append(time.perf_counter() - t0)
+    return [
+        _row("sign a transaction (node.chain.txsign)", times[True]),
+        _row("sign a transaction (eth-account sign_transaction)", times[False]),
+    ]
 
 
 def render(rows: list[str], n: int) -> str:
@@ -79,7 +128,9 @@ def render(rows: list[str], n: int) -> str:
                 "",
                 "Command: `.venv/bin/python scripts/bench/chain.py --write-docs`",
                 f"(anvil 1.7.1, n = {n}, one Python thread, 2 cores shared with other jobs:",
-                "expect noise).",
+                f"expect noise; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load",
+                f"average {os.getloadavg()[0]:.1f} at the end). Transactions are signed by",
+                "`node.chain.txsign` (the last two rows compare it with eth-account alone).",
                 "",
                 "| operation | p50 ms | per second |",
                 "|---|---:|---:|",
