@@ -10,9 +10,10 @@
 3. the accept's client-bound offer is matched onchain (``createJob``), which
    locks ``max_payment`` of the client's prepaid deposit; a
    ``JobCreatedNotice`` with the transaction hash tells the provider at once;
-4. the provider delivers a ``ResultManifest`` once its ``submitResult`` is
-   mined; the client looks that ``ResultSubmitted`` up by job id (its chain
-   follower is the fallback), fetches the output by content id, checks its
+4. the provider delivers a ``ResultManifest`` as it signs its ``submitResult``,
+   naming that transaction; the client reads its receipt from its own chain
+   node as it is mined (else it looks ``ResultSubmitted`` up by job id; its
+   chain follower is the fallback), fetches the output by content id, checks its
    hash and the attestation (signer, job, spec, output, chain, contract)
    against what the chain recorded, and only then calls ``acceptResult``; a
    missed deadline is refunded automatically.
@@ -56,6 +57,7 @@ from node.chain.escrow import (
 )
 from node.chain.follower import EventFollower, MemoryCursorStore
 from node.chain.jobs import Job as ChainJob
+from node.chain.receipts import receipt_soon
 from node.chain.rpc import Rpc, Signer
 from node.errors import (
     AttestationInvalid,
@@ -103,6 +105,8 @@ U = TypeVar("U")
 
 #: Most jobs in one batch: requests on one stream, ``createJobs``, notices, ``finalizeMany``.
 MAX_BATCH = 32
+#: most seconds to wait for the receipt of the submitResult a manifest names
+SUBMIT_RECEIPT_WAIT_S = 10.0
 #: Rounds over the candidate list when every provider was unreachable or at capacity.
 REQUEST_ROUNDS = 3
 
@@ -215,6 +219,10 @@ class AsyncClient:
         )
         self._submitted_lookup: NaturalBatcher[tuple[int, int], EventRecord | None] = (
             NaturalBatcher(self._find_submitted, max_batch=MAX_BATCH)
+        )
+        # job ids waiting for one submitResult's receipt share one read of it
+        self._submit_receipts: KeyedBatchers[bytes, int, dict[str, Any] | None] = KeyedBatchers(
+            self._read_submit_receipt, max_batch=MAX_BATCH
         )
         self._stakes: dict[bytes, tuple[float, int]] = {}
         self._stop = asyncio.Event()
@@ -756,12 +764,19 @@ class AsyncClient:
             if early is not None:
                 waiting.manifest.set_result(early)
             say("running", f"job {chain_job.job_id}")
+            remaining = max(1.0, request.deadline - time.time() + 5)
             try:
-                remaining = max(1.0, request.deadline - time.time() + 5)
                 manifest = await asyncio.wait_for(waiting.manifest, remaining)
-                claimed = _claimed_submit(manifest) if accept_result else None
+            except TimeoutError:
+                await recorded
+                refund_tx = await self._refund_and_record(local.id, chain_job)
+                raise DeadlineMissed(chain_job.job_id, refund_tx) from None
+            # what needs no chain first: the submission is being mined meanwhile
+            output = await self._fetch_and_verify(waiting, manifest, say)
+            claimed = _claimed_submit(manifest) if accept_result else None
+            try:
                 if claimed is None:
-                    submitted = await self._submitted(waiting, request, created)
+                    submitted = await self._submitted(waiting, request, created, manifest.submit_tx)
                 else:  # the provider's word, checked by acceptResult itself (see below)
                     submitted = claimed
             except TimeoutError:
@@ -769,14 +784,14 @@ class AsyncClient:
                 refund_tx = await self._refund_and_record(local.id, chain_job)
                 raise DeadlineMissed(chain_job.job_id, refund_tx) from None
             await recorded
-            # recorded while the result is checked and accepted (the chain has it already)
+            # recorded while the result is accepted (the chain has it already)
             submit_task = asyncio.ensure_future(
                 asyncio.to_thread(
                     self.store.jobs.transition, local.id, JobEvent.SUBMIT, durable=False
                 )
             )
             try:
-                output = await self._fetch_and_verify(waiting, manifest, submitted, say)
+                _check_onchain(chain_job, manifest.attestation, submitted)
             except BaseException:
                 with contextlib.suppress(Exception):  # the check's error is the one to raise
                     await submit_task
@@ -820,7 +835,7 @@ class AsyncClient:
                 except TimeoutError:  # as when no result came at all
                     refund_tx = await self._refund_and_record(local.id, chain_job)
                     raise DeadlineMissed(chain_job.job_id, refund_tx) from None
-                await self._fetch_and_verify(waiting, manifest, submitted, say)
+                _check_onchain(chain_job, manifest.attestation, submitted)
                 after = chain_job.after_submit(submitted, manifest.attestation.digest())
                 accepted, accepted_jobs = await self._acceptor(after)
             receipts["acceptResult"] = accepted
@@ -869,14 +884,52 @@ class AsyncClient:
         return [None] * len(notices)
 
     async def _submitted(
-        self, waiting: _Waiting, request: JobRequest, created: TxResult
+        self, waiting: _Waiting, request: JobRequest, created: TxResult, submit_tx: bytes = b""
     ) -> dict[str, Any]:
-        """The job's ``ResultSubmitted`` fields from the chain (looked up now, the
-        follower as the fallback); ``TimeoutError`` past the deadline."""
+        """The job's ``ResultSubmitted`` fields from the chain: from the receipt of
+        ``submit_tx`` (the transaction the provider's manifest names, read from our own
+        chain node as it is mined), else looked up now, with the follower as the
+        fallback; ``TimeoutError`` past the deadline."""
+        remaining = max(1.0, request.deadline - time.time() + 5)
+        if submit_tx and not waiting.submitted.done():
+            job_id = waiting.chain_job.job_id
+            try:
+                fields = await asyncio.wait_for(
+                    self._submit_receipts(submit_tx, job_id),
+                    min(remaining, SUBMIT_RECEIPT_WAIT_S + 1),
+                )
+            except TimeoutError:
+                fields = None
+            if fields is not None and not waiting.submitted.done():
+                waiting.submitted.set_result(fields)
+            elif fields is None:
+                log.info("job %d: the named submitResult holds no result for it", job_id)
         await self._look_up_submitted(waiting, created.receipt.block_number)
         return await asyncio.wait_for(
             waiting.submitted, max(1.0, request.deadline - time.time() + 5)
         )
+
+    async def _read_submit_receipt(
+        self, tx_hash: bytes, job_ids: list[int]
+    ) -> list[dict[str, Any] | None]:
+        """Each job's ``ResultSubmitted`` fields in transaction ``tx_hash`` (None: not in
+        it, or it failed or was not mined within :data:`SUBMIT_RECEIPT_WAIT_S`)."""
+        try:
+            receipt = await receipt_soon(self.rpc, tx_hash, SUBMIT_RECEIPT_WAIT_S)
+            events = (
+                ()
+                if receipt is None or receipt.status != 1
+                else (self.escrow.decode_events(receipt))
+            )
+        except ChainError as exc:
+            log.info("tx 0x%s: receipt lookup failed: %s", tx_hash.hex(), exc)
+            events = ()
+        found = {
+            int(ev.fields["jobId"]): dict(ev.fields)
+            for ev in events
+            if ev.name == "ResultSubmitted"
+        }
+        return [found.get(job_id) for job_id in job_ids]
 
     async def _look_up_submitted(self, waiting: _Waiting, from_block: int) -> None:
         """Providers deliver after ``submitResult`` is mined: look the event up now
@@ -903,12 +956,11 @@ class AsyncClient:
         return [found.get(job_id) for job_id, _ in items]
 
     async def _fetch_and_verify(
-        self,
-        waiting: _Waiting,
-        manifest: ResultManifest,
-        submitted: Mapping[str, Any],
-        say: Progress,
+        self, waiting: _Waiting, manifest: ResultManifest, say: Progress
     ) -> bytes:
+        """Check the attestation against the job (signer, job, spec, chain, tier) and
+        the output against the attestation; returns the output. What the chain
+        recorded is checked separately (:func:`_check_onchain`)."""
         job, att = waiting.chain_job, manifest.attestation
         domain = self.escrow.domain
         try:
@@ -921,9 +973,6 @@ class AsyncClient:
             "spec hash": att.spec_hash == job.spec_hash,
             "chain": att.chain_id == domain.chain_id and att.contract == domain.verifying_contract,
             "determinism": att.determinism == waiting.spec.determinism,
-            "onchain output": bytes(submitted["outputHash"]) == att.output_hash,
-            "onchain metering": int(submitted["meteredMillis"]) == att.metered_millis,
-            "onchain runtime": bytes(submitted["runtimeId"]) == att.runtime_id,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -1122,6 +1171,18 @@ async def _both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
         if isinstance(outcome, BaseException):
             raise outcome
     return a, b  # type: ignore[return-value]
+
+
+def _check_onchain(job: ChainJob, att: Attestation, submitted: Mapping[str, Any]) -> None:
+    """The attestation is the one the chain recorded for the job (``ResultSubmitted``)."""
+    checks = {
+        "onchain output": bytes(submitted["outputHash"]) == att.output_hash,
+        "onchain metering": int(submitted["meteredMillis"]) == att.metered_millis,
+        "onchain runtime": bytes(submitted["runtimeId"]) == att.runtime_id,
+    }
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        raise AttestationInvalid(f"job {job.job_id}: mismatch in {', '.join(failed)}")
 
 
 def _claimed_submit(manifest: ResultManifest) -> dict[str, Any] | None:

@@ -18,8 +18,9 @@ A job's path through the daemon:
 3. a worker waits for the prefetched blobs, runs them in the sandbox, stores the
    output, signs the attestation and queues the result for submission;
 4. settlement submits ready results onchain as soon as one is queued, batching
-   whatever accumulates while a transaction is in flight; once a result is
-   mined its ``ResultManifest`` is delivered to the client. Settlement also
+   whatever accumulates while a transaction is in flight; as that transaction
+   is signed each result's ``ResultManifest`` goes to its client, naming it (the
+   delivery travels while the transaction is mined). Settlement also
    finalizes jobs whose challenge window has ended; the client's
    ``acceptResult`` pays at once.
 """
@@ -56,7 +57,8 @@ from node.chain.escrow import (
 )
 from node.chain.follower import EventFollower, JsonCursorStore
 from node.chain.jobs import Job as ChainJob
-from node.chain.rpc import Log, Receipt, Rpc, Signer
+from node.chain.receipts import receipt_soon
+from node.chain.rpc import Log, Rpc, Signer
 from node.chain.subscription import LogSubscription
 from node.metrics import Metrics
 from node.offers_seen import OfferRecorder
@@ -173,6 +175,7 @@ class _Running:
     recorded: asyncio.Task[BaseException | None] | None = None  # the CREATE store write
     created_block: int = 0  # the block of its JobCreated (0: recorded already)
     mined: asyncio.Future[None] | None = None  # resolved when submitResult is mined
+    signed: asyncio.Future[bytes] | None = None  # its submitResult's hash, once signed
 
 
 class ProviderDaemon:
@@ -754,7 +757,7 @@ class ProviderDaemon:
             return ()
         self._notice_waits[client] = waits + 1
         try:
-            receipt = await self._receipt_soon(tx_hash)
+            receipt = await receipt_soon(self.rpc, tx_hash, self.settings.notice_wait_s)
         except ChainError as exc:
             log.info("job-created notice from %s: receipt lookup failed: %s", peer, exc)
             return ()
@@ -769,18 +772,6 @@ class ProviderDaemon:
         if len(self._notice_receipts) > 64:
             self._notice_receipts.popitem(last=False)
         return events
-
-    async def _receipt_soon(self, tx_hash: bytes) -> Receipt | None:
-        """The receipt, polled every 0.5 ms at first (backing off to 250 ms) for up
-        to ``notice_wait_s``; None if it is not mined by then."""
-        deadline = time.monotonic() + self.settings.notice_wait_s
-        delay = 0.0005
-        while True:
-            receipt = await asyncio.to_thread(self.rpc.receipt, tx_hash)
-            if receipt is not None or time.monotonic() + delay > deadline:
-                return receipt
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
 
     # ------------------------------------------------------------ work
     async def _worker(self, stop: asyncio.Event) -> None:
@@ -870,13 +861,16 @@ class ProviderDaemon:
         output: ContentId,
         result: RunResult | None,
     ) -> None:
-        """Queue the signed result for onchain submission; deliver it once it is mined.
+        """Queue the signed result for onchain submission; deliver it as soon as that
+        transaction is signed.
 
-        Delivering after the ``submitResult`` is mined lets the client confirm the
-        onchain record with one log lookup instead of waiting for its follower. If
-        submission takes longer than ``deliver_wait_s`` the result is delivered
-        anyway (the client then waits for the chain as before). The delivery is a
-        task of the daemon's group, so the worker is free for the next job.
+        The manifest names the ``submitResult`` transaction (``submit_tx``), so the
+        delivery travels while it is mined and the client reads that receipt from its
+        own chain node instead of looking ``ResultSubmitted`` up. If no submission
+        is signed within ``deliver_wait_s`` the result is delivered without the hint
+        (the client then waits for the chain as before). The attestation is durable
+        before this is called (:meth:`_record_result`). The delivery is a task of the
+        daemon's group, so the worker is free for the next job.
         """
         job = running.chain_job
         running.attestation = attestation
@@ -887,7 +881,8 @@ class ProviderDaemon:
             determinism=int(attestation.determinism),
             metered_millis=attestation.metered_millis,
         )
-        running.mined = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        running.mined, running.signed = loop.create_future(), loop.create_future()
         self._to_submit.append(running)
         self._submit_wake.set()
         size = self.blobs.size(output) or 0
@@ -905,15 +900,18 @@ class ProviderDaemon:
 
     async def _deliver(self, running: _Running, manifest: ResultManifest) -> None:
         job = running.chain_job
-        assert running.mined is not None
+        assert running.signed is not None and running.mined is not None
         try:
-            await asyncio.wait_for(asyncio.shield(running.mined), self.settings.deliver_wait_s)
-            # the mined ResultSubmitted's challengeEnd lets the client accept at once
-            manifest = msgspec.structs.replace(
-                manifest, challenge_end=running.chain_job.challenge_end
+            tx_hash = await asyncio.wait_for(
+                asyncio.shield(running.signed), self.settings.deliver_wait_s
             )
+            manifest = msgspec.structs.replace(manifest, submit_tx=tx_hash)
+            if running.mined.done():  # (a resumed job's may be) the mined event's too
+                manifest = msgspec.structs.replace(
+                    manifest, challenge_end=running.chain_job.challenge_end
+                )
         except TimeoutError:
-            log.warning("job %d: result not mined yet; delivering it anyway", job.job_id)
+            log.warning("job %d: result not submitted yet; delivering it anyway", job.job_id)
         try:
             ack = await self._deliverers(running.peer, manifest)
         except Exception as exc:  # noqa: BLE001 - the client can still fetch after the fact
@@ -965,23 +963,31 @@ class ProviderDaemon:
 
     async def _submit(self, batch: list[_Running]) -> None:
         args = [r.result for r in batch if r.result is not None]
+        loop = asyncio.get_running_loop()
+
+        def signed(tx_hash: bytes) -> None:  # in the sending thread, before the send
+            loop.call_soon_threadsafe(_set_signed, batch, tx_hash)
+
         if len(args) == 1:
             assert batch[0].attestation is not None
-            signed = dataclasses.replace(args[0], sig=batch[0].attestation.signature)
+            one = dataclasses.replace(args[0], sig=batch[0].attestation.signature)
             jobs, tx = await asyncio.to_thread(
-                self.escrow.submit_result, signed, gas=GAS_SUBMIT_RESULT
+                self.escrow.submit_result, one, gas=GAS_SUBMIT_RESULT, on_signed=signed
             )
             submitted = [jobs]
         else:
             submitted, tx = await asyncio.to_thread(
-                self.escrow.submit_results, args, gas=gas_submit_results(len(args))
+                self.escrow.submit_results,
+                args,
+                gas=gas_submit_results(len(args)),
+                on_signed=signed,
             )
         tx_hash = "0x" + tx.receipt.tx_hash.hex()
         for running, chain_job in zip(batch, submitted, strict=True):
             running.chain_job = chain_job
             self._submitted[chain_job.job_id] = running
             if running.mined is not None and not running.mined.done():
-                running.mined.set_result(None)  # deliver now; a restart re-reads the chain
+                running.mined.set_result(None)  # a restart re-reads the chain
 
         def record() -> None:
             for running in batch:  # what a verifier asks for (weights, inputs: kept already)
@@ -1062,6 +1068,14 @@ class _PeerLog:
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line after a crash
         return out
+
+
+def _set_signed(batch: list[_Running], tx_hash: bytes) -> None:
+    """The first signed ``submitResult(s)`` of each job is the one its manifest names
+    (a retry after a failed send is found by the client's look-up instead)."""
+    for running in batch:
+        if running.signed is not None and not running.signed.done():
+            running.signed.set_result(tx_hash)
 
 
 async def _quiet(step: Awaitable[object]) -> BaseException | None:

@@ -438,9 +438,15 @@ class ResultManifest(Message, frozen=True, kw_only=True, tag="result"):
     #: (0: not given). A hint: the client may accept with it instead of looking the
     #: event up, since ``acceptResult`` reverts unless the chain holds exactly that job.
     challenge_end: U64 = 0
+    #: hash of the provider's ``submitResult(s)`` transaction for this job, sent as
+    #: soon as it is signed, possibly before it is mined (empty: not given). A hint:
+    #: the client reads that transaction's receipt from its own chain node.
+    submit_tx: Annotated[bytes, msgspec.Meta(max_length=32)] = b""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.submit_tx and len(self.submit_tx) != 32:
+            raise ValueError("submit_tx is a 32-byte transaction hash or empty")
         if self.attestation.job_id != self.job_id:
             raise ValueError("attestation is for another job")
         if self.attestation.output_hash != self.output:

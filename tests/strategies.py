@@ -148,6 +148,8 @@ def result_manifests(draw: st.DrawFn) -> ResultManifest:
         attestation=draw(attestations(job_id=job_id, output=output)),
         peak_memory_bytes=draw(U64),
         wall_millis=draw(U64),
+        challenge_end=draw(U64),
+        submit_tx=draw(st.one_of(st.just(b""), HASH)),
     )
 
 

@@ -304,17 +304,35 @@ class Escrow(BoundContract):
     def _result_tuple(r: ResultArgs) -> tuple[Any, ...]:
         return (r.job.as_tuple(), r.output_hash, r.runtime_id, r.determinism, r.metered_millis)
 
-    def submit_result(self, r: ResultArgs, *, gas: int | None = None) -> tuple[Job, TxResult]:
-        """Record a signed attestation; returns the submitted job."""
-        res = self.transact("submitResult", *self._result_tuple(r), r.sig, gas=gas)
+    def submit_result(
+        self,
+        r: ResultArgs,
+        *,
+        gas: int | None = None,
+        on_signed: Callable[[bytes], None] | None = None,
+    ) -> tuple[Job, TxResult]:
+        """Record a signed attestation; returns the submitted job (``on_signed``: as in
+        :meth:`Contract.transact`)."""
+        res = self.transact(
+            "submitResult", *self._result_tuple(r), r.sig, gas=gas, on_signed=on_signed
+        )
         (ev,) = res.named("ResultSubmitted")
         return r.job.after_submit(ev, self._result_hash(r)), res
 
     def submit_results(
-        self, results: Sequence[ResultArgs], *, gas: int | None = None
+        self,
+        results: Sequence[ResultArgs],
+        *,
+        gas: int | None = None,
+        on_signed: Callable[[bytes], None] | None = None,
     ) -> tuple[list[Job], TxResult]:
         """Batch submit (no signatures); returns the submitted jobs in input order."""
-        res = self.transact("submitResults", [self._result_tuple(r) for r in results], gas=gas)
+        res = self.transact(
+            "submitResults",
+            [self._result_tuple(r) for r in results],
+            gas=gas,
+            on_signed=on_signed,
+        )
         evs = res.named("ResultSubmitted")
         return [
             r.job.after_submit(ev, self._result_hash(r)) for r, ev in zip(results, evs, strict=True)

@@ -199,12 +199,14 @@ def test_happy_path_pays_the_provider_and_returns_the_right_tensor(
     asyncio.run(scenario())
 
 
-def test_the_result_hint_saves_a_look_up_and_a_wrong_one_costs_only_a_revert(
+def test_result_hints_save_a_look_up_and_wrong_ones_cost_no_wrong_payment(
     devnet: Devnet, pool: WorkerPool
 ) -> None:
-    """The manifest's ``challenge_end`` lets the client accept without looking
-    ``ResultSubmitted`` up; a provider that gets it wrong costs the client one reverted
-    ``acceptResult``, after which the client checks the chain and pays the right job."""
+    """The manifest names the provider's ``submitResult`` (``submit_tx``), sent as it is
+    signed: the client reads that receipt instead of looking ``ResultSubmitted`` up.
+    A wrong transaction hash costs the client one look-up; a wrong ``challenge_end``
+    hint costs it one reverted ``acceptResult``; either way it then checks the chain
+    and pays the right job, and the provider is paid exactly what it earned."""
 
     async def scenario() -> None:
         tmp = Path(tempfile.mkdtemp())
@@ -213,24 +215,60 @@ def test_the_result_hint_saves_a_look_up_and_a_wrong_one_costs_only_a_revert(
             weights = formats.random_weights("mlp@1", MLP, seed=3)
             x = torch.randn(3, 12, generator=torch.Generator().manual_seed(5))
             job = ("mlp@1", MLP, weights)
-            honest = await c.run(job, {"x": x}, max_price=2 * PRICE)
-            assert c._submitted_lookup.items == 0  # accepted on the hint alone
-            assert c._reliability[prov.address].failures == 0
+            delivered: list[ResultManifest] = []
             honest_flush = daemon._deliverers._flush
+
+            async def spy(peer: str, manifests: list[ResultManifest]) -> list[object]:
+                delivered.extend(manifests)
+                return await honest_flush(peer, manifests)
+
+            daemon._deliverers = type(daemon._deliverers)(spy)
+            honest = await c.run(job, {"x": x}, max_price=2 * PRICE)
+            # the manifest named the very transaction that submitted the result
+            (m,) = delivered
+            tx = await asyncio.to_thread(devnet.rpc.receipt, m.submit_tx)
+            assert tx is not None and tx.status == 1
+            assert [
+                int(ev.fields["jobId"])
+                for ev in devnet.escrow.decode_events(tx)
+                if ev.name == "ResultSubmitted"
+            ] == [honest.job_id]
+            assert c._submitted_lookup.items == 0  # accepted from that receipt alone
+            assert c._submit_receipts.items == 1
+            assert c._reliability[prov.address].failures == 0
+
+            async def other_tx(peer: str, manifests: list[ResultManifest]) -> list[object]:
+                # names the job's createJob instead: a real transaction, but no result in it
+                wrong = [
+                    msgspec.structs.replace(
+                        m, submit_tx=honest.receipts["createJob"].receipt.tx_hash
+                    )
+                    for m in manifests
+                ]
+                return await honest_flush(peer, wrong)
+
+            daemon._deliverers = type(daemon._deliverers)(other_tx)
+            before = devnet.escrow.balance_of(prov.address)
+            result = await c.run(job, {"x": x}, max_price=2 * PRICE)
+            # the chain had the real one (a look-up, unless the follower had the event already)
+            assert c._submitted_lookup.items <= 1
+            assert c._submit_receipts.items == 2
+            assert torch.equal(result.outputs["logits"], honest.outputs["logits"])
+            assert devnet.escrow.balance_of(prov.address) == before + result.cost > before
 
             async def lying(peer: str, manifests: list[ResultManifest]) -> list[object]:
                 wrong = [
-                    msgspec.structs.replace(m, challenge_end=m.challenge_end + 7) for m in manifests
+                    msgspec.structs.replace(m, challenge_end=int(time.time()) + 10**6)
+                    for m in manifests
                 ]
                 return await honest_flush(peer, wrong)
 
             daemon._deliverers = type(daemon._deliverers)(lying)
             before = devnet.escrow.balance_of(prov.address)
+            failures = c._reliability[prov.address].failures
             result = await c.run(job, {"x": x}, max_price=2 * PRICE)
-            # the revert sent it to the chain (a look-up, unless the follower had the event
-            # already), and counts against the provider
-            assert c._submitted_lookup.items <= 1
-            assert c._reliability[prov.address].failures == 1
+            # the revert sent it to the chain, and counts against the provider
+            assert c._reliability[prov.address].failures == failures + 1
             assert torch.equal(result.outputs["logits"], honest.outputs["logits"])
             assert (
                 result.receipts["acceptResult"].named("JobFinalized")[0]["jobId"] == result.job_id

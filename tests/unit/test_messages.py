@@ -303,6 +303,26 @@ def test_result_manifest_carries_a_small_output_inline(att: Any) -> None:
 
 
 @SETTINGS
+@given(S.attestations(job_id=7, output=hashlib.sha256(_SMALL).digest()))
+def test_result_manifest_names_a_whole_transaction_hash_or_none(att: Any) -> None:
+    digest = hashlib.sha256(_SMALL).digest()
+    named = ResultManifest(
+        job_id=7, output=digest, output_size=len(_SMALL), attestation=att, submit_tx=b"\x01" * 32
+    )
+    assert decode(encode(named)) == named
+    for bad in (b"\x01", b"\x01" * 31):
+        with pytest.raises(ValueError, match="submit_tx"):
+            ResultManifest(
+                job_id=7, output=digest, output_size=len(_SMALL), attestation=att, submit_tx=bad
+            )
+    # too long is refused by the decoder's bound, before the struct exists
+    wire = encode(named).replace(b"\xc4\x20" + b"\x01" * 32, b"\xc4\x21" + b"\x01" * 33)
+    assert wire != encode(named)
+    with pytest.raises(DecodeError):
+        decode(wire)
+
+
+@SETTINGS
 @given(S.offers())
 def test_offer_signature_verifies_and_tampering_breaks_it(offer: Offer) -> None:
     offer.verify()
