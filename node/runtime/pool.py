@@ -13,7 +13,9 @@ writes the inputs there, sends it the job over its own pipe, enforces the wall c
 output and kills it; a helper thread prepares the next child meanwhile. In lease mode
 the worker runs the job itself. :meth:`WorkerPool.run_batch` runs several jobs of one
 tenant for the same model in one prepared child (one after the other), so the per-child
-cost is paid once per batch.
+cost is paid once per batch. A job or batch with a :attr:`RunRequest.tenant` may leave
+its child to the slot as a *kept child* for that tenant's next job on the same model and
+tier (:meth:`WorkerPool._run_fork_batch`; docs/runtime.md §5).
 """
 
 from __future__ import annotations
@@ -105,8 +107,10 @@ class RunRequest:
     tenant: bytes | None = None
 
     @classmethod
-    def from_spec(cls, spec: Any, weights: bytes, inputs: bytes) -> RunRequest:
-        """From a :class:`protocol.messages.JobSpec` plus its blobs.
+    def from_spec(
+        cls, spec: Any, weights: bytes, inputs: bytes, *, tenant: bytes | None = None
+    ) -> RunRequest:
+        """From a :class:`protocol.messages.JobSpec` plus its blobs (and its client).
 
         Sizes are checked here, the inputs' hash too; the weights' hash is checked when
         the pool first stores that blob (see :attr:`weights_sha256`).
@@ -128,6 +132,7 @@ class RunRequest:
             timeout_s=spec.max_gpu_millis / 1000,
             weights_sha256=bytes(spec.model.weights),
             min_sandbox_tier=int(spec.min_sandbox_tier),
+            tenant=tenant,
         )
 
 

@@ -2,7 +2,8 @@
 
 A slot owns one worker (``bwrap ... python -I -B -c <boot>`` running :mod:`.zygote`),
 its slot cgroup, the reusable job cgroup, its scratch root and, in fork mode, the
-prepared child for the next job (:class:`Spare`); :mod:`.pool` drives slots.
+prepared child for the next job (:class:`Spare`) and the child kept for one tenant's
+next job (:class:`Kept`), which its helper thread retires; :mod:`.pool` drives slots.
 """
 
 from __future__ import annotations
