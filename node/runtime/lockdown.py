@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import resource
+import time
 from collections.abc import Iterable, Mapping
 
 from . import landlock, seccomp
@@ -73,6 +75,27 @@ def set_rlimits(limits: Mapping[str, int | None]) -> None:
         _soft, hard = resource.getrlimit(res)
         v = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(res, (v, v))
+
+
+def set_job_budget(*, cpu_s: int, fsize: int) -> tuple[int, int]:
+    """Give the job that comes next its own CPU and file-size budget (a reused child).
+
+    RLIMIT_CPU counts a process's whole life, so a child that serves several jobs
+    raises its **soft** CPU limit to the CPU it has used so far (rounded up) plus this
+    job's ``cpu_s``; the soft file-size limit becomes ``fsize``. Both stay below the
+    hard limits set when the child was prepared (``job_stage``), which bound the
+    child's whole life. Returns the (cpu, fsize) soft limits now in force.
+    """
+    cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    used = math.ceil(time.process_time())  # every thread: what RLIMIT_CPU counts
+    cpu = used + max(1, int(cpu_s))
+    if cpu_hard != resource.RLIM_INFINITY:
+        cpu = min(cpu, cpu_hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu_hard))
+    fs_hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    fs = fsize if fs_hard == resource.RLIM_INFINITY else min(fsize, fs_hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fs, fs_hard))
+    return cpu, fs
 
 
 def die_with_parent() -> None:

@@ -13,7 +13,9 @@ writes the inputs there, sends it the job over its own pipe, enforces the wall c
 output and kills it; a helper thread prepares the next child meanwhile. In lease mode
 the worker runs the job itself. :meth:`WorkerPool.run_batch` runs several jobs of one
 tenant for the same model in one prepared child (one after the other), so the per-child
-cost is paid once per batch.
+cost is paid once per batch. A job or batch with a :attr:`RunRequest.tenant` may leave
+its child to the slot as a *kept child* for that tenant's next job on the same model and
+tier (:meth:`WorkerPool._run_fork_batch`; docs/runtime.md §5).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import itertools
 import json
 import math
 import os
-import queue
 import select
 import shutil
 import signal
@@ -39,7 +40,7 @@ from typing import Any
 from . import catalog, cgroup, descriptor, detect, sandbox, wire, zygote
 from .cgroup import Cgroup
 from .errors import JobError, SandboxUnavailable
-from .workers import Slot, Spare, Spawner, cpu_ms
+from .workers import Kept, Slot, Spare, Spawner, cpu_ms
 
 GRACE_S = 3.0  # lease mode: how long past a job's deadline the worker may take to answer
 REPORT_MAX = 60_000
@@ -65,6 +66,10 @@ class PoolConfig:
     warm_max_elements: int = 4 << 20  # warm a model's kernels per input shape up to this
     prerun_max_ms: float = 10.0  # a prepared child runs the last model on zeros if this quick
     spares: int = 2  # fork mode: children prepared ahead per slot (each in its own cgroup)
+    #: fork mode: a child that ran a tenant's catalog-v1 job(s) cleanly is kept this long
+    #: for the same tenant's next job on the same model and tier (0: never reuse one)
+    keep_idle_s: float = 0.5
+    keep_max_jobs: int = 256  # a kept child is retired after this many jobs
     blob_cache_bytes: int = 8 << 30
     min_tier: int = 2
     insecure: bool = False  # explicit operator override: run below min_tier, advertise 0
@@ -96,10 +101,16 @@ class RunRequest:
     #: verified whenever the blob is not cached yet (the only time the bytes are used).
     weights_sha256: bytes | None = None
     min_sandbox_tier: int = 0
+    #: the client (its 20-byte address): a fork-mode catalog-v1 job with a tenant may
+    #: run in a child kept from that tenant's previous job (docs/runtime.md §5); None:
+    #: a fresh child, killed after the job
+    tenant: bytes | None = None
 
     @classmethod
-    def from_spec(cls, spec: Any, weights: bytes, inputs: bytes) -> RunRequest:
-        """From a :class:`protocol.messages.JobSpec` plus its blobs.
+    def from_spec(
+        cls, spec: Any, weights: bytes, inputs: bytes, *, tenant: bytes | None = None
+    ) -> RunRequest:
+        """From a :class:`protocol.messages.JobSpec` plus its blobs (and its client).
 
         Sizes are checked here, the inputs' hash too; the weights' hash is checked when
         the pool first stores that blob (see :attr:`weights_sha256`).
@@ -121,6 +132,7 @@ class RunRequest:
             timeout_s=spec.max_gpu_millis / 1000,
             weights_sha256=bytes(spec.model.weights),
             min_sandbox_tier=int(spec.min_sandbox_tier),
+            tenant=tenant,
         )
 
 
@@ -138,6 +150,7 @@ class RunResult:
     layers: tuple[str, ...]
     load_ms: float = 0.0
     infer_ms: float = 0.0
+    pid: int = 0  # diagnostics: host pid of the fork-mode child that ran it (0: lease mode)
 
 
 class WorkerPool:
@@ -177,7 +190,8 @@ class WorkerPool:
         self.work.chmod(0o711)
         self.blobs = self.work / "blobs"
         self.blobs.mkdir(exist_ok=True, mode=0o755)
-        self._slots: queue.Queue[Slot] = queue.Queue()
+        self._free: list[Slot] = []  # slots no job is using (guarded by _cond)
+        self._cond = threading.Condition()
         self._all: list[Slot] = []
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -214,7 +228,7 @@ class WorkerPool:
             self.close()
             raise errors[0]
         for s in slots:
-            self._slots.put(s)
+            self._release(s)
 
     def close(self) -> None:
         """Stop every worker and delete the work directory (if we made it)."""
@@ -336,16 +350,62 @@ class WorkerPool:
             p.unlink()
 
     def run(self, req: RunRequest) -> RunResult:
-        """Run one job in a sandboxed worker; raise :class:`JobError` on any failure."""
+        """Run one job in a sandboxed worker; raise :class:`JobError` on any failure.
+
+        A fork-mode ``catalog-v1`` job with a :attr:`RunRequest.tenant` runs as a batch
+        of one (:meth:`run_batch`: the same result), so its child may be kept for that
+        tenant's next job.
+        """
+        if self._keepable([req]):
+            res = self.run_batch([req])[0]
+            if isinstance(res, JobError):
+                raise res
+            return res
         self._admit(req)
-        slot = self._slots.get()
+        slot = self._acquire(None)
         try:
             self._ensure_worker(slot)
             return self._run_on(slot, req)
         finally:
             if slot.proc is not None and slot.proc.poll() is not None:
                 slot.stop()
-            self._slots.put(slot)
+            self._release(slot)
+
+    def _acquire(self, key: tuple[bytes, str, int] | None) -> Slot:
+        """A free slot (block until one is): the one keeping a child for ``key`` if it is
+        free, else one keeping none (not to retire another tenant's), else the first."""
+        with self._cond:
+            while not self._free:
+                self._cond.wait()
+            keys = [s.kept_key for s in self._free]
+            i = keys.index(key) if key is not None and key in keys else -1
+            if i < 0:
+                i = keys.index(None) if None in keys else 0
+            return self._free.pop(i)
+
+    def _release(self, slot: Slot) -> None:
+        with self._cond:
+            self._free.append(slot)
+            self._cond.notify()
+
+    def _keepable(self, reqs: Sequence[RunRequest]) -> bool:
+        """Whether the child of these jobs (one tenant's) may be kept afterwards."""
+        cfg = self.config
+        if cfg.mode != "fork" or cfg.keep_idle_s <= 0 or cfg.keep_max_jobs <= 0:
+            return False
+        tenant = reqs[0].tenant
+        return tenant is not None and all(
+            r.tenant == tenant and r.format == "catalog-v1" and r.test_code is None for r in reqs
+        )
+
+    def child_cpu_life(self) -> int | None:
+        """The hard RLIMIT_CPU of a fork-mode child that may be kept (None: no reuse, a
+        child's hard limit is the pool's per-job maximum). Each job on it gets its own
+        soft limit on top of what it used (docs/runtime.md §5)."""
+        cfg = self.config
+        if cfg.mode != "fork" or cfg.keep_idle_s <= 0 or cfg.keep_max_jobs <= 0:
+            return None
+        return 2 * int(self.job_rlimits(None, None)["cpu"] or 0)
 
     @staticmethod
     def _ensure_worker(slot: Slot) -> None:
@@ -386,6 +446,7 @@ class WorkerPool:
         """
         reqs = list(reqs)
         weights_sha = _check_batch(reqs)
+        keepable = self._keepable(reqs)
         results: list[RunResult | JobError | None] = [None] * len(reqs)
         todo: list[int] = []
         for i, req in enumerate(reqs):
@@ -397,7 +458,17 @@ class WorkerPool:
         if not todo:
             return [r for r in results if r is not None]
         t0 = time.monotonic()
-        slot = self._slots.get()
+        keep_key = None
+        if keepable:  # (tenant, model cache key, tier): which kept child may serve them
+            first = reqs[todo[0]]
+            try:
+                weights_hex = self._store_blob(first.weights, weights_sha)
+            except JobError as exc:
+                return [exc if r is None else r for r in results]
+            model = self._model_fields(first, weights_hex)
+            assert first.tenant is not None
+            keep_key = (first.tenant, zygote.cache_key(model), first.determinism)
+        slot = self._acquire(keep_key)
         try:
             while todo:
                 try:
@@ -405,7 +476,9 @@ class WorkerPool:
                     if self.config.mode == "lease":
                         done: list[RunResult | JobError] = [self._run_on(slot, reqs[todo[0]])]
                     else:
-                        done = self._run_fork_batch(slot, [reqs[i] for i in todo], weights_sha, t0)
+                        done = self._run_fork_batch(
+                            slot, [reqs[i] for i in todo], weights_sha, t0, keep_key
+                        )
                 except JobError as exc:  # lease: this job's; fork: nothing ran
                     done = [exc] * (1 if self.config.mode == "lease" else len(todo))
                 for i, res in zip(todo, done, strict=False):
@@ -414,7 +487,7 @@ class WorkerPool:
         finally:
             if slot.proc is not None and slot.proc.poll() is not None:
                 slot.stop()
-            self._slots.put(slot)
+            self._release(slot)
         return [r if r is not None else JobError("crashed", "not run") for r in results]
 
     def job_rlimits(self, timeout: float | None, max_out: int | None) -> dict[str, int | None]:
@@ -514,7 +587,7 @@ class WorkerPool:
         """
         model = None
         if msg["weights"]:
-            model = {k: msg[k] for k in ("weights", "arch", "config", "max_params", "device")}
+            model = self._model_fields(req, msg["weights"])
             msg["cache_key"] = zygote.cache_key(model)
         sp = self._spare(slot, model, msg.get("cache_key"))
         cg = sp.cg
@@ -538,7 +611,7 @@ class WorkerPool:
                 ev = {"status": 0, "cpu_ms": cpu_ms(sp.host_pid) - sp.cpu0_ms, "maxrss": 0}
                 if cg is None:
                     ev["maxrss"] = _hwm(sp.host_pid)
-            ev.update(ev="done", report=report)
+            ev.update(ev="done", report=report, pid=sp.host_pid)
             return self._result(
                 slot=slot,
                 req=req,
@@ -588,7 +661,10 @@ class WorkerPool:
 
     @staticmethod
     def _spare(slot: Slot, model: dict[str, Any] | None, key: str | None) -> Spare:
-        """A prepared child whose cache holds ``model`` (key ``key``), ready for a job."""
+        """A prepared child whose cache holds ``model`` (key ``key``), ready for a job.
+
+        A child the slot kept for a tenant is retired (not this job's)."""
+        slot.take_kept(None)
         sp = slot.take(key)
         try:
             if sp is None:  # wait for the helper; else fork one on this job's critical path
@@ -610,12 +686,20 @@ class WorkerPool:
         return sp
 
     def _run_fork_batch(
-        self, slot: Slot, reqs: list[RunRequest], weights_sha: bytes | None, t0: float
+        self,
+        slot: Slot,
+        reqs: list[RunRequest],
+        weights_sha: bytes | None,
+        t0: float,
+        keep_key: tuple[bytes, str, int] | None = None,
     ) -> list[RunResult | JobError]:
-        """Run ``reqs`` in one prepared child; results for a prefix of them (>= 1).
+        """Run ``reqs`` in one child; results for a prefix of them (>= 1).
 
-        Raises :class:`JobError` when nothing ran (model, worker or child set-up). After
-        the batch frame is sent: the jobs reported before a timeout or the child's death
+        The child is the slot's kept child for ``keep_key`` (one tenant's, same model
+        and tier) when it has one, else a fresh prepared child; with ``keep_key`` that
+        child is kept afterwards if every job succeeded (:meth:`_keep`). Raises
+        :class:`JobError` when nothing ran (model, worker or child set-up). After the
+        batch frame is sent: the jobs reported before a timeout or the child's death
         keep their results, the job in progress gets the error, the rest are not run
         (the caller runs them in a fresh child).
         """
@@ -623,41 +707,44 @@ class WorkerPool:
         weights_hex = self._store_blob(first.weights, weights_sha)
         bid = f"b{next(self._ids)}"
         msgs = [self._message(r, f"j{next(self._ids)}", weights_hex) for r in reqs]
-        for m in msgs:
-            m["dir"] = f"{bid}/{m['id']}"
-        model = {k: msgs[0][k] for k in ("weights", "arch", "config", "max_params", "device")}
+        model = self._model_fields(first, weights_hex)
         key = zygote.cache_key(model)
         rlimits = dict(msgs[0]["rlimits"])  # the pool's at most: CPU adds up, FSIZE the largest
         rlimits["cpu"] = min(
             sum(m["rlimits"]["cpu"] for m in msgs), self.job_rlimits(None, None)["cpu"] or 0
         )
         rlimits["fsize"] = max(m["rlimits"]["fsize"] for m in msgs)
-        frame = {"op": "batch", "id": bid, "cache_key": key, "rlimits": rlimits, "jobs": msgs}
-        sp = self._spare(slot, model, key)
+        frame: dict[str, Any] = {"op": "batch", "id": bid, "cache_key": key}
+        frame.update(rlimits=rlimits, jobs=msgs)
+        if keep_key is not None:
+            frame["keep"] = True  # the child waits for a next frame after its reports
+        kept = self._reuse(slot, slot.take_kept(keep_key), reqs, msgs, frame)
+        if kept is not None:
+            sp, root = kept.sp, kept.root
+        else:
+            sp = self._spare(slot, model, key)
+            root = slot.scratch / bid
         cg = sp.cg
-        root = slot.scratch / bid
         reaped = reported = False
         done: list[tuple[dict[str, Any], bytes, bytes, int] | JobError] = []
+        keep: Kept | None = None
         try:
-            try:
-                root = slot.take_dir(sp, bid)
-                for req, m in zip(reqs, msgs, strict=True):
-                    d = root / m["id"]
-                    d.mkdir(mode=0o700)
-                    if "uid" in self.layers:
-                        os.chown(d, slot.uid, slot.uid)
-                    self._write_job_files(d, req)
-            except OSError as exc:  # nothing ran: every job gets it
-                rc = slot.proc.poll() if slot.proc is not None else None
-                slot.stop()
-                raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
+            if kept is None:
+                try:
+                    root = slot.take_dir(sp, bid)
+                    self._write_batch_dirs(slot, root, reqs, msgs)
+                except OSError as exc:  # nothing ran: every job gets it
+                    rc = slot.proc.poll() if slot.proc is not None else None
+                    slot.stop()
+                    raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
             reader = wire.Reader(sp.rep)
             failure: JobError | None = None
             total: float | None = None  # the child's CPU ms since it became ready
             own: list[float] = []  # per reported job, measured in the child
             start = time.monotonic()  # the first job's wall clock starts with the frame
             try:
-                wire.send(sp.go, frame)
+                if kept is None:  # (a kept child got its frame in _reuse)
+                    wire.send(sp.go, frame)
             except OSError:  # the child died: the first job is the one in progress
                 failure, reaped, total = self._batch_child_gone(slot, sp)
             # each job's deadline runs from the report before it (the first: the frame)
@@ -693,8 +780,10 @@ class WorkerPool:
                 except JobError as exc:
                     done.append(exc)
             reported = failure is None
+            now_ms = None
             if failure is None and not sp.exited():
-                total = cpu_ms(sp.host_pid) - sp.cpu0_ms
+                now_ms = cpu_ms(sp.host_pid)
+                total = now_ms - sp.cpu0_ms
             # the jobs' own times, scaled down if they claim more than the child used;
             # a complete batch shares the rest of the child's time equally
             scale, extra = 1.0, 0.0
@@ -703,17 +792,112 @@ class WorkerPool:
             elif total is not None and failure is None:
                 extra = (total - sum(own)) / max(1, len(own))
             peak = (cg.peak_memory() if cg is not None else None) or _hwm(sp.host_pid)
-            results = self._batch_results(slot, first, done, scale=scale, extra=extra, peak=peak)
+            results = self._batch_results(
+                slot, first, done, scale=scale, extra=extra, peak=peak, pid=sp.host_pid
+            )
+            if keep_key is not None and now_ms is not None and len(done) == len(msgs):
+                keep = self._keep(
+                    slot,
+                    sp=sp,
+                    kept=kept,
+                    key=keep_key,
+                    root=root,
+                    reader=reader,
+                    results=results,
+                    now_ms=now_ms,
+                )
             return results if failure is None else [*results, failure]
         finally:
-            self._finish_child(
-                slot,
-                sp,
-                reaped=reaped,
-                reported=reported,
-                scratch=root,
-                next_spec=lambda: self._next_spec(reqs[-1], model, msgs[-1]),
-            )
+            if keep is not None:
+                slot.keep(keep)
+                trash = [] if self.config.keep_scratch else [root / m["id"] for m in msgs]
+                slot.refill(self._next_spec(reqs[-1], model, msgs[-1]), trash)
+            else:  # (a kept child's whole scratch dir goes with it)
+                self._finish_child(
+                    slot,
+                    sp,
+                    reaped=reaped,
+                    reported=reported,
+                    scratch=root,
+                    next_spec=lambda: self._next_spec(reqs[-1], model, msgs[-1]),
+                )
+
+    def _model_fields(self, req: RunRequest, weights_hex: str) -> dict[str, Any]:
+        """What the zygote needs to load ``req``'s model (and its cache key)."""
+        cfg = self.config
+        return {
+            "weights": weights_hex,
+            "arch": req.arch,
+            "config": req.config,
+            "max_params": cfg.max_params,
+            "device": cfg.device,
+        }
+
+    def _write_batch_dirs(
+        self, slot: Slot, root: Path, reqs: list[RunRequest], msgs: list[dict[str, Any]]
+    ) -> None:
+        """One sub-directory of the child's scratch dir per job, with its inputs."""
+        for req, m in zip(reqs, msgs, strict=True):
+            m["dir"] = f"{root.name}/{m['id']}"
+            d = root / m["id"]
+            d.mkdir(mode=0o700)
+            if "uid" in self.layers:
+                os.chown(d, slot.uid, slot.uid)
+            self._write_job_files(d, req)
+
+    def _reuse(
+        self,
+        slot: Slot,
+        kept: Kept | None,
+        reqs: list[RunRequest],
+        msgs: list[dict[str, Any]],
+        frame: dict[str, Any],
+    ) -> Kept | None:
+        """Hand ``frame`` to the slot's kept child; None (the kept child retired) if it
+        cannot take it: no CPU left under its life limit, or its dirs or frame failed
+        (it died while idle). The jobs then run in a fresh child, with no error."""
+        if kept is None:
+            return None
+        sp, life = kept.sp, self.child_cpu_life() or 0
+        try:
+            if cpu_ms(sp.host_pid) / 1000 + frame["rlimits"]["cpu"] + 2 > life:
+                raise OSError("its CPU life limit is near")
+            if sp.cg is not None:  # this batch's peak and OOM count start here
+                sp.cg.reset_peak()
+                sp.oom0 = sp.cg.oom_kills()
+            self._write_batch_dirs(slot, kept.root, reqs, msgs)
+            wire.send(sp.go, frame)
+        except (OSError, wire.WireError):
+            sp.kill()
+            slot.retire_kept(kept)
+            return None
+        return kept
+
+    def _keep(
+        self,
+        slot: Slot,
+        *,
+        sp: Spare,
+        kept: Kept | None,
+        key: tuple[bytes, str, int],
+        root: Path,
+        reader: wire.Reader,
+        results: list[RunResult | JobError],
+        now_ms: float,
+    ) -> Kept | None:
+        """The child to keep for ``key`` after a clean batch, else None (retire it).
+
+        Never after any error in its jobs, past ``keep_max_jobs``, when it sent more
+        than its reports, or when its worker is gone. The next job's metering starts
+        from ``now_ms`` (its CPU time when the supervisor read this batch's).
+        """
+        jobs = (kept.jobs if kept is not None else 0) + len(results)
+        clean = all(isinstance(r, RunResult) for r in results)
+        extra = reader.pending() or bool(select.select([sp.rep], [], [], 0)[0])
+        if not clean or extra or jobs >= self.config.keep_max_jobs or slot.proc is None:
+            return None
+        sp.cpu0_ms = now_ms
+        return Kept(sp=sp, key=key, root=root, jobs=jobs, last=time.monotonic())
 
     def _batch_child_gone(self, slot: Slot, sp: Spare) -> tuple[JobError, bool, float | None]:
         """The report pipe closed early or carried garbage: why, whether the child was
@@ -745,6 +929,7 @@ class WorkerPool:
         scale: float,
         extra: float,
         peak: int,
+        pid: int,
     ) -> list[RunResult | JobError]:
         """RunResults of the reported jobs: own CPU ms x ``scale`` + ``extra`` each."""
         out: list[RunResult | JobError] = []
@@ -765,6 +950,7 @@ class WorkerPool:
                     layers=self._result_layers(slot),
                     load_ms=float(report.get("load_ms", 0.0)),
                     infer_ms=float(report.get("infer_ms", 0.0)),
+                    pid=pid,
                 )
             )
         return out
@@ -815,6 +1001,7 @@ class WorkerPool:
     ) -> RunResult:
         if ev.get("ev") != "done":
             raise JobError("crashed", f"unexpected worker message {str(ev)[:100]}")
+        pid = int(ev.get("pid", 0))
         report = ev.get("report") or {}
         status = int(ev.get("status", 0))
         if ev.get("timed_out"):
@@ -840,6 +1027,7 @@ class WorkerPool:
             layers=self._result_layers(slot),
             load_ms=float(report.get("load_ms", 0.0)),
             infer_ms=float(report.get("infer_ms", 0.0)),
+            pid=pid,
         )
 
 
@@ -881,6 +1069,8 @@ def _check_batch(reqs: list[RunRequest]) -> bytes | None:
             raise ValueError("a batch's jobs must use the same weights")
         if r.determinism != first.determinism:
             raise ValueError("a batch's jobs must use the same determinism tier")
+        if r.tenant != first.tenant:
+            raise ValueError("a batch's jobs must carry the same tenant")
     return first.weights_sha256
 
 

@@ -52,6 +52,10 @@ class Reader:
                 raise WireError("pipe closed")
             self._buf += chunk
 
+    def pending(self) -> bool:
+        """Whether bytes past the last frame read are buffered (the peer sent more)."""
+        return bool(self._buf)
+
     def recv(self, deadline: float | None = None) -> dict[str, Any]:
         """Read one frame; ``TimeoutError`` past ``deadline`` (a ``time.monotonic()`` value)."""
         self._fill(4, deadline)

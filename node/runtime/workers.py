@@ -2,7 +2,8 @@
 
 A slot owns one worker (``bwrap ... python -I -B -c <boot>`` running :mod:`.zygote`),
 its slot cgroup, the reusable job cgroup, its scratch root and, in fork mode, the
-prepared child for the next job (:class:`Spare`); :mod:`.pool` drives slots.
+prepared child for the next job (:class:`Spare`) and the child kept for one tenant's
+next job (:class:`Kept`), which its helper thread retires; :mod:`.pool` drives slots.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,6 +126,22 @@ class Spare:
                 os.close(fd)
 
 
+@dataclasses.dataclass(eq=False)
+class Kept:
+    """A child kept after its job for the same tenant's next job (fork mode).
+
+    ``key`` is (tenant, model cache key, determinism tier): only a job with the same
+    key may use it. ``root`` is its scratch dir (its Landlock domain allows writes
+    there only): every later job gets a fresh sub-directory of it.
+    """
+
+    sp: Spare
+    key: tuple[bytes, str, int]
+    root: Path
+    jobs: int  # jobs it has run so far
+    last: float  # time.monotonic() of its last report
+
+
 class Slot:
     """One sandboxed worker."""
 
@@ -146,6 +164,11 @@ class Slot:
         # finished jobs' children (and whether the zygote reaped them), for the helper to
         # kill and release off the jobs' path
         self.retiring: list[tuple[Spare, bool]] = []
+        # fork mode: a child kept for its tenant's next job (retired by the helper when
+        # idle over ``keep_idle_s``, and when any other job takes this slot)
+        self.kept: Kept | None = None
+        self._wake = threading.Event()  # the helper waiting on a kept child: work came
+        self._settling = False  # settle() is joining the helper: it must not wait
         self.fdsock: socket.socket | None = None
         self.lock = threading.RLock()
         self._prep: threading.Thread | None = None
@@ -189,6 +212,7 @@ class Slot:
             "write": [*writable, *gpu["write"]],
             "job_read": paths.read_paths(code),
             "job_rlimits": pool.job_rlimits(None, None),
+            "cpu_life": pool.child_cpu_life(),
             "threads": cfg.threads,
             "prerun_max_ms": cfg.prerun_max_ms,
             "devices": [*devices, *gpu["devices"]],
@@ -279,6 +303,10 @@ class Slot:
     def stop(self) -> None:
         with self.lock:
             self._stopping = True
+            kept, self.kept = self.kept, None
+            if kept is not None:
+                self.retiring.append((kept.sp, False))
+        self._wake.set()
         self.drop_ready()
         self.release_retired()
         if self.proc is not None:
@@ -365,7 +393,7 @@ class Slot:
             self.retiring.append((sp, reaped))
             running = self.proc is not None
         if running:
-            self.refill(spec, trash)
+            self.refill(spec, () if trash is None else (trash,))
         else:  # no helper will come: now
             self.release_retired()
             if trash is not None:
@@ -435,6 +463,10 @@ class Slot:
                 Path(f"/proc/{host_pid}/oom_score_adj").write_text("1000")
             if self.job_cgs:
                 with self.lock:
+                    late = not self.free_cgs and bool(self.retiring)
+                if late:  # a kept child retired since the helper's last round holds one
+                    self.release_retired()
+                with self.lock:
                     sp.cg = self.free_cgs.pop() if self.free_cgs else None
                 if sp.cg is None:
                     raise wire.WireError("no free job cgroup")
@@ -470,6 +502,51 @@ class Slot:
                     return
             raise wire.WireError("the prepared child did not become ready")
 
+    def take_kept(self, key: tuple[bytes, str, int] | None) -> Kept | None:
+        """The kept child for a job with ``key`` (None: a job that may not reuse one).
+
+        A kept child with another key, or one that died while idle, is retired (the
+        helper kills and releases it, off this job's path) and None is returned: the
+        job takes a fresh prepared child.
+        """
+        with self.lock:
+            kept, self.kept = self.kept, None
+        if kept is None:
+            return None
+        if key is not None and kept.key == key and not kept.sp.exited():
+            return kept
+        self.retire_kept(kept)
+        return None
+
+    def keep(self, kept: Kept) -> None:
+        """Hold ``kept`` for its tenant's next job (a previous one is retired)."""
+        with self.lock:
+            old, self.kept = self.kept, kept
+        if old is not None:
+            self.retire_kept(old)
+        self.refill()  # the helper now waits for its expiry
+
+    def retire_kept(self, kept: Kept) -> None:
+        """Have the helper kill and release a kept child and delete its scratch dir."""
+        trash = None if self.pool.config.keep_scratch else kept.root
+        with self.lock:
+            self.retiring.append((kept.sp, False))
+            running = self.proc is not None
+            if running and trash is not None:
+                self.trash.append(trash)
+        if running:
+            self.refill()
+        else:  # no helper will come: now
+            self.release_retired()
+            if trash is not None:
+                shutil.rmtree(trash, ignore_errors=True)
+
+    @property
+    def kept_key(self) -> tuple[bytes, str, int] | None:
+        """The key of the kept child, if any (slot choice; it may expire meanwhile)."""
+        with self.lock:
+            return None if self.kept is None else self.kept.key
+
     def take_dir(self, sp: Spare, job_id: str) -> Path:
         """Rename the spare's own scratch dir to the job's; check what it is first."""
         src, dst = self.scratch / f"n{sp.nspid}", self.scratch / job_id
@@ -493,18 +570,21 @@ class Slot:
             raise wire.WireError(f"expected a reaped child, got {str(ev)[:60]}")
         return ev
 
-    def refill(self, spec: dict[str, Any], trash: Path | None = None) -> None:
+    def refill(self, spec: dict[str, Any] | None = None, trash: Iterable[Path] = ()) -> None:
         """Prepare children up to ``PoolConfig.spares`` in a helper thread.
 
-        ``spec`` (``model``, ``shapes``, ``deterministic`` of the last job) is what the
-        next children are warmed for. A helper that is still running picks it up.
-        ``trash``: the last job's scratch dir, deleted by the helper.
+        ``spec`` (``model``, ``shapes``, ``deterministic`` of the last job; None: keep
+        the current one) is what the next children are warmed for. A helper that is
+        still running picks it up. ``trash``: the last job's scratch dirs, deleted by
+        the helper. The helper also retires children (:meth:`retire`,
+        :meth:`retire_kept`) and, while the slot keeps a child, waits for its expiry.
         """
         with self.lock:
-            self.next_spec = spec
-            if trash is not None:
-                self.trash.append(trash)
+            if spec is not None:
+                self.next_spec = spec
+            self.trash.extend(trash)
             if self._prep_running or self.proc is None:
+                self._wake.set()
                 return
             self._prep_running = True
             old, self._prep = self._prep, None
@@ -519,14 +599,30 @@ class Slot:
                         trash, self.trash = self.trash, []
                     for path in trash:
                         shutil.rmtree(path, ignore_errors=True)
+                    wait_s = None
                     with self.lock:
+                        held = self.kept
+                        expired = held is not None and self._expired(held)
+                        if expired:
+                            self.kept = None
+                    if expired and held is not None:  # idle too long, or died
+                        self.retire_kept(held)
+                        continue
+                    with self.lock:
+                        held = self.kept
                         want = self.pool.config.spares - len(self.ready)
                         spec = dict(self.next_spec)
                         waiting = [sp for sp in self.ready if sp.cpu0_ms < 0]
                         idle = want <= 0 and not waiting and not self.retiring
-                        if idle or self.proc is None:
+                        if self.proc is None or (idle and (held is None or self._settling)):
                             self._prep_running = False
                             return
+                        if idle and held is not None:
+                            wait_s = self._expiry(held) - time.monotonic()
+                    if wait_s is not None:  # a kept child: retire it when it expires
+                        self._wake.wait(max(0.0, wait_s))
+                        self._wake.clear()
+                        continue
                     if want <= 0:  # full: take the ready checks off the jobs' path
                         for sp in waiting:
                             try:
@@ -559,16 +655,32 @@ class Slot:
         self._prep = threading.Thread(target=run, name=f"gpunet-slot{self.index}-prep")
         self._prep.start()
 
+    def _expiry(self, kept: Kept) -> float:
+        return kept.last + self.pool.config.keep_idle_s
+
+    def _expired(self, kept: Kept) -> bool:
+        return time.monotonic() >= self._expiry(kept) or kept.sp.exited()
+
     @property
     def prep_failed(self) -> bool:
         """The helper failed: :meth:`settle` replaces the worker."""
         return self._prep_failed
 
     def settle(self) -> None:
-        """Join the helper of :meth:`refill`; replace the worker if it failed."""
-        if self._prep is not None:
-            self._prep.join()
-            self._prep = None
+        """Join the helper of :meth:`refill`; replace the worker if it failed.
+
+        A helper waiting for a kept child's expiry stops waiting (the next job's
+        :meth:`refill` starts it again)."""
+        with self.lock:
+            self._settling = True
+        self._wake.set()
+        try:
+            if self._prep is not None:
+                self._prep.join()
+                self._prep = None
+        finally:
+            with self.lock:
+                self._settling = False
         if self._prep_failed:
             self._prep_failed = False
             self.stop()

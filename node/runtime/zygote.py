@@ -389,7 +389,8 @@ def header_shapes(data: bytes) -> dict[str, tuple[str, tuple[int, ...], int]]:
 
 
 def _child(z: _Zygote, r_go: int, w_rep: int, prerun: tuple[Any, str, Any] | None) -> int:
-    """A prepared child: everything job-independent first, then exactly one job."""
+    """A prepared child: everything job-independent first, then one job or batch
+    (or, kept for one tenant, several batches one after the other)."""
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
@@ -410,6 +411,8 @@ def _child(z: _Zygote, r_go: int, w_rep: int, prerun: tuple[Any, str, Any] | Non
             shutil.rmtree(scratch)
         os.mkdir(scratch, 0o700)
         rlimits = dict(cfg["job_rlimits"])
+        if cfg.get("cpu_life"):  # the hard CPU limit of a child that may serve many jobs
+            rlimits["cpu"] = cfg["cpu_life"]
         if rlimits.get("as"):
             rlimits["as"] += _vmsize()  # the job's budget on top of the inherited mappings
         lockdown.job_stage(
@@ -430,28 +433,59 @@ def _child(z: _Zygote, r_go: int, w_rep: int, prerun: tuple[Any, str, Any] | Non
         os.write(w_rep, READY)  # the supervisor hands out no job before this byte
     except OSError:
         return 72
+    reader = wire.Reader(r_go)
     try:  # blocks until the supervisor hands over a job (after the cgroup move)
-        req = wire.Reader(r_go).recv()
+        req = reader.recv()
     except wire.WireError:
         return 71
     if failed is not None:
         _answer(w_rep, req, {"ok": False, "code": "sandbox", "msg": failed})
         return 1
+    while True:
+        code = _serve_frame(z, req, w_rep)
+        if code == 0:
+            os.read(r_go, 1)  # stay until the supervisor has metered and killed us
+        if code is not None:
+            return code
+        try:  # a kept child: the same tenant's next batch, or EOF / ``close``: exit
+            req = reader.recv()
+        except wire.WireError:
+            return 0
+        if req.get("op") != "batch" or not req.get("keep"):
+            return 0
+
+
+def _serve_frame(z: _Zygote, req: dict[str, Any], w_rep: int) -> int | None:
+    """Run one job or batch frame; the exit code, or None to wait for the next frame.
+
+    A frame with ``keep`` (a batch of one tenant's jobs, docs/runtime.md §5) leaves the
+    report pipe open and returns None: the supervisor may send this child the same
+    tenant's next batch. Each such frame gets its own CPU budget on top of what the
+    child used so far (:func:`lockdown.set_job_budget`) and its own file-size cap.
+    Any other frame reports and closes the pipe (0: wait to be killed).
+    """
     model = z.cache.get(req["cache_key"]) if "cache_key" in req else None
     if "cache_key" in req and model is None:
         _answer(w_rep, req, {"ok": False, "code": "crashed", "msg": "model missing in the child"})
         return 1
+    keep = req.get("op") == "batch" and bool(req.get("keep"))
     try:
-        lockdown.set_rlimits(req["rlimits"])  # the job's own (only ever lower) limits
-    except (OSError, ValueError) as exc:
+        limits = req["rlimits"]
+        if keep:  # the same limits as a fresh child's, CPU counted from now
+            lockdown.set_rlimits({k: v for k, v in limits.items() if k not in ("cpu", "fsize")})
+            lockdown.set_job_budget(cpu_s=int(limits["cpu"]), fsize=int(limits["fsize"]))
+        else:
+            lockdown.set_rlimits(limits)  # the job's own (only ever lower) limits
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         _answer(w_rep, req, {"ok": False, "code": "sandbox", "msg": str(exc)[:500]})
         return 1
     if req.get("op") == "batch":
-        _run_batch(z, req, model, w_rep)
+        _run_batch(z, req, model, w_rep, close=not keep)
+        if keep:
+            return None
     else:
-        os.environ["TMPDIR"] = f"{cfg['scratch']}/{req['id']}"
+        os.environ["TMPDIR"] = f"{z.cfg['scratch']}/{req['id']}"
         _report(w_rep, _execute(z, req, model))
-    os.read(r_go, 1)  # stay until the supervisor has metered and killed us
     return 0
 
 
@@ -464,14 +498,14 @@ def _answer(fd: int, req: dict[str, Any], report: dict[str, Any]) -> None:
         _report(fd, report)
 
 
-def _run_batch(z: _Zygote, req: dict[str, Any], model: Any, w_rep: int) -> None:
+def _run_batch(z: _Zygote, req: dict[str, Any], model: Any, w_rep: int, *, close: bool) -> None:
     """Run a batch's jobs one after the other; one report frame per job, in order.
 
     Each job has its own sub-directory (``dir``) of this child's scratch dir, its own
     inputs, output, output cap and timeout (the supervisor's wall clock). A failing
     job reports its error and the next one still runs. ``cpu_ms`` is this process's
     CPU time (every thread) around the job's own work; the supervisor splits the
-    batch's measured CPU time with it.
+    batch's measured CPU time with it. ``close``: end with EOF (not a kept child).
     """
     for job in req["jobs"][:MAX_BATCH]:
         os.environ["TMPDIR"] = f"{z.cfg['scratch']}/{job['dir']}"
@@ -480,7 +514,8 @@ def _run_batch(z: _Zygote, req: dict[str, Any], model: Any, w_rep: int) -> None:
         report["cpu_ms"] = (time.process_time() - t0) * 1000
         report["id"] = job["id"]
         wire.send(w_rep, report)
-    os.close(w_rep)  # EOF: every job reported
+    if close:
+        os.close(w_rep)  # EOF: every job reported
 
 
 def _prerun(z: _Zygote, req: dict[str, Any], key: str, shapes: Any) -> None:

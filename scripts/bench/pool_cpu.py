@@ -1,13 +1,20 @@
 """CPU per tiny job of the CPU sandbox pool (fork mode), all its processes together.
 
     .venv/bin/python scripts/bench/pool_cpu.py [--jobs 100] [--gap-ms 20]
+    .venv/bin/python scripts/bench/pool_cpu.py --compare [--jobs 100] [--gap-ms 0 30]
 
 Runs catalog MLP 16->32->4 at batch 2 (the job of scripts/bench/e2e.py) through
 ``WorkerPool.run`` one job at a time, ``--gap-ms`` apart, and reports the median
 latency of ``run`` and the CPU per job of the pool's process tree (zygotes, their
 children, bwrap; from ``/proc``, reaped children included) and of this process (the
-supervisor). On two cores that CPU competes with the client, the provider and the
-chain for the job's critical path.
+supervisor, helper threads included). On two cores that CPU competes with the client,
+the provider and the chain for the job's critical path.
+
+``--compare`` measures tenant-less jobs (a fresh child each) against one tenant's
+jobs (``RunRequest.tenant``: a kept child reused) side by side: blocks of ``--block``
+jobs of each kind alternate, for each ``--gap-ms``; each block's CPU is counted until
+``keep_idle_s`` + 0.3 s after its last job, so a kept child's retirement falls in its
+own block.
 """
 
 from __future__ import annotations
@@ -48,10 +55,26 @@ def _tree_cpu_s() -> float:
     return total
 
 
+def _bare_ms(weights: bytes, inputs: list[bytes]) -> float:
+    """Median ms of the same jobs run bare in this process (model loaded, exact tier)."""
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    model = formats.load_model("mlp@1", MLP, weights)
+    times = []
+    for x in inputs:
+        t = time.perf_counter()
+        formats.encode_outputs(formats.run("mlp@1", MLP, model, x))
+        times.append(time.perf_counter() - t)
+    torch.use_deterministic_algorithms(False)
+    return statistics.median(times[1:]) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=100)
-    parser.add_argument("--gap-ms", type=float, default=20.0)
+    parser.add_argument("--jobs", type=int, default=100, help="per kind and gap")
+    parser.add_argument("--gap-ms", type=float, nargs="+", default=[20.0])
+    parser.add_argument("--compare", action="store_true", help="tenant-less vs one tenant")
+    parser.add_argument("--block", type=int, default=10, help="jobs per block (--compare)")
     args = parser.parse_args()
     weights = formats.random_weights("mlp@1", MLP, seed=1)
     inputs = [
@@ -61,32 +84,63 @@ def main() -> None:
         for i in range(args.jobs + 5)
     ]
 
-    def job(i: int) -> RunRequest:
+    def job(i: int, tenant: bytes | None = None) -> RunRequest:
         return RunRequest(
-            format="catalog-v1", arch="mlp@1", config=MLP, weights=weights, inputs=inputs[i]
+            format="catalog-v1",
+            arch="mlp@1",
+            config=MLP,
+            weights=weights,
+            inputs=inputs[i],
+            tenant=tenant,
         )
 
-    with WorkerPool(PoolConfig(slots=2, threads=1, timeout_s=30)) as pool:
+    cfg = PoolConfig(slots=2, threads=1, timeout_s=30)
+    kinds = {"tenant-less (fresh child)": None}
+    if args.compare:
+        kinds["same tenant (kept child)"] = b"\x01" * 20
+    block = args.block if args.compare else args.jobs
+    settle = cfg.keep_idle_s + 0.3 if args.compare else 0.5
+    rows = []
+    with WorkerPool(cfg) as pool:
         for i in range(5):  # warm: model cache, prepared children
             pool.run(job(args.jobs + i))
         time.sleep(0.5)
-        own0, tree0 = time.process_time(), _tree_cpu_s()
-        latency = []
-        for i in range(args.jobs):
-            t = time.perf_counter()
-            pool.run(job(i))
-            latency.append(time.perf_counter() - t)
-            time.sleep(args.gap_ms / 1000)
-        time.sleep(0.5)  # the last child's exit and the next one's preparation
-        tree1, own1 = _tree_cpu_s(), time.process_time()
-    own = (own1 - own0) / args.jobs * 1000
-    total = (tree1 - tree0) / args.jobs * 1000
-    print(f"# {args.jobs} tiny jobs {args.gap_ms:g} ms apart; load {os.getloadavg()[0]:.1f}")
-    print("| measure | ms |")
-    print("|---|---:|")
-    print(f"| `run` latency, median | {statistics.median(latency) * 1000:.2f} |")
-    print(f"| CPU per job, pool processes | {total - own:.1f} |")
-    print(f"| CPU per job, this process (supervisor) | {own:.1f} |")
+        for gap in args.gap_ms:
+            latency: dict[str, list[float]] = {k: [] for k in kinds}
+            own = dict.fromkeys(kinds, 0.0)
+            tree = dict.fromkeys(kinds, 0.0)
+            for start in range(0, args.jobs, block):
+                for kind, tenant in kinds.items():  # alternating blocks, same inputs
+                    own0, tree0 = time.process_time(), _tree_cpu_s()
+                    for i in range(start, min(args.jobs, start + block)):
+                        t = time.perf_counter()
+                        pool.run(job(i, tenant))
+                        latency[kind].append(time.perf_counter() - t)
+                        time.sleep(gap / 1000)
+                    time.sleep(settle)  # the last child's retirement, the next's preparation
+                    tree[kind] += _tree_cpu_s() - tree0
+                    own[kind] += time.process_time() - own0
+            for kind in kinds:
+                n = len(latency[kind])
+                rows.append(
+                    (
+                        gap,
+                        kind,
+                        statistics.median(latency[kind]) * 1000,
+                        (tree[kind] - own[kind]) / n * 1000,
+                        own[kind] / n * 1000,
+                    )
+                )
+    bare = _bare_ms(weights, inputs[: args.jobs])
+    print(f"# {args.jobs} tiny jobs per kind and gap; load {os.getloadavg()[0]:.1f}")
+    print(f"# bare in-process run + output encoding, median: {bare:.2f} ms")
+    print(
+        "| gap ms | jobs | `run` latency, median ms | CPU/job, pool processes ms"
+        " | CPU/job, supervisor ms |"
+    )
+    print("|---:|---|---:|---:|---:|")
+    for gap, kind, lat, pool_ms, sup_ms in rows:
+        print(f"| {gap:g} | {kind} | {lat:.2f} | {pool_ms:.1f} | {sup_ms:.1f} |")
 
 
 if __name__ == "__main__":
