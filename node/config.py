@@ -149,6 +149,9 @@ class RuntimeConfig(_Section, frozen=True, kw_only=True):
     pool_size: Annotated[int, msgspec.Meta(ge=1, le=256)] = 2
     job_timeout_s: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 300.0
     memory_limit_mib: Annotated[int, msgspec.Meta(ge=64, le=1 << 20)] = 4096
+    #: a sandbox child that ran a client's job is kept this long for that client's next
+    #: job on the same model (docs/runtime.md §5); 0: a fresh child for every job
+    keep_child_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.5
 
 
 class Config(_Section, frozen=True, kw_only=True):

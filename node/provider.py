@@ -529,23 +529,29 @@ class ProviderDaemon:
 
     async def _run(self, client: bytes, spec: JobSpec, weights: Path, inputs: Path) -> RunResult:
         """One sandboxed run. Runs of one client's jobs for one model that are waiting
-        at the same time share one sandbox child (``WorkerPool.run_batch``: a job can
-        see the others' data, so only one tenant's jobs ever share it)."""
+        at the same time share one sandbox child (``WorkerPool.run_batch``), and that
+        client's next run on the same model may reuse it (a kept child): a job can
+        see the others' data, so only one tenant's jobs ever share a child."""
         model = spec.model
         config = json.dumps(model.config, sort_keys=True)
         key = (client, spec.format, model.arch, config, model.weights, int(spec.determinism))
         return await self._runners(key, (spec, weights, inputs))
 
     async def _run_many(
-        self, _key: tuple[object, ...], items: list[_RunItem]
+        self, key: tuple[object, ...], items: list[_RunItem]
     ) -> list[RunResult | BaseException]:
-        """Counted while in the pool, so speculation can tell an idle pool."""
+        """Counted while in the pool, so speculation can tell an idle pool. The client
+        is the runs' tenant: the pool may keep their child for that client's next job
+        on the same model (docs/runtime.md §5), never for anyone else's."""
+        client = key[0]
+        assert isinstance(client, bytes) and len(client) == 20
         self._in_pool += 1
         try:
 
             def run() -> list[RunResult | JobError]:
                 reqs = [
-                    RunRequest.from_spec(s, w.read_bytes(), i.read_bytes()) for s, w, i in items
+                    RunRequest.from_spec(s, w.read_bytes(), i.read_bytes(), tenant=client)
+                    for s, w, i in items
                 ]
                 if len(reqs) > 1:
                     return self.pool.run_batch(reqs)

@@ -80,6 +80,7 @@ def start(
         slots=cfg.runtime.pool_size,
         timeout_s=cfg.runtime.job_timeout_s,
         memory_bytes=cfg.runtime.memory_limit_mib << 20,
+        keep_idle_s=cfg.runtime.keep_child_s,
         min_tier=cfg.provider.min_sandbox_tier,
         insecure=cfg.provider.allow_untrusted and not tier_ok,
         keystores=(str(ctx.data_dir / cfg.node.keystore),),

@@ -84,6 +84,8 @@ def test_file_then_env(tmp_path: Path) -> None:
         ('[p2p]\nbootstrap_peers = ["/ip4/1.2.3.4/tcp/1"]', "p2p.bootstrap_peers", "regex"),
         ("[provider]\nprice_per_gpu_second = -1", "provider.price_per_gpu_second", ">= 0"),
         ("[runtime]\nmemory_limit_mib = 1", "runtime.memory_limit_mib", ">= 64"),
+        ("[runtime]\nkeep_child_s = -1", "runtime.keep_child_s", ">= 0"),
+        ("[runtime]\nkeep_child_s = 61", "runtime.keep_child_s", "<= 60"),
         ('[node]\nlog_level = "loud"', "node.log_level", "debug"),
     ],
 )
