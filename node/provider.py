@@ -176,6 +176,7 @@ class _Running:
     created_block: int = 0  # the block of its JobCreated (0: recorded already)
     mined: asyncio.Future[None] | None = None  # resolved when submitResult is mined
     signed: asyncio.Future[bytes] | None = None  # its submitResult's hash, once signed
+    small_output: bytes | None = None  # kept in the store row; its blob file comes later
 
 
 class ProviderDaemon:
@@ -376,6 +377,8 @@ class ProviderDaemon:
             if chain_job is None:
                 continue
             running = _Running(chain_job, job.spec, peer, job.id)
+            if job.output_cid is not None and not self.blobs.has(job.output_cid):
+                await asyncio.to_thread(self._restore_small_output, job.id, job.output_cid)
             names = {e.name for e in events}
             if "JobFinalized" in names:  # paid while we were down
                 for ev in events:
@@ -832,6 +835,8 @@ class ProviderDaemon:
         output = await asyncio.to_thread(
             self._record_result, running, result.output, encode(attestation)
         )
+        if len(result.output) <= MAX_INLINE_OUTPUT:
+            running.small_output = result.output  # its blob file is written after delivery
         if running.recorded is not None:  # finished by now (or beaten by _record_result)
             await running.recorded
         self._outputs[job.job_id] = (job.client, output)
@@ -852,13 +857,27 @@ class ProviderDaemon:
 
     def _record_result(self, running: _Running, output: bytes, attestation: bytes) -> ContentId:
         """Keep the output, then record it and the signed attestation (and ``CREATE``,
-        if its own write has not landed yet) in one commit, before anything of it
-        leaves the node. Returns the output's content id. Runs in a worker thread."""
-        output_cid = self.blobs.put_bytes(output)
+        if its own write has not landed yet) in one durable commit, before anything of
+        it leaves the node. Returns the output's content id. Runs in a worker thread.
+
+        A small output (one that travels inline) goes into that commit itself, and its
+        blob file is written after the delivery (:meth:`_submit`), or at a restart:
+        creating a file costs ~1 ms here while other processes fsync (the journal
+        commit holds it), and this is on every job's path."""
+        if len(output) <= MAX_INLINE_OUTPUT:
+            output_cid, data = cid_of(output), output
+        else:
+            output_cid, data = self.blobs.put_bytes(output), None
         with self.store.transaction():
             self._record_created(running.local_id, running.chain_job, running.created_block)
-            self.store.jobs.set_result(running.local_id, output_cid, attestation)
+            self.store.jobs.set_result(running.local_id, output_cid, attestation, data=data)
         return output_cid
+
+    def _restore_small_output(self, local_id: int, output: ContentId) -> None:
+        """A restart: write the blob file of a small output the store kept."""
+        data = self.store.jobs.small_output(local_id)
+        if data is not None and cid_of(data) == output:
+            self.blobs.put_bytes(data)
 
     async def _deliver_and_queue(
         self,
@@ -891,7 +910,10 @@ class ProviderDaemon:
         running.mined, running.signed = loop.create_future(), loop.create_future()
         self._to_submit.append(running)
         self._submit_wake.set()
-        size = self.blobs.size(output) or 0
+        data = running.small_output
+        size = len(data) if data is not None else self.blobs.size(output) or 0
+        if data is None and size <= MAX_INLINE_OUTPUT:
+            data = self.blobs.path(output).read_bytes()
         manifest = ResultManifest(
             job_id=job.job_id,
             output=output.digest,
@@ -899,7 +921,7 @@ class ProviderDaemon:
             attestation=attestation,
             peak_memory_bytes=result.peak_memory_bytes if result else 0,
             wall_millis=result.wall_millis if result else 0,
-            inline=self.blobs.path(output).read_bytes() if size <= MAX_INLINE_OUTPUT else b"",
+            inline=data if data is not None and size <= MAX_INLINE_OUTPUT else b"",
         )
         assert self._tg is not None, "runs inside the daemon's task group"
         self._tg.create_task(self._deliver(running, manifest))
@@ -998,6 +1020,8 @@ class ProviderDaemon:
         def record() -> None:
             for running in batch:  # what a verifier asks for (weights, inputs: kept already)
                 self.blobs.put_bytes(spec_bytes(running.spec))
+                if running.small_output is not None:  # (in the store since before delivery)
+                    self.blobs.put_bytes(running.small_output)
             # one commit for the whole batch; the chain has it, so no fsync wait
             with self.store.transaction(durable=False):
                 for running in batch:

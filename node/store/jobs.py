@@ -34,7 +34,7 @@ from node.store.records import (
     truncate_error,
     u64_text,
 )
-from protocol.content import ContentId
+from protocol.content import ContentId, cid_of
 from protocol.errors import DecodeError
 from protocol.lifecycle import TERMINAL, JobEvent, JobState, apply
 from protocol.messages import Attestation, decode_as
@@ -43,6 +43,8 @@ __all__ = ["MAX_LIST", "Jobs"]
 
 #: Most rows one listing returns.
 MAX_LIST: Final = 1000
+#: most bytes of an output kept in its job's row (:meth:`Jobs.set_result`)
+MAX_SMALL_OUTPUT: Final = 65536
 _TERMINAL_VALUES: Final = tuple(int(s) for s in TERMINAL)
 
 
@@ -196,15 +198,21 @@ class Jobs:
             self._update(db, local_id, {"tx_hashes": json.dumps(hashes, sort_keys=True)})
             return self.get(local_id)
 
-    def set_result(self, local_id: int, output: ContentId, attestation: bytes) -> Job:
+    def set_result(
+        self, local_id: int, output: ContentId, attestation: bytes, *, data: bytes | None = None
+    ) -> Job:
         """Record the output and the signed attestation, once.
 
         Call this *before* sending ``submitResult``: after a restart the same
         attestation is re-sent. A different attestation for the same job is
-        refused (signing two is equivocation).
+        refused (signing two is equivocation). ``data``, the output's bytes (at most
+        :data:`MAX_SMALL_OUTPUT`), is kept with them, so a small output needs no
+        file of its own before the commit (:meth:`small_output` gives it back).
         """
         if not isinstance(output, ContentId):
             raise StoreError("output must be a ContentId")
+        if data is not None and (len(data) > MAX_SMALL_OUTPUT or cid_of(data) != output):
+            raise StoreError("the output bytes are not that output, or too large to keep here")
         try:
             parsed = decode_as(attestation, Attestation)
         except DecodeError as exc:
@@ -222,9 +230,23 @@ class Jobs:
                     raise StoreError(f"job {local_id} already has a different attestation")
                 return job
             self._update(
-                db, local_id, {"output_cid": str(output), "attestation": bytes(attestation)}
+                db,
+                local_id,
+                {
+                    "output_cid": str(output),
+                    "attestation": bytes(attestation),
+                    "output_small": None if data is None else bytes(data),
+                },
             )
             return self.get(local_id)
+
+    def small_output(self, local_id: int) -> bytes | None:
+        """The output bytes :meth:`set_result` kept with the attestation, if any."""
+        rows = self._db.query("SELECT output_small FROM jobs WHERE id = ?", (local_id,))
+        if not rows:
+            raise StoreError(f"no job {local_id}")
+        value = rows[0]["output_small"]
+        return None if value is None else bytes(value)
 
     def set_error(self, local_id: int, message: str | None) -> Job:
         """Record (or clear, with ``None``) the last error seen while working on a job."""

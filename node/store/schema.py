@@ -174,12 +174,21 @@ _V5 = (
     " (length(peer) BETWEEN 1 AND 128 AND peer NOT GLOB '*[^1-9A-HJ-NP-Za-km-z]*'))",
 )
 
+_V6 = (
+    # A provider's small output (at most MAX_SMALL_OUTPUT bytes), committed with its
+    # attestation in the one durable commit before the result leaves the node: its blob
+    # file is written after (off the job's path) and rebuilt from here after a crash.
+    "ALTER TABLE jobs ADD COLUMN output_small BLOB CHECK (output_small IS NULL OR"
+    " length(output_small) <= 65536)",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "jobs, history, offers, blobs, chain cursor", _V1),
     Migration(2, "job tx hashes, abandoned jobs, idempotent history, attestations", _V2),
     Migration(3, "blob pins per job, recent block hashes", _V3, _v3_data),
     Migration(4, "verifier committee votes (salts survive a restart)", _V4),
     Migration(5, "the counterparty's peer id per job", _V5),
+    Migration(6, "a provider's small output with its attestation", _V6),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

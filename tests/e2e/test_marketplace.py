@@ -511,3 +511,39 @@ def test_three_providers_fifty_concurrent_jobs_conserve_money(
         asyncio.run(scenario())
     finally:
         del pool.run_batch
+
+
+def test_a_small_output_lives_in_the_store_until_its_blob_is_written(
+    devnet: Devnet, pool: WorkerPool
+) -> None:
+    """A small output is committed with its attestation (no file on the job's path) and
+    delivered inline; its blob file, written after, is rebuilt from the store by a
+    restarted provider if it was lost, so verifiers can still fetch it."""
+
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        prov = devnet.provider()
+        weights = formats.random_weights("mlp@1", MLP, seed=8)
+        x = torch.randn(2, 12, generator=torch.Generator().manual_seed(8))
+        async with provider(devnet, pool, tmp, prov) as daemon, client(devnet, tmp, [daemon]) as c:
+            # audit mode: the job stays submitted, so a restarted provider resumes it
+            result = await c.run(
+                ("mlp@1", MLP, weights), {"x": x}, max_price=2 * PRICE, accept=False
+            )
+            (row,) = [j for j in daemon.store.jobs.select(limit=10) if j.job_id == result.job_id]
+            assert (
+                row.output_cid is not None
+                and row.output_cid.digest == result.attestation.output_hash
+            )
+            assert daemon.store.jobs.small_output(row.id) == result.output_bytes
+            blob = daemon.blobs.path(row.output_cid)
+            for _ in range(100):  # written after the delivery, once the submission is mined
+                if blob.exists():
+                    break
+                await asyncio.sleep(0.05)
+            assert blob.read_bytes() == result.output_bytes
+        blob.unlink()  # lost with a crash before it was written
+        async with provider(devnet, pool, tmp, prov) as again:
+            assert again.blobs.path(row.output_cid).read_bytes() == result.output_bytes
+
+    asyncio.run(scenario())

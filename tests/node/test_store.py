@@ -12,6 +12,7 @@ import pytest
 
 from node.store import SCHEMA_VERSION, NewJob, Role, SchemaError, Store, StoreError
 from node.store.db import _GroupSync
+from node.store.jobs import MAX_SMALL_OUTPUT
 from node.store.schema import migrate, version_of
 from protocol.content import ContentId, cid_of
 from protocol.errors import IllegalTransition
@@ -254,6 +255,28 @@ def test_tx_hashes_and_result_once(store: Store) -> None:
     with pytest.raises(StoreError, match="not a valid attestation"):
         store.jobs.set_result(job.id, ContentId(out), b"\x80garbage")
     assert store.jobs.get(job.id).attestation == att
+    assert store.jobs.small_output(job.id) is None  # no bytes were given
+
+
+def test_a_small_output_is_kept_with_its_attestation(store: Store) -> None:
+    job = store.jobs.create(new_job(Role.PROVIDER))
+    job = store.jobs.transition(job.id, JobEvent.CREATE, job_id=3)
+    data = b"safetensors bytes of a small output"
+    cid = cid_of(data)
+    att = encode(attestation(3, job.spec_hash, cid.digest))
+    # bytes that are not that output, or too many to keep in a row, change nothing
+    with pytest.raises(StoreError, match="not that output"):
+        store.jobs.set_result(job.id, cid, att, data=data + b"!")
+    big = bytes(MAX_SMALL_OUTPUT + 1)
+    with pytest.raises(StoreError, match="too large"):
+        store.jobs.set_result(
+            job.id, cid_of(big), encode(attestation(3, job.spec_hash, cid_of(big).digest)), data=big
+        )
+    assert store.jobs.get(job.id).attestation is None
+    store.jobs.set_result(job.id, cid, att, data=data)
+    assert store.jobs.small_output(job.id) == data
+    with pytest.raises(StoreError, match="no job"):
+        store.jobs.small_output(job.id + 100)
 
 
 def test_transaction_is_atomic(store: Store) -> None:
