@@ -30,6 +30,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -536,23 +537,40 @@ class WorkerPool:
             return self._run_lease(slot, req, msg, t0)
         return self._run_fork(slot, req, msg, t0)
 
-    @staticmethod
-    def _write_job_files(scratch: Path, req: RunRequest) -> None:
-        for name, data in (("model.pt2", req.weights), ("inputs.safetensors", req.inputs)):
-            if name == "model.pt2" and req.format != "export-v2":
-                continue
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(scratch / name, flags, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+    def _write_job_files(
+        self, slot: Slot, job_dir: Path, req: RunRequest, *, create: bool = False
+    ) -> None:
+        """Write ``req``'s files into ``job_dir`` (made first with ``create``, then given
+        to the slot's uid), a directory below the slot's scratch root.
+
+        Through directory fds, never the path: the sandbox may rename ``job_dir`` (or a
+        directory above it) and put a symlink there meanwhile, and a root supervisor
+        following it would chown or create files anywhere on the host.
+        """
+        *above, name = job_dir.relative_to(slot.scratch).parts
+        parent = _open_dir_below(slot.scratch, above)
+        try:
+            if create:
+                os.mkdir(_component(name), 0o700, dir_fd=parent)
+            dfd = _open_below(parent, name, _DIR_FLAGS)
+        finally:
+            os.close(parent)
+        try:
+            if create and "uid" in self.layers:
+                os.fchown(dfd, slot.uid, slot.uid)
+            for fname, data in (("model.pt2", req.weights), ("inputs.safetensors", req.inputs)):
+                if fname == "model.pt2" and req.format != "export-v2":
+                    continue
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                with os.fdopen(os.open(fname, flags, 0o644, dir_fd=dfd), "wb") as f:
+                    f.write(data)
+        finally:
+            os.close(dfd)
 
     def _run_lease(self, slot: Slot, req: RunRequest, msg: dict[str, Any], t0: float) -> RunResult:
         """Lease mode: the worker runs the job itself; model loading counts as job time."""
         scratch = slot.scratch / msg["id"]
-        scratch.mkdir(mode=0o700)
-        if "uid" in self.layers:
-            os.chown(scratch, slot.uid, slot.uid)
-        self._write_job_files(scratch, req)
+        self._write_job_files(slot, scratch, req, create=True)
         deadline = time.monotonic() + msg["timeout_s"] + GRACE_S
         try:
             wire.send(slot.wfd, msg)
@@ -575,7 +593,23 @@ class WorkerPool:
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
         finally:
             if not self.config.keep_scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
+                self._discard_lease_dir(scratch)
+
+    def _discard_lease_dir(self, job_dir: Path) -> None:
+        """Delete a lease job's dir, whatever the worker left in its place.
+
+        The worker can write the slot's scratch root, so it may have put a FIFO there,
+        on whose open ``shutil.rmtree`` would block forever. The entry is first renamed
+        into the pool's work dir (rename follows nothing), out of the worker's reach,
+        then removed as what it is.
+        """
+        gone = self.work / f"gone-{job_dir.parent.name}-{job_dir.name}"
+        with contextlib.suppress(OSError):
+            os.rename(job_dir, gone)
+            if stat.S_ISDIR(os.lstat(gone).st_mode):
+                shutil.rmtree(gone, ignore_errors=True)
+            else:
+                gone.unlink()
 
     def _run_fork(self, slot: Slot, req: RunRequest, msg: dict[str, Any], t0: float) -> RunResult:
         """Fork mode: hand the job to a prepared child of the slot, talk to it directly.
@@ -595,7 +629,7 @@ class WorkerPool:
         reaped = reported = False
         try:
             scratch = slot.take_dir(sp, msg["id"])
-            self._write_job_files(scratch, req)
+            self._write_job_files(slot, scratch, req)
             slot.oom_before = sp.oom0  # (the peak was reset when the child became ready)
             wire.send(sp.go, msg)
             report, exited = _await_report(sp, msg["timeout_s"])
@@ -774,7 +808,7 @@ class WorkerPool:
                 own.append(_finite_ms(report.get("cpu_ms")))
                 report["cpu_ms"] = own[-1]
                 try:
-                    data, digest = self._verified_output(report, root / m["id"], m)
+                    data, digest = self._verified_output(report, slot.scratch, root / m["id"], m)
                     wall = round((time.monotonic() - t0) * 1000)
                     done.append((report, data, digest, wall))
                 except JobError as exc:
@@ -839,11 +873,7 @@ class WorkerPool:
         """One sub-directory of the child's scratch dir per job, with its inputs."""
         for req, m in zip(reqs, msgs, strict=True):
             m["dir"] = f"{root.name}/{m['id']}"
-            d = root / m["id"]
-            d.mkdir(mode=0o700)
-            if "uid" in self.layers:
-                os.chown(d, slot.uid, slot.uid)
-            self._write_job_files(d, req)
+            self._write_job_files(slot, root / m["id"], req, create=True)
 
     def _reuse(
         self,
@@ -855,7 +885,8 @@ class WorkerPool:
     ) -> Kept | None:
         """Hand ``frame`` to the slot's kept child; None (the kept child retired) if it
         cannot take it: no CPU left under its life limit, or its dirs or frame failed
-        (it died while idle). The jobs then run in a fresh child, with no error."""
+        (it died while idle, or put a symlink where a job dir goes). The jobs then run
+        in a fresh child, with no error."""
         if kept is None:
             return None
         sp, life = kept.sp, self.child_cpu_life() or 0
@@ -867,7 +898,7 @@ class WorkerPool:
                 sp.oom0 = sp.cg.oom_kills()
             self._write_batch_dirs(slot, kept.root, reqs, msgs)
             wire.send(sp.go, frame)
-        except (OSError, wire.WireError):
+        except (OSError, wire.WireError, JobError):
             sp.kill()
             slot.retire_kept(kept)
             return None
@@ -960,12 +991,14 @@ class WorkerPool:
 
     @staticmethod
     def _verified_output(
-        report: dict[str, Any], scratch: Path, msg: dict[str, Any]
+        report: dict[str, Any], base: Path, job_dir: Path, msg: dict[str, Any]
     ) -> tuple[bytes, bytes]:
-        """The job's output file, capped and checked against the hash it reported."""
+        """The output file in ``job_dir`` (below ``base``, the slot's scratch root),
+        capped and checked against the hash the job reported."""
         if not report.get("ok"):
             raise JobError(str(report.get("code", "crashed")), str(report.get("msg", "no report")))
-        data = _read_capped(scratch / "output.safetensors", msg["max_output_bytes"])
+        parts = (*job_dir.relative_to(base).parts, "output.safetensors")
+        data = _read_below(base, parts, msg["max_output_bytes"])
         digest = hashlib.sha256(data).digest()
         if digest.hex() != report.get("sha256"):
             raise JobError("crashed", "output does not match the worker's hash")
@@ -1009,7 +1042,9 @@ class WorkerPool:
         died = _exit_error(status, cg, slot.oom_before)
         if died is not None:
             raise died
-        data, digest = self._verified_output(report, scratch, {"max_output_bytes": max_out})
+        data, digest = self._verified_output(
+            report, slot.scratch, scratch, {"max_output_bytes": max_out}
+        )
         device_ms = report.get("device_ms")
         cpu_ms = float(ev.get("cpu_ms", 0.0))
         metered = float(device_ms) if device_ms is not None else cpu_ms
@@ -1117,11 +1152,61 @@ def _hwm(pid: int) -> int:
     return 0
 
 
-def _read_capped(path: Path, cap: int) -> bytes:
-    """Read a worker-written file: regular, not a symlink, at most ``cap`` bytes."""
+#: Job dirs are walked one component at a time with these: never through a symlink.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: O_NONBLOCK: a FIFO planted by the job must not hang the supervisor.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _component(name: str) -> str:
+    """``name`` if it is one plain path component (job ids are ours; this is a guard)."""
+    if name in ("", ".", "..") or "/" in name:
+        raise JobError("crashed", f"{name!r} leads outside the slot's scratch root")
+    return name
+
+
+def _open_below(dir_fd: int, name: str, flags: int) -> int:
+    """Open ``name`` in the directory ``dir_fd`` without following a symlink there.
+
+    A symlink gives ``JobError("crashed")``: it can only come from the sandbox, which
+    may rename any directory it can write and link another in its place (another job's
+    or tenant's scratch dir, a host path). Other failures stay ``OSError``.
+    """
     try:
-        # O_NONBLOCK: a FIFO planted by the job must not hang the supervisor
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return os.open(_component(name), flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
+                raise JobError("crashed", f"{name} in a job dir is a symlink") from None
+        raise
+
+
+def _open_dir_below(base: Path, parts: Sequence[str]) -> int:
+    """An fd of the directory ``base/parts...``, no component a symlink.
+
+    ``base`` is a slot's scratch root: the supervisor made it in its own work dir, where
+    no sandboxed process can write, so it is the one path taken as given.
+    """
+    fd = os.open(base, _DIR_FLAGS)
+    try:
+        for name in parts:
+            fd, old = _open_below(fd, name, _DIR_FLAGS), fd
+            os.close(old)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_below(base: Path, parts: Sequence[str], cap: int) -> bytes:
+    """Read the worker-written file ``base/parts...``: no symlink on the way, regular,
+    at most ``cap`` bytes (:func:`_open_below` says why the whole way is checked)."""
+    try:
+        dfd = _open_dir_below(base, parts[:-1])
+        try:
+            fd = _open_below(dfd, parts[-1], _FILE_FLAGS)
+        finally:
+            os.close(dfd)
     except OSError as exc:
         raise JobError("crashed", f"no output file: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as f:
