@@ -2,7 +2,7 @@
 
     python scripts/bench/runtime.py [--device cpu|cuda:0] [--dtype fp32|bf16]
                                     [--models mlp,resnet50] [--batches 1,8,64] [--threads N]
-                                    [--gap-ms MS] [--batch-jobs N --batch-rounds R]
+                                    [--gap-ms MS] [--tenant] [--batch-jobs N --batch-rounds R]
 
 Needs only torch, safetensors and this repository on ``PYTHONPATH`` (plus bubblewrap
 for the full sandbox; without it the pool runs with the explicit insecure override and
@@ -14,7 +14,9 @@ the table says so). For each model and batch it reports the median time per job 
   output files, hashing), model cached in the warm worker;
 
 then the throughput ratio bare/sandbox and the added milliseconds per job. Sandboxed
-jobs run back to back unless ``--gap-ms`` spaces them (a node that is not saturated). Then the
+jobs run back to back unless ``--gap-ms`` spaces them (a node that is not saturated), each
+in a fresh child, or with ``--tenant`` as one client's jobs (a child kept from the job
+before). Then the
 **cold** path: a fresh ``python -c`` that imports torch, loads and runs one job, against
 a fresh pool (host probe, worker start, first job). With ``--batch-jobs N``: N tiny
 MLP jobs (16->32->4, batch 2, as in scripts/bench/e2e.py; one tenant, one model) run
@@ -114,7 +116,14 @@ def bench_warm(
                 if i:  # the first is warm-up
                     bare.append(time.perf_counter() - t0)
             req = RunRequest(
-                "catalog-v1", arch, config, weights, inputs, determinism=det, weights_sha256=wsha
+                "catalog-v1",
+                arch,
+                config,
+                weights,
+                inputs,
+                determinism=det,
+                weights_sha256=wsha,
+                tenant=TENANT if args.tenant else None,
             )
             sand: list[float] = []
             for i in range(n + 1):
@@ -141,6 +150,7 @@ def bench_warm(
 
 
 TINY = {"in": 16, "hidden": 32, "depth": 1, "out": 4}  # scripts/bench/e2e.py's job
+TENANT = bytes(range(1, 21))  # --tenant: one client's address
 
 
 def _tree_cpu_s() -> tuple[float, float]:
@@ -310,6 +320,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="pause between sandboxed jobs (0: back to back, the default)",
+    )
+    ap.add_argument(
+        "--tenant",
+        action="store_true",
+        help="the warm table's jobs carry one tenant, as a provider's runs of one client"
+        " do: each reuses the child the one before kept (docs/runtime.md §5)",
     )
     ap.add_argument("--batch-jobs", type=int, default=0, help="0: skip the batch comparison")
     ap.add_argument("--batch-rounds", type=int, default=5)
