@@ -46,6 +46,7 @@ from .workers import Kept, Slot, Spare, Spawner, cpu_ms
 GRACE_S = 3.0  # lease mode: how long past a job's deadline the worker may take to answer
 REPORT_MAX = 60_000
 MAX_BATCH = zygote.MAX_BATCH  # most jobs in one run_batch call
+KEPT_ACK_S = 5.0  # most seconds a kept child may take to acknowledge its next frame
 
 
 @dataclasses.dataclass(frozen=True)
@@ -771,7 +772,7 @@ class WorkerPool:
                     rc = slot.proc.poll() if slot.proc is not None else None
                     slot.stop()
                     raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
-            reader = wire.Reader(sp.rep)
+            reader = kept.reader if kept is not None else wire.Reader(sp.rep)
             failure: JobError | None = None
             total: float | None = None  # the child's CPU ms since it became ready
             own: list[float] = []  # per reported job, measured in the child
@@ -885,8 +886,10 @@ class WorkerPool:
     ) -> Kept | None:
         """Hand ``frame`` to the slot's kept child; None (the kept child retired) if it
         cannot take it: no CPU left under its life limit, or its dirs or frame failed
-        (it died while idle, or put a symlink where a job dir goes). The jobs then run
-        in a fresh child, with no error."""
+        (it died while idle, or put a symlink where a job dir goes), or it did not
+        acknowledge the frame within :data:`KEPT_ACK_S` (it died, e.g. killed while
+        idle, before it took the frame: it acknowledges before starting on the jobs).
+        The jobs then run in a fresh child, with no error."""
         if kept is None:
             return None
         sp, life = kept.sp, self.child_cpu_life() or 0
@@ -898,7 +901,10 @@ class WorkerPool:
                 sp.oom0 = sp.cg.oom_kills()
             self._write_batch_dirs(slot, kept.root, reqs, msgs)
             wire.send(sp.go, frame)
-        except (OSError, wire.WireError, JobError):
+            ack = kept.reader.recv(time.monotonic() + min(KEPT_ACK_S, msgs[0]["timeout_s"]))
+            if ack.get("ack") != frame["id"]:
+                raise wire.WireError("the kept child did not acknowledge its frame")
+        except (OSError, wire.WireError, JobError, TimeoutError):
             sp.kill()
             slot.retire_kept(kept)
             return None
@@ -928,7 +934,7 @@ class WorkerPool:
         if not clean or extra or jobs >= self.config.keep_max_jobs or slot.proc is None:
             return None
         sp.cpu0_ms = now_ms
-        return Kept(sp=sp, key=key, root=root, jobs=jobs, last=time.monotonic())
+        return Kept(sp=sp, key=key, root=root, jobs=jobs, last=time.monotonic(), reader=reader)
 
     def _batch_child_gone(self, slot: Slot, sp: Spare) -> tuple[JobError, bool, float | None]:
         """The report pipe closed early or carried garbage: why, whether the child was

@@ -140,6 +140,7 @@ class Kept:
     root: Path
     jobs: int  # jobs it has run so far
     last: float  # time.monotonic() of its last report
+    reader: wire.Reader  # its report pipe (frames may already be buffered in it)
 
 
 class Slot:

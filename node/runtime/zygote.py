@@ -453,6 +453,10 @@ def _child(z: _Zygote, r_go: int, w_rep: int, prerun: tuple[Any, str, Any] | Non
             return 0
         if req.get("op") != "batch" or not req.get("keep"):
             return 0
+        try:  # taken: a job that fails from here on is this frame's, not a dead child's
+            wire.send(w_rep, {"ack": req.get("id")})
+        except OSError:
+            return 0
 
 
 def _serve_frame(z: _Zygote, req: dict[str, Any], w_rep: int) -> int | None:

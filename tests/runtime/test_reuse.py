@@ -160,6 +160,21 @@ def test_a_kept_child_killed_while_idle_is_replaced_silently(kpool: WorkerPool) 
     assert res.output == kpool.run(dataclasses.replace(reqs[1], tenant=None)).output
 
 
+def test_a_kept_child_killed_just_before_its_next_job_is_replaced_silently(
+    kpool: WorkerPool,
+) -> None:
+    """The kill races the next job: the frame may reach a child that is dying. A kept
+    child acknowledges each frame before it starts on it, so a job whose frame was
+    never taken runs in a fresh child instead of failing."""
+    for seed in range(6):
+        reqs = _jobs(2, tenant=ALICE, seed=20 + seed)
+        pid = kpool.run(reqs[0]).pid
+        os.kill(pid, signal.SIGKILL)  # no waiting for the exit this time
+        res = kpool.run(reqs[1])
+        assert res.pid != pid
+        assert res.output == kpool.run(dataclasses.replace(reqs[1], tenant=None)).output
+
+
 def test_a_spinning_job_on_a_reused_child_is_stopped_and_the_next_runs(
     kpool: WorkerPool,
 ) -> None:
