@@ -615,7 +615,10 @@ class Slot:
                         spec = dict(self.next_spec)
                         waiting = [sp for sp in self.ready if sp.cpu0_ms < 0]
                         idle = want <= 0 and not waiting and not self.retiring
-                        if self.proc is None or (idle and (held is None or self._settling)):
+                        # stop() wakes a helper waiting on a kept child: it must not
+                        # ask the dying worker for a spare (and wait for its answer)
+                        stopped = self.proc is None or self._stopping
+                        if stopped or (idle and (held is None or self._settling)):
                             self._prep_running = False
                             return
                         if idle and held is not None:
