@@ -63,6 +63,23 @@ def mlp_job(seed: int = 0, **kw: object) -> RunRequest:
     return RunRequest("catalog-v1", "mlp@1", MLP, w, x, **kw)  # type: ignore[arg-type]
 
 
+def mlp_jobs(n: int, *, seed: int, tenant: bytes | None = None) -> list[RunRequest]:
+    """``n`` jobs of one MLP (same weights), each with its own inputs and batch size (1-4)."""
+    w = formats.random_weights("mlp@1", MLP, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    return [
+        RunRequest(
+            "catalog-v1",
+            "mlp@1",
+            MLP,
+            w,
+            formats.save_safetensors({"x": torch.randn(1 + i % 4, MLP["in"], generator=g)}),
+            tenant=tenant,
+        )
+        for i in range(n)
+    ]
+
+
 def code_job(code: str, **kw: object) -> RunRequest:
     """A job that runs ``code`` in the child after lockdown (the attacker model)."""
     x = formats.save_safetensors({"x": torch.zeros(1)})

@@ -16,29 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MLP, mlp_job
+from conftest import MLP, mlp_job, mlp_jobs
 
 from node.runtime import formats
 from node.runtime.errors import JobError
 from node.runtime.pool import MAX_BATCH, RunRequest, RunResult, WorkerPool
 
 RESNET = {"width": 4, "classes": 7, "image": 32}
-
-
-def _mlp_jobs(n: int, seed: int = 11) -> list[RunRequest]:
-    """``n`` jobs of one MLP (same weights), each with its own inputs and batch size."""
-    w = formats.random_weights("mlp@1", MLP, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    return [
-        RunRequest(
-            "catalog-v1",
-            "mlp@1",
-            MLP,
-            w,
-            formats.save_safetensors({"x": torch.randn(1 + i % 4, 12, generator=g)}),
-        )
-        for i in range(n)
-    ]
 
 
 def _resnet_jobs(n: int, batch: int = 2, image: int = 32) -> list[RunRequest]:
@@ -64,7 +48,7 @@ def _ok(res: RunResult | JobError) -> RunResult:
 
 @pytest.mark.parametrize("kind", ["mlp", "resnet18"])
 def test_batch_outputs_equal_single_runs_bitwise(pool: WorkerPool, kind: str) -> None:
-    reqs = _mlp_jobs(6) if kind == "mlp" else _resnet_jobs(3)
+    reqs = mlp_jobs(6, seed=11) if kind == "mlp" else _resnet_jobs(3)
     t0 = time.monotonic()
     batch = [_ok(r) for r in pool.run_batch(reqs)]
     elapsed_ms = (time.monotonic() - t0) * 1000
@@ -94,7 +78,7 @@ def test_metering_follows_each_jobs_own_work(pool: WorkerPool) -> None:
 
 
 def test_a_bad_item_fails_alone(pool: WorkerPool) -> None:
-    good = _mlp_jobs(4, seed=21)
+    good = mlp_jobs(4, seed=21)
     reqs = [
         good[0],
         dataclasses.replace(good[1], inputs=b"junk"),
@@ -115,7 +99,7 @@ def _scratch_entries(pool: WorkerPool) -> set[str]:
 
 
 def test_batches_that_may_not_share_a_child_are_refused_before_running(pool: WorkerPool) -> None:
-    reqs = _mlp_jobs(2)
+    reqs = mlp_jobs(2, seed=11)
     other_weights = dataclasses.replace(
         reqs[1], weights=formats.random_weights("mlp@1", MLP, seed=99)
     )
@@ -144,7 +128,7 @@ def test_batches_that_may_not_share_a_child_are_refused_before_running(pool: Wor
 
 
 def test_a_timed_out_job_keeps_the_others(pool: WorkerPool) -> None:
-    reqs = _mlp_jobs(3, seed=31)
+    reqs = mlp_jobs(3, seed=31)
     # 0.1 ms cannot cover a frame, a forward and a report: the wall clock kills the child
     out = pool.run_batch([dataclasses.replace(reqs[0], timeout_s=1e-4), *reqs[1:]])
     assert isinstance(out[0], JobError) and out[0].code == "timeout"

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import mlp_jobs
 
 from node.runtime import detect, formats
 from node.runtime.errors import JobError
 from node.runtime.pool import PoolConfig, RunRequest, RunResult, WorkerPool
 from node.runtime.workers import cpu_ms
 
-MLP = {"in": 12, "hidden": 16, "depth": 2, "out": 5}
 HEAVY = {"in": 1024, "hidden": 2048, "depth": 2, "out": 4}  # seconds at batch 4096
 ALICE, BOB = b"\xa1" * 20, b"\xb0" * 20
 IDLE_S = 1.0
@@ -60,25 +60,6 @@ def _no_kept_child(kpool: WorkerPool) -> None:
         slot.take_kept(None)
 
 
-def _jobs(
-    n: int, *, tenant: bytes | None, seed: int = 7, arch_cfg: dict[str, int] = MLP
-) -> list[RunRequest]:
-    """``n`` jobs of one MLP, each with its own inputs and batch size (1-4)."""
-    w = formats.random_weights("mlp@1", arch_cfg, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    return [
-        RunRequest(
-            "catalog-v1",
-            "mlp@1",
-            arch_cfg,
-            w,
-            formats.save_safetensors({"x": torch.randn(1 + i % 4, arch_cfg["in"], generator=g)}),
-            tenant=tenant,
-        )
-        for i in range(n)
-    ]
-
-
 def _ok(res: RunResult | JobError) -> RunResult:
     assert isinstance(res, RunResult), res
     return res
@@ -100,7 +81,7 @@ def _gone(pid: int, timeout_s: float = 3.0) -> bool:
 
 
 def test_one_tenants_jobs_reuse_its_child_with_fresh_child_outputs(kpool: WorkerPool) -> None:
-    reqs = _jobs(8, tenant=ALICE)
+    reqs = mlp_jobs(8, seed=7, tenant=ALICE)
     fresh = [kpool.run(dataclasses.replace(r, tenant=None)) for r in reqs]  # reference
     assert len({f.pid for f in fresh}) == len(fresh)  # tenant-less: a new child each
     first = kpool.run(reqs[0])
@@ -119,7 +100,7 @@ def test_one_tenants_jobs_reuse_its_child_with_fresh_child_outputs(kpool: Worker
 
 
 def test_tenants_never_share_a_child_and_prefer_their_slot(kpool: WorkerPool) -> None:
-    a, b = _jobs(3, tenant=ALICE, seed=8), _jobs(3, tenant=BOB, seed=8)  # same model
+    a, b = mlp_jobs(3, seed=8, tenant=ALICE), mlp_jobs(3, seed=8, tenant=BOB)  # same model
     pa = kpool.run(a[0]).pid
     pb = kpool.run(b[0]).pid
     assert pb != pa  # Bob got a fresh child (on the other slot: Alice's is kept)
@@ -138,7 +119,7 @@ def test_tenants_never_share_a_child_and_prefer_their_slot(kpool: WorkerPool) ->
 
 
 def test_the_helper_retires_an_idle_child(kpool: WorkerPool) -> None:
-    reqs = _jobs(2, tenant=ALICE, seed=9)
+    reqs = mlp_jobs(2, seed=9, tenant=ALICE)
     pid = kpool.run(reqs[0]).pid
     assert not _gone(pid, timeout_s=IDLE_S / 4)  # kept...
     assert _gone(pid, timeout_s=IDLE_S + 2.0)  # ...until idle over keep_idle_s
@@ -147,7 +128,7 @@ def test_the_helper_retires_an_idle_child(kpool: WorkerPool) -> None:
 
 
 def test_a_kept_child_killed_while_idle_is_replaced_silently(kpool: WorkerPool) -> None:
-    reqs = _jobs(2, tenant=ALICE, seed=10)
+    reqs = mlp_jobs(2, seed=10, tenant=ALICE)
     pid = kpool.run(reqs[0]).pid
     fd = os.pidfd_open(pid)
     try:
@@ -167,7 +148,7 @@ def test_a_kept_child_killed_just_before_its_next_job_is_replaced_silently(
     child acknowledges each frame before it starts on it, so a job whose frame was
     never taken runs in a fresh child instead of failing."""
     for seed in range(6):
-        reqs = _jobs(2, tenant=ALICE, seed=20 + seed)
+        reqs = mlp_jobs(2, seed=20 + seed, tenant=ALICE)
         pid = kpool.run(reqs[0]).pid
         os.kill(pid, signal.SIGKILL)  # no waiting for the exit this time
         res = kpool.run(reqs[1])
@@ -267,7 +248,7 @@ def test_keep_idle_zero_disables_reuse(host_report: detect.SandboxReport) -> Non
     if host_report.tier < 2:
         pytest.skip(f"host gives sandbox tier {host_report.tier}")
     cfg = PoolConfig(slots=1, spares=1, timeout_s=10.0, memory_bytes=1 << 30, keep_idle_s=0)
-    reqs = _jobs(2, tenant=ALICE, seed=13)
+    reqs = mlp_jobs(2, seed=13, tenant=ALICE)
     with WorkerPool(cfg) as p:
         pids = [p.run(r).pid for r in reqs]
         assert p._all[0].kept is None
@@ -275,7 +256,7 @@ def test_keep_idle_zero_disables_reuse(host_report: detect.SandboxReport) -> Non
 
 
 def test_a_batch_must_carry_one_tenant(kpool: WorkerPool) -> None:
-    a, b = _jobs(1, tenant=ALICE)[0], _jobs(1, tenant=BOB)[0]
+    a, b = mlp_jobs(1, seed=7, tenant=ALICE)[0], mlp_jobs(1, seed=7, tenant=BOB)[0]
     for case in ([a, b], [a, dataclasses.replace(b, tenant=None)]):
         with pytest.raises(ValueError, match="tenant"):
             kpool.run_batch(case)
