@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from . import catalog, cgroup, descriptor, detect, sandbox, wire, zygote
 from .cgroup import Cgroup
@@ -72,6 +72,9 @@ class PoolConfig:
     #: for the same tenant's next job on the same model and tier (0: never reuse one)
     keep_idle_s: float = 0.5
     keep_max_jobs: int = 256  # a kept child is retired after this many jobs
+    #: lease mode: a shared-memory region per worker that jobs' inputs up to this size
+    #: travel in (mapped by the worker, page-locked on a GPU); larger inputs and 0: a file
+    inbox_bytes: int = 256 << 20
     blob_cache_bytes: int = 8 << 30
     min_tier: int = 2
     insecure: bool = False  # explicit operator override: run below min_tier, advertise 0
@@ -153,6 +156,9 @@ class RunResult:
     load_ms: float = 0.0
     infer_ms: float = 0.0
     pid: int = 0  # diagnostics: host pid of the fork-mode child that ran it (0: lease mode)
+    #: diagnostics, lease mode: how the inputs reached the model ("pinned": page-locked
+    #: shared memory; "inbox": pageable shared memory; "file"); "" in fork mode
+    inputs_via: str = ""
 
 
 class WorkerPool:
@@ -167,6 +173,8 @@ class WorkerPool:
             raise ValueError("mode must be 'fork' or 'lease'")
         if cfg.device.startswith("cuda") and cfg.mode == "fork":
             raise ValueError("CUDA cannot be used after fork: use mode='lease' on GPUs")
+        if cfg.inbox_bytes < 0:
+            raise ValueError("inbox_bytes must be >= 0")
         self.report = detect.check(cfg.keystores, device=cfg.device)
         self.root = self.report.root
         self.cgroup_kind = self.report.cgroup_kind
@@ -539,10 +547,17 @@ class WorkerPool:
         return self._run_fork(slot, req, msg, t0)
 
     def _write_job_files(
-        self, slot: Slot, job_dir: Path, req: RunRequest, *, create: bool = False
+        self,
+        slot: Slot,
+        job_dir: Path,
+        req: RunRequest,
+        *,
+        create: bool = False,
+        inputs: bool = True,
     ) -> None:
         """Write ``req``'s files into ``job_dir`` (made first with ``create``, then given
-        to the slot's uid), a directory below the slot's scratch root.
+        to the slot's uid), a directory below the slot's scratch root; the inputs file
+        only with ``inputs``.
 
         Through directory fds, never the path: the sandbox may rename ``job_dir`` (or a
         directory above it) and put a symlink there meanwhile, and a root supervisor
@@ -562,6 +577,8 @@ class WorkerPool:
             for fname, data in (("model.pt2", req.weights), ("inputs.safetensors", req.inputs)):
                 if fname == "model.pt2" and req.format != "export-v2":
                     continue
+                if fname == "inputs.safetensors" and not inputs:
+                    continue
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                 with os.fdopen(os.open(fname, flags, 0o644, dir_fd=dfd), "wb") as f:
                     f.write(data)
@@ -569,9 +586,19 @@ class WorkerPool:
             os.close(dfd)
 
     def _run_lease(self, slot: Slot, req: RunRequest, msg: dict[str, Any], t0: float) -> RunResult:
-        """Lease mode: the worker runs the job itself; model loading counts as job time."""
+        """Lease mode: the worker runs the job itself; model loading counts as job time.
+
+        Inputs that fit the slot's inbox are copied there (the worker reads them from
+        the shared mapping, see :mod:`node.runtime.inbox`); others are a file in the
+        job's dir, like a ``.pt2`` program.
+        """
         scratch = slot.scratch / msg["id"]
-        self._write_job_files(slot, scratch, req, create=True)
+        inbox = slot.inbox
+        if inbox is not None and inbox.fits(len(req.inputs)):
+            msg["inbox"] = inbox.put(req.inputs)
+            self._write_job_files(slot, scratch, req, create=True, inputs=False)
+        else:
+            self._write_job_files(slot, scratch, req, create=True)
         deadline = time.monotonic() + msg["timeout_s"] + GRACE_S
         try:
             wire.send(slot.wfd, msg)
@@ -1069,7 +1096,11 @@ class WorkerPool:
             load_ms=float(report.get("load_ms", 0.0)),
             infer_ms=float(report.get("infer_ms", 0.0)),
             pid=pid,
+            inputs_via=via if (via := report.get("via")) in _INPUT_PATHS else "",
         )
+
+
+_INPUT_PATHS: Final = ("pinned", "inbox", "file")
 
 
 def _exit_error(status: int, cg: Cgroup | None, oom_before: int) -> JobError | None:

@@ -31,6 +31,7 @@ from . import sandbox, wire
 from .cgroup import Cgroup, CgroupError
 from .devices import cpu_isa
 from .errors import JobError, SandboxUnavailable
+from .inbox import Inbox
 from .zygote import READY
 
 if TYPE_CHECKING:
@@ -171,6 +172,7 @@ class Slot:
         self._wake = threading.Event()  # the helper waiting on a kept child: work came
         self._settling = False  # settle() is joining the helper: it must not wait
         self.fdsock: socket.socket | None = None
+        self.inbox: Inbox | None = None  # lease mode: the shared region for job inputs
         self.lock = threading.RLock()
         self._prep: threading.Thread | None = None
         self._prep_running = False
@@ -229,6 +231,11 @@ class Slot:
         if cfg.mode == "fork":  # the zygote passes each child's pipes over this socket
             self.fdsock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             zcfg["fdsock"] = theirs.fileno()
+        elif cfg.inbox_bytes > 0:  # lease mode: job inputs through shared memory
+            if self.inbox is not None:
+                self.inbox.close()
+            self.inbox = Inbox(cfg.inbox_bytes)
+            zcfg["inbox_fd"] = self.inbox.fd
         if jailed:
             argv = sandbox.bwrap_argv(
                 paths=paths,
@@ -250,6 +257,8 @@ class Slot:
                 )
             argv = sandbox.direct_argv(paths=paths, config=zcfg)
         fds = () if theirs is None else (theirs.fileno(),)
+        if self.inbox is not None:
+            fds = (self.inbox.fd,)
         try:
             self.proc = pool.spawner.spawn(
                 argv, pool.work / f"slot{self.index}.log", cfg.debug, env, fds
@@ -335,6 +344,9 @@ class Slot:
         if self.fdsock is not None:
             self.fdsock.close()
             self.fdsock = None
+        if self.inbox is not None:
+            self.inbox.close()
+            self.inbox = None
 
     # ------------------------------------------------------------ fork mode
     def take(self, key: str | None) -> Spare | None:

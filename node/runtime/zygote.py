@@ -90,9 +90,14 @@ class _Zygote:
         # Decide here, where /proc is readable; every child inherits the choice.
         isa = str(torch.backends.cpu.get_cpu_capability()).lower()
         torch.set_num_threads(1)
+        self.inbox = None
         if lease:
             if cfg["device"].startswith("cuda"):
                 torch.zeros(1, device=cfg["device"])  # CUDA context before seccomp
+            if cfg.get("inbox_fd") is not None:
+                from .inbox import InboxView
+
+                self.inbox = InboxView(cfg["inbox_fd"], torch)
             if "seccomp" in cfg["layers"]:
                 from . import seccomp
 
@@ -575,8 +580,7 @@ def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
             if req["format"] == "export-v2":
                 from . import pt2
 
-                with open(path, "rb") as f:
-                    inputs = f.read()
+                inputs = _input_bytes(z, req, path)
                 prog = pt2.load_guarded(f"{scratch}/model.pt2", device=req["device"])
                 torch.use_deterministic_algorithms(bool(req["deterministic"]))
                 t1 = time.perf_counter()
@@ -602,6 +606,7 @@ def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
             "infer_ms": t_infer * 1000,
             "device_ms": device_ms,
             "peak": peak,
+            "via": req.get("via", "file"),
         }
     except formats.JobError as exc:
         return {"ok": False, "code": exc.code, "msg": exc.message[:500]}
@@ -613,18 +618,42 @@ def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
         return {"ok": False, "code": "oom" if oom else "crashed", "msg": msg}
 
 
+def _input_bytes(z: _Zygote, req: dict[str, Any], path: str) -> bytes:
+    """The job's inputs as bytes: from the inbox (lease mode) or the scratch file."""
+    n = req.get("inbox")
+    if n is not None and z.inbox is not None:
+        req["via"] = "inbox"
+        return bytes(z.inbox.data(int(n)))
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _device_inputs(z: _Zygote, req: dict[str, Any], path: str) -> dict[str, Any]:
+    """The job's input tensors on its CUDA device, copied from the inbox (page-locked
+    where the driver allows: one DMA) or from the mapped scratch file."""
+    dev, n = req["device"], req.get("inbox")
+    if n is None or z.inbox is None:
+        tensors: dict[str, Any] = z.formats.parse_safetensors_file(path, "inputs", device=dev)
+        return tensors
+    from . import stview
+
+    pinned = z.inbox.pin(int(n), dev)
+    req["via"] = "pinned" if pinned else "inbox"
+    views = stview.tensors_from_buffer(z.inbox.buf, int(n), "inputs")
+    return {k: v.to(dev) for k, v in views.items()}
+
+
 def _timed_run(z: _Zygote, req: dict[str, Any], model: Any, path: str) -> tuple[Any, Any]:
-    """Inputs straight from the scratch file (mapped; on a GPU copied to it directly)."""
+    """Inputs from the inbox or the scratch file (on a GPU copied to it directly)."""
     torch, formats, dev = z.torch, z.formats, req["device"]
     if not dev.startswith("cuda"):
-        # read, not mapped: tensors views of a mapping are laid out differently and CPU
-        # kernels then round differently (the exact tier must match a bare run bit for bit)
-        with open(path, "rb") as f:
-            inputs = f.read()
+        # bytes, not views of a mapping: tensors laid out differently make CPU kernels
+        # round differently (the exact tier must match a bare run bit for bit)
+        inputs = _input_bytes(z, req, path)
         return formats.run(req["arch"], req["config"], model, inputs), None
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    tensors = formats.parse_safetensors_file(path, "inputs", device=dev)
+    tensors = _device_inputs(z, req, path)
     out = formats.forward(req["arch"], req["config"], model, tensors, device=dev)
     end.record()
     torch.cuda.synchronize()

@@ -70,4 +70,4 @@ if [ -z "${SKIP_DETERMINISM:-}" ]; then
   echo "=== determinism (waiting) $(date +%T)"
   wait; echo "=== determinism rc=$? $(date +%T)"; tail -n 30 "$OUT/determinism.txt"
 fi
-stage runtime 250 scripts/bench/runtime_gpu.sh
+stage runtime 300 scripts/bench/runtime_gpu.sh

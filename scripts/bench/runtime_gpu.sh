@@ -5,7 +5,8 @@
 #
 # Prints the sandbox report for the GPU, then the warm-path table (bare in-process
 # torch vs the sandboxed lease worker, same model/batch/device) for fp32 and bf16, and
-# the cold first job against a bare fresh process. Installs bubblewrap with apt when
+# the cold first job against a bare fresh process, then the lease worker's inputs as a file
+# against its shared-memory inbox (lease_inputs.py). Installs bubblewrap with apt when
 # missing and running as root; without it the pool runs with the explicit insecure
 # override (tier 0) and the output says which layers were missing.
 set -euo pipefail
@@ -30,4 +31,10 @@ for dtype in fp32 bf16; do
   "$PY" scripts/bench/runtime.py --device cuda:0 --dtype "$dtype" \
     --models mlp,resnet50,gpt2 --batches 1,8,64 --cold-model resnet50 --cold-reps "$cold" "$@"
   # (GPT-2 batch 64 returns 1.6 GB of fp32 logits: over the 1 GiB output cap, skipped)
+done
+# a lease worker's inputs as a file vs through its inbox, side by side (node/runtime/inbox.py)
+for dtype in bf16 fp32; do
+  echo "== inputs, $dtype"
+  "$PY" scripts/bench/lease_inputs.py --device cuda:0 --dtype "$dtype" \
+    --cases resnet50:64,resnet50:8,mlpwide:147
 done

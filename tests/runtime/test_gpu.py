@@ -106,6 +106,8 @@ def test_catalog_model_in_the_sandbox_equals_a_bare_run(gpu_pool: WorkerPool, ar
     bare, digest = formats.encode_outputs(out)
     assert digest == hashlib.sha256(bare).digest() == res.output_sha256
     assert res.metered_millis >= 0
+    # the inputs came through the worker's inbox, page-locked on a GPU (node/runtime/inbox.py)
+    assert res.inputs_via == ("pinned" if GPU else "inbox")
     if GPU:  # (the CPU lease path reads no per-job peak)
         assert res.peak_memory_bytes > 0
         assert "det=gpu-deterministic" in res.runtime and "device=nvidia-" in res.runtime
