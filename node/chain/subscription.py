@@ -32,6 +32,7 @@ import aiohttp
 
 from node.chain.errors import RpcError
 from node.chain.rpc import Log
+from protocol import boundedjson
 
 __all__ = ["MAX_MESSAGE_BYTES", "LogSubscription", "ws_url_for"]
 
@@ -171,6 +172,6 @@ class LogSubscription:
 
 def _json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return boundedjson.loads(text)
     except ValueError:
         return None

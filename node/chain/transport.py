@@ -22,6 +22,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from protocol import boundedjson
+
 __all__ = ["MAX_ANSWER_BYTES", "BadAnswer", "HttpTransport", "TransportError"]
 
 #: Largest JSON-RPC answer read (eth_getLogs of a wide range is the big one).
@@ -144,6 +146,6 @@ class HttpTransport:
         if status >= 500 or status == 429:
             raise TransportError(f"HTTP {status} {response.reason}")
         try:
-            return json.loads(data)
+            return boundedjson.loads(data)
         except ValueError:
             raise BadAnswer(f"HTTP {status}, not JSON: {data[:80]!r}") from None

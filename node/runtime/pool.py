@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import hashlib
 import itertools
-import json
 import math
 import os
 import select
@@ -37,6 +36,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
+
+from protocol import boundedjson
 
 from . import catalog, cgroup, descriptor, detect, sandbox, wire, zygote
 from .cgroup import Cgroup
@@ -1174,7 +1175,7 @@ def _await_report(sp: Spare, timeout_s: float) -> tuple[dict[str, Any], bool]:
 
 def _parse_report(data: bytes) -> dict[str, Any]:
     try:
-        report = json.loads(data) if data else {}
+        report = boundedjson.loads(data) if data else {}
     except ValueError:
         report = {}
     return report if isinstance(report, dict) else {}

@@ -24,10 +24,11 @@ sandbox (tier 2), in a forked child after lockdown.
 from __future__ import annotations
 
 import io
-import json
 import re
 import zipfile
 from typing import Any, Final
+
+from protocol import boundedjson
 
 from .errors import JobError
 
@@ -105,7 +106,7 @@ def _json(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
     if info.file_size > 256 << 20:
         raise _refuse(f"{info.filename} too large")
     try:
-        return json.loads(z.read(info))
+        return boundedjson.loads(z.read(info))
     except ValueError:
         raise _refuse(f"{info.filename} is not JSON") from None
 
@@ -240,7 +241,7 @@ def load_guarded(path: str, *, device: str) -> Any:
 def _signature_inputs(data: bytes) -> list[dict[str, Any]]:
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         prefix = z.infolist()[0].filename.split("/", 1)[0]
-        model = json.loads(z.read(f"{prefix}/models/model.json"))
+        model = boundedjson.loads(z.read(f"{prefix}/models/model.json"))
     specs: list[dict[str, Any]] = model["graph_module"]["signature"]["input_specs"]
     return specs
 

@@ -48,6 +48,8 @@ LAYERS: Final = (
 
 CODE_ROOT: Final = Path(__file__).resolve().parents[2]  # the directory holding node/
 IN_CODE: Final = "/opt/gpunet"
+#: Our packages a worker can read (node.runtime depends on torch, stdlib and protocol).
+CODE_PACKAGES: Final = ("node", "protocol")
 _BOOT: Final = "import sys; sys.path.insert(0, {!r}); from node.runtime.zygote import main; main()"
 BOOT: Final = _BOOT.format(IN_CODE)
 #: Worker environment (both launch modes).
@@ -115,8 +117,10 @@ class RuntimePaths:
         return cls(python=python, prefix=sys.base_prefix, venv=venv)
 
     def read_paths(self, code: str = IN_CODE) -> list[str]:
-        """Read-only paths of the Landlock rules of a job (``code``: where node/ lives)."""
-        return sorted({"/usr", "/etc/ld.so.cache", self.prefix, self.venv, code})
+        """Read-only paths of the Landlock rules of a job (``code``: the directory
+        holding node/ and protocol/, the only packages of ours a worker imports)."""
+        packages = [f"{code}/{name}" for name in CODE_PACKAGES]
+        return sorted({"/usr", "/etc/ld.so.cache", self.prefix, self.venv, *packages})
 
 
 def gpu_nodes(device: str) -> list[str]:
@@ -172,7 +176,8 @@ def bwrap_argv(
                 made.add(str(parent))
         argv += ["--ro-bind", p, p]
     argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", IN_CODE]
-    argv += ["--ro-bind", str(CODE_ROOT / "node"), f"{IN_CODE}/node"]
+    for name in CODE_PACKAGES:
+        argv += ["--ro-bind", str(CODE_ROOT / name), f"{IN_CODE}/{name}"]
     argv += ["--ro-bind", blobs, "/blobs", "--bind", scratch_root, "/scratch"]
     for node in gpu_nodes(device):
         argv += ["--dev-bind", node, node]

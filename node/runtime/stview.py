@@ -29,11 +29,12 @@ otherwise) with a short message.
 from __future__ import annotations
 
 import ctypes
-import json
 from dataclasses import dataclass
 from typing import Final
 
 import torch
+
+from protocol import boundedjson
 
 from .errors import JobError
 from .formats import _ST_DTYPES, MAX_HEADER
@@ -113,7 +114,7 @@ def _header(raw: bytes) -> dict[str, object]:
     if raw[:1] != b"{":
         raise _Bad("header is not a JSON object")
     try:
-        value = json.loads(
+        value = boundedjson.loads(
             raw.decode("utf-8"),
             object_pairs_hook=_object,
             parse_int=_int,

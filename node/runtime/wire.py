@@ -13,6 +13,8 @@ import select
 import time
 from typing import Any, Final
 
+from protocol import boundedjson
+
 MAX_FRAME: Final = 1 << 20
 
 
@@ -66,7 +68,7 @@ class Reader:
         data = bytes(self._buf[4 : 4 + size])
         del self._buf[: 4 + size]
         try:
-            obj = json.loads(data)
+            obj = boundedjson.loads(data)
         except ValueError:
             raise WireError("bad frame") from None
         if not isinstance(obj, dict):

@@ -199,7 +199,7 @@ class Slot:
             scratch, blobs, code = (
                 str(self.scratch),
                 str(pool.blobs),
-                str(sandbox.CODE_ROOT / "node"),
+                str(sandbox.CODE_ROOT),
             )
             writable = [scratch, "/dev/null"]
         gpu = sandbox.GPU_LANDLOCK if cfg.device.startswith("cuda") else sandbox.NO_EXTRA

@@ -38,6 +38,8 @@ import time
 import traceback
 from typing import Any
 
+from protocol import boundedjson
+
 from . import lockdown, wire
 
 REPORT_MAX = 60_000
@@ -380,7 +382,7 @@ def header_shapes(data: bytes) -> dict[str, tuple[str, tuple[int, ...], int]]:
     n = int.from_bytes(data[:8], "little")
     if n > 1 << 20 or len(data) < 8 + n:
         raise ValueError("header too large")
-    header = json.loads(data[8 : 8 + n])
+    header = boundedjson.loads(data[8 : 8 + n])
     out = {}
     for name, meta in header.items():
         if name == "__metadata__":

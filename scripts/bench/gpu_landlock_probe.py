@@ -62,7 +62,7 @@ def main() -> int:
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    code = CHILD.format(root=str(ROOT), code=str(ROOT / "node"), device=args.device)
+    code = CHILD.format(root=str(ROOT), code=str(ROOT), device=args.device)
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-c", code, json.dumps(spec)],

@@ -104,6 +104,9 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
             payload = b"[1, 2, 3]"
         elif body["method"] == "not_json":
             payload = b"<html>oops</html>"
+        elif body["method"] == "deep":  # SIGSEGV in json.loads at a node's recursion limit
+            payload = b'{"jsonrpc": "2.0", "id": 1, "result": ' + b"[" * 300_000 + b"]" * 300_000
+            payload += b"}"
         elif body["method"] == "http_500":
             status = 500
         self.send_response(status)
@@ -150,6 +153,8 @@ def test_bad_answers_raise_clear_errors(hostile: Rpc) -> None:
         hostile.request("garbage", [])
     with pytest.raises(E.RpcError, match="bad answer"):
         hostile.request("not_json", [])
+    with pytest.raises(E.RpcError, match="bad answer"):
+        hostile.request("deep", [])
     with pytest.raises(E.RpcUnavailable, match="500"):  # 5xx is retried, then given up
         hostile.request("http_500", [])
 
