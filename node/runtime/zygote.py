@@ -196,14 +196,14 @@ class _Zygote:
             return None
         try:
             data = _zeros(torch, self.formats, shapes)
-            torch.use_deterministic_algorithms(bool(req["deterministic"]))
+            _deterministic(torch, bool(req["deterministic"]))
             t0 = time.perf_counter()
             self.formats.run(req["arch"], req["config"], model, data, device=req["device"])
             ms = (time.perf_counter() - t0) * 1000
         except (self.formats.JobError, KeyError, RuntimeError, ValueError):
             return None
         finally:
-            torch.use_deterministic_algorithms(False)
+            _deterministic(torch, False)
         if len(self.warmed) >= 64:
             self.warmed.clear()
         self.warmed[key] = ms
@@ -359,19 +359,32 @@ _WARM = (
 
 
 def _warm(torch: Any, formats: Any, *, families: bool) -> None:
-    """Pay lazy imports once, single-threaded (``use_deterministic_algorithms`` alone: ~1 s).
-
-    With ``families`` also run every catalog family on tiny inputs (~0.2 s; fork-mode
-    zygotes do it when first idle, so a cold pool's first job does not wait for it).
+    """Pay lazy state once, single-threaded, before any fork: the deterministic flag's
+    first setting, and with ``families`` a run of every catalog family on tiny inputs
+    (~0.2 s; fork-mode zygotes do that when first idle, so a cold pool's first job does
+    not wait for it).
     Results do not depend on it: the kernel choice that did is made in :meth:`_Zygote.start`.
     """
-    torch.use_deterministic_algorithms(True)
+    _deterministic(torch, True)
     for arch, cfg, kind, shape in _WARM if families else ():
         model = formats.load_model(arch, cfg, formats.random_weights(arch, cfg))
         x = torch.zeros(shape, dtype=torch.int64) if kind == "ids" else torch.zeros(shape)
         name = "input_ids" if kind == "ids" else "x"
         formats.encode_outputs(formats.run(arch, cfg, model, formats.save_safetensors({name: x})))
-    torch.use_deterministic_algorithms(False)
+    _deterministic(torch, False)
+
+
+def _deterministic(torch: Any, on: bool) -> None:
+    """``torch.use_deterministic_algorithms(on)`` without its import of
+    ``torch._inductor.config``: that public function sets inductor's copy of the flag
+    too, which costs ~1 s of a worker's cold start for a compiler the runtime never
+    runs (catalog models and ``.pt2`` programs run eagerly). The flag the kernels read
+    is the one set here; the public function is the fallback."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(on)
+    else:
+        setter(on)
 
 
 def header_shapes(data: bytes) -> dict[str, tuple[str, tuple[int, ...], int]]:
@@ -536,7 +549,7 @@ def _prerun(z: _Zygote, req: dict[str, Any], key: str, shapes: Any) -> None:
         return
     try:
         data = _zeros(z.torch, z.formats, shapes)
-        z.torch.use_deterministic_algorithms(bool(req["deterministic"]))
+        _deterministic(z.torch, bool(req["deterministic"]))
         out = z.formats.run(req["arch"], req["config"], model, data, device=req["device"])
         z.formats.encode_outputs(out)
     except (z.formats.JobError, KeyError, RuntimeError, ValueError, MemoryError):
@@ -567,7 +580,7 @@ def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
     scratch = f"{z.cfg['scratch']}/{req.get('dir', req['id'])}"  # a batch's job: a sub-dir
     try:
         torch.set_num_threads(req["threads"])
-        torch.use_deterministic_algorithms(bool(req["deterministic"]))
+        _deterministic(torch, bool(req["deterministic"]))
         if req.get("test_code") is not None:
             if not z.cfg.get("allow_test_code"):
                 raise formats.JobError("refused", "test code is disabled")
@@ -584,7 +597,7 @@ def _execute(z: _Zygote, req: dict[str, Any], model: Any) -> dict[str, Any]:
 
                 inputs = _input_bytes(z, req, path)
                 prog = pt2.load_guarded(f"{scratch}/model.pt2", device=req["device"])
-                torch.use_deterministic_algorithms(bool(req["deterministic"]))
+                _deterministic(torch, bool(req["deterministic"]))
                 t1 = time.perf_counter()
                 outputs, device_ms = pt2.run(prog, inputs, device=req["device"])
             else:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import mlp_job
+from conftest import code_job, mlp_job
 
 from node.runtime import descriptor, formats
 from node.runtime.errors import JobError
@@ -155,3 +155,15 @@ def test_from_job_spec_and_capabilities(pool: WorkerPool) -> None:
     caps = pool.capabilities()
     assert caps.sandbox_tier == 2 and caps.device_class.startswith("cpu-")
     assert JobFormat.EXPORT_V2 in caps.formats and caps.max_concurrent_jobs == 2
+
+
+def test_jobs_run_deterministic_without_importing_the_compiler(pool: WorkerPool) -> None:
+    """The flag is set through torch._C: the public setter imports torch._inductor.config
+    (~1 s of every worker's cold start) for a compiler the runtime never runs."""
+    code = (
+        "import sys\n"
+        "outputs = {'y': torch.tensor([torch.are_deterministic_algorithms_enabled(),"
+        " 'torch._inductor.config' in sys.modules])}"
+    )
+    res = pool.run(code_job(code))
+    assert formats.parse_safetensors(res.output, "outputs")["y"].tolist() == [True, False]

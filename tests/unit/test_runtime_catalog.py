@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import io
 import pickle
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from node.runtime import catalog, formats
 from node.runtime.errors import JobError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Small configs of every catalog entry, with one input batch each.
 SMALL: dict[str, tuple[dict[str, int], dict[str, torch.Tensor]]] = {
@@ -80,6 +85,30 @@ def test_size_check_allocates_nothing() -> None:
     model = catalog.build("resnet50@1", {})
     assert all(p.device.type == "meta" for p in model.parameters())
     assert sum(p.numel() for p in model.parameters()) == 25_557_032  # torchvision's count
+
+
+def test_building_on_meta_skips_initialisers_and_imports_no_compiler() -> None:
+    """A meta ``normal_`` (nn.Embedding's init) imported torch._dynamo: ~0.9 s the first
+    time a process built a GPT-2 or BERT (admission, model load). Fresh process: this
+    one may have imported it for another test."""
+    code = (
+        "import sys\n"
+        "from node.runtime import catalog\n"
+        "def shapes(a):\n"
+        "    state = catalog.build(a, {}).state_dict()\n"
+        "    return sorted((k, tuple(v.shape)) for k, v in state.items())\n"
+        "shapes = {a: shapes(a) for a in ('gpt2@1', 'bert@1', 'vit@1', 'resnet18@1', 'mlp@1')}\n"
+        "print('torch._dynamo' in sys.modules, len(shapes['gpt2@1']), shapes['gpt2@1'][0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
+    )
+    dynamo, n, first = out.stdout.split(" ", 2)
+    assert dynamo == "False"
+    ref = sorted((k, tuple(v.shape)) for k, v in catalog.build("gpt2@1", {}).state_dict().items())
+    assert int(n) == len(ref) and first.strip() == str(ref[0])  # the same model was built
+    with torch.device("meta"):  # outside build() initialisers still run (and cost)
+        assert torch.nn.init.normal_(torch.empty(2)).is_meta
 
 
 @pytest.mark.parametrize("arch", sorted(SMALL))

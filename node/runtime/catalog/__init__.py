@@ -19,6 +19,7 @@ from typing import Final
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import JobError
 from . import mlp, resnet, tolerances, transformers
@@ -276,11 +277,35 @@ def tolerance(arch: str, dtype: torch.dtype) -> float:
     return tolerances.bound(arch, name)
 
 
+class _NoMetaInit(TorchFunctionMode):
+    """Initialisers on meta tensors return at once (``torch.nn.init.*`` and in-place
+    ``normal_``/``uniform_``): the tensors hold no values, and
+    a meta ``normal_`` (``nn.Embedding``'s init) runs a Python reference implementation
+    whose first call imports ``torch._dynamo``: ~0.9 s the first time a process built a
+    GPT-2 or BERT, on a job's path in the supervisor's admission and the worker's load."""
+
+    _SKIP: Final = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_})
+
+    def __torch_function__(
+        self,
+        func: Callable[..., object],
+        types: object,
+        args: tuple[object, ...] = (),
+        kwargs: Mapping[str, object] | None = None,
+    ) -> object:
+        kwargs = kwargs or {}
+        init = func in self._SKIP or getattr(func, "__module__", None) == "torch.nn.init"
+        target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes keywords
+        if init and isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
+
+
 def build(arch: str, config: Mapping[str, int], *, max_params: int = MAX_PARAMS) -> nn.Module:
     """Build ``arch`` on the ``meta`` device (no memory, no init) after checking its size."""
     entry = get(arch)
     cfg = entry.resolve(config)
-    with torch.device("meta"):
+    with torch.device("meta"), _NoMetaInit():
         model = entry.factory(cfg)
     n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     if n > max_params:
