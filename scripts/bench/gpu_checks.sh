@@ -8,14 +8,20 @@
 # each under its own time limit, logged to OUT_DIR: host facts; the layer probe
 # (gpu_probe.py); the GPU test file (tests/runtime/test_gpu.py) with the determinism
 # measurement (determinism_gpu.py) running beside it; then, alone on the GPU, the runtime
-# benchmark (runtime_gpu.sh).
+# benchmark (runtime_gpu.sh). ONLY="gputests inputs" (a space-separated subset of
+# landlock probe gputests inputs runtime) runs just those stages, for a short device
+# session: "inputs" is the lease worker's file-vs-inbox comparison (lease_inputs.py),
+# which runtime_gpu.sh also ends with.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${1:-${OUT:-/tmp/gpunet-gpu}}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+ONLY=${ONLY:-landlock probe gputests inputs runtime}
+want() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 stage() {
   local name=$1 limit=$2; shift 2
+  want "$name" || { echo "=== $name skipped (ONLY=$ONLY)"; return 0; }
   echo "=== $name start $(date +%T)"
   timeout -k 5 "$limit" "$@" >"$OUT/$name.txt" 2>&1
   echo "=== $name rc=$? end $(date +%T)"
@@ -61,6 +67,7 @@ print("using", new)
 PYEOF
 fi
 stage probe 90 python3 scripts/bench/gpu_probe.py
+want gputests || SKIP_DETERMINISM=1
 if [ -z "${SKIP_DETERMINISM:-}" ]; then
   python3 scripts/bench/determinism_gpu.py --json "$OUT/determinism.json" \
     >"$OUT/determinism.txt" 2>&1 &
@@ -70,4 +77,9 @@ if [ -z "${SKIP_DETERMINISM:-}" ]; then
   echo "=== determinism (waiting) $(date +%T)"
   wait; echo "=== determinism rc=$? $(date +%T)"; tail -n 30 "$OUT/determinism.txt"
 fi
-stage runtime 300 scripts/bench/runtime_gpu.sh
+if want runtime; then
+  stage runtime 330 scripts/bench/runtime_gpu.sh
+else  # runtime_gpu.sh ends with it; alone, it is the short check of the inbox
+  stage inputs 150 bash -c 'for d in bf16 fp32; do python3 scripts/bench/lease_inputs.py \
+    --device cuda:0 --dtype $d --cases resnet50:64,resnet50:8,mlpwide:147; done'
+fi
