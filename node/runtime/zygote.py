@@ -345,19 +345,6 @@ def _zeros(torch: Any, formats: Any, shapes: dict[str, tuple[str, tuple[int, ...
     )
 
 
-#: Tiny configs run once in the zygote so children inherit every lazy import.
-_VIT = {"dim": 8, "depth": 1, "heads": 2, "mlp": 8}
-_TEXT = {**_VIT, "vocab": 8, "positions": 4}
-_WARM = (
-    ("mlp@1", {"in": 4, "hidden": 4, "depth": 1, "out": 2}, "x", (1, 4)),
-    ("resnet18@1", {"width": 4, "classes": 2, "image": 32}, "x", (1, 3, 32, 32)),
-    ("resnet50@1", {"width": 4, "classes": 2, "image": 32}, "x", (1, 3, 32, 32)),
-    ("vit@1", {**_VIT, "image": 8, "patch": 4, "classes": 2}, "x", (1, 3, 8, 8)),
-    ("gpt2@1", _TEXT, "ids", (1, 4)),
-    ("bert@1", _TEXT, "ids", (1, 4)),
-)
-
-
 def _warm(torch: Any, formats: Any, *, families: bool) -> None:
     """Pay lazy state once, single-threaded, before any fork: the deterministic flag's
     first setting, and with ``families`` a run of every catalog family on tiny inputs
@@ -366,7 +353,7 @@ def _warm(torch: Any, formats: Any, *, families: bool) -> None:
     Results do not depend on it: the kernel choice that did is made in :meth:`_Zygote.start`.
     """
     _deterministic(torch, True)
-    for arch, cfg, kind, shape in _WARM if families else ():
+    for arch, cfg, kind, shape in formats.catalog.TINY if families else ():
         model = formats.load_model(arch, cfg, formats.random_weights(arch, cfg))
         x = torch.zeros(shape, dtype=torch.int64) if kind == "ids" else torch.zeros(shape)
         name = "input_ids" if kind == "ids" else "x"

@@ -59,6 +59,22 @@ def test_runtime_check_reports_a_tier() -> None:
     assert report["tier"] in range(4) and "seccomp" in report["layers"]
 
 
+def test_runtime_check_runs_the_catalog_in_the_sandbox() -> None:
+    import json
+
+    from node.runtime import catalog
+
+    result = CliRunner().invoke(
+        cli,
+        ["runtime", "check", "--json", "--min-tier", "0", "--run-catalog"],
+        env={"GPUNET_CONFIG": ""},
+    )
+    assert result.exit_code == 0, result.output
+    families = json.loads(result.output)["catalog"]
+    assert [f["arch"] for f in families] == [t[0] for t in catalog.TINY]
+    assert all(f["ok"] and f["detail"] == "bitwise equal to a bare run" for f in families)
+
+
 def test_outputs_are_never_overwritten(tmp_path: Path) -> None:
     from node.commands.market import _write_new
 

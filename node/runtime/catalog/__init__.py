@@ -28,6 +28,7 @@ __all__ = [
     "CATALOG",
     "CATALOG_VERSION",
     "MAX_PARAMS",
+    "TINY",
     "Entry",
     "build",
     "catalog_hash",
@@ -275,6 +276,20 @@ def tolerance(arch: str, dtype: torch.dtype) -> float:
     if name is None:
         raise JobError("bad_model", f"no tolerance bound for dtype {dtype}")
     return tolerances.bound(arch, name)
+
+
+_VIT: Final = {"dim": 8, "depth": 1, "heads": 2, "mlp": 8}
+_TEXT: Final = {**_VIT, "vocab": 8, "positions": 4}
+#: One tiny config per family: (arch, config, input kind "x" | "ids", input shape). The
+#: zygote runs them to pay lazy state before forking; ``selftest`` runs them sandboxed.
+TINY: Final[tuple[tuple[str, dict[str, int], str, tuple[int, ...]], ...]] = (
+    ("mlp@1", {"in": 4, "hidden": 4, "depth": 1, "out": 2}, "x", (1, 4)),
+    ("resnet18@1", {"width": 4, "classes": 2, "image": 32}, "x", (1, 3, 32, 32)),
+    ("resnet50@1", {"width": 4, "classes": 2, "image": 32}, "x", (1, 3, 32, 32)),
+    ("vit@1", {**_VIT, "image": 8, "patch": 4, "classes": 2}, "x", (1, 3, 8, 8)),
+    ("gpt2@1", _TEXT, "ids", (1, 4)),
+    ("bert@1", _TEXT, "ids", (1, 4)),
+)
 
 
 class _NoMetaInit(TorchFunctionMode):
