@@ -394,7 +394,9 @@ class VerifierDaemon:
             return Outcome.MISMATCH, f"served spec is invalid: {exc}"
         except Exception as exc:  # noqa: BLE001 - any transport failure: unavailable
             return Outcome.UNAVAILABLE, f"fetch failed: {exc}"
-        return await self._rerun(job_id, spec, submitted, weights, inputs, output=output)
+        return await self._rerun(
+            job_id, spec, submitted, weights, inputs, output=output, client=job.client
+        )
 
     async def _rerun(
         self,
@@ -405,7 +407,11 @@ class VerifierDaemon:
         inputs: bytes,
         *,
         output: bytes,
+        client: bytes,
     ) -> tuple[Outcome, str]:
+        """Re-run the job in our pool and compare. ``client`` is the run's tenant, as on
+        the provider: re-runs of one client's jobs for one model may share a kept
+        sandbox child (docs/runtime.md §5) instead of a fresh fork each."""
         det = Determinism(int(submitted["determinism"]))
         if det != spec.determinism:
             return Outcome.MISMATCH, f"attested tier {det.name} differs from the spec's"
@@ -413,7 +419,8 @@ class VerifierDaemon:
         same_runtime = hashlib.sha256(ours.encode()).digest() == bytes(submitted["runtimeId"])
         if det is not Determinism.TOLERANCE and not same_runtime:
             return Outcome.INCOMPARABLE, f"attested runtime differs from ours ({ours})"
-        result = await asyncio.to_thread(self.pool.run, RunRequest.from_spec(spec, weights, inputs))
+        req = RunRequest.from_spec(spec, weights, inputs, tenant=client)
+        result = await asyncio.to_thread(self.pool.run, req)
         self.stats.reexecutions += 1
         agrees, err = compare_outputs(det, output, result.output, arch=spec.model.arch)
         self.stats.rel_errors[job_id] = err

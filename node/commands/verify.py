@@ -96,6 +96,7 @@ def verify(
         slots=cfg.runtime.pool_size,
         timeout_s=cfg.runtime.job_timeout_s,
         memory_bytes=cfg.runtime.memory_limit_mib << 20,
+        keep_idle_s=cfg.runtime.keep_child_s,
         keystores=(str(ctx.data_dir / cfg.node.keystore),),
     )
     ctx.data_dir.mkdir(parents=True, exist_ok=True)

@@ -208,6 +208,13 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._device_class = ""
         self._admitted: set[str] = set()
+        self._kept_jobs = 0
+
+    @property
+    def jobs_on_kept_children(self) -> int:
+        """Jobs so far that ran in a child kept from the same tenant's earlier job (§5)."""
+        with self._lock:
+            return self._kept_jobs
 
     # ---------------------------------------------------------------- lifecycle
     def __enter__(self) -> WorkerPool:
@@ -936,6 +943,8 @@ class WorkerPool:
             sp.kill()
             slot.retire_kept(kept)
             return None
+        with self._lock:
+            self._kept_jobs += len(reqs)
         return kept
 
     def _keep(

@@ -106,6 +106,19 @@ def test_honest_tolerance_provider_with_real_noise_is_never_slashed(
             assert noisy >= n_jobs // 2, f"only {noisy}/{n_jobs} outputs differ"
             assert 0 < max(errors) <= bound
             assert v0.stats.reexecutions == n_jobs
+            # then one model's jobs, one at a time: the verifier re-runs them with the
+            # client as tenant, as the provider runs them, so they share a kept child
+            # (each job above had its own model: no child could be kept for the next)
+            kept0, tol = verifier_pool.jobs_on_kept_children, Determinism.TOLERANCE
+            more = [
+                (await audit_job(client, 5000 + k, determinism=tol, weights_seed=7)).job_id
+                for k in range(6)
+            ]
+            await until(lambda: set(more) <= set(v0.stats.outcomes), 120, "the re-runs")
+            assert all(v0.stats.outcomes[i] is Outcome.MATCH for i in more)
+            kept = verifier_pool.jobs_on_kept_children - kept0
+            print(f"\nverifier re-runs on a kept child: {kept} of 6")
+            assert kept >= 3, f"{kept} of 6 re-runs on a kept child"
             assert v0.stats.challenges == 0
             # never slashed nor refunded: open for challenges, or finalized after the window
             assert {state(devnet, i) for i in ids} <= {JobState.SUBMITTED, JobState.FINALIZED}

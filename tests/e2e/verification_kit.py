@@ -245,9 +245,12 @@ async def audit_job(
     *,
     determinism: Determinism = Determinism.EXACT,
     batch: int = 3,
+    weights_seed: int | None = None,
 ) -> Result:
-    """One MLP job through the SDK in audit mode: checked, not accepted."""
-    weights = formats.random_weights("mlp@1", MLP, seed=seed)
+    """One MLP job through the SDK in audit mode: checked, not accepted. Its inputs come
+    from ``seed``, its weights from ``weights_seed`` (default: ``seed``)."""
+    wseed = seed if weights_seed is None else weights_seed
+    weights = formats.random_weights("mlp@1", MLP, seed=wseed)
     x = torch.randn(batch, MLP["in"], generator=torch.Generator().manual_seed(seed))
     result = await client.run(
         ("mlp@1", MLP, weights), {"x": x}, max_price=PRICE, accept=False, determinism=determinism
