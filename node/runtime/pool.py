@@ -157,8 +157,9 @@ class RunResult:
     load_ms: float = 0.0
     infer_ms: float = 0.0
     pid: int = 0  # diagnostics: host pid of the fork-mode child that ran it (0: lease mode)
-    #: diagnostics, lease mode: how the inputs reached the model ("pinned": page-locked
-    #: shared memory; "inbox": pageable shared memory; "file"); "" in fork mode
+    #: diagnostics: how the inputs reached the model: "pinned" (lease mode, page-locked
+    #: shared memory), "inbox" (lease mode, pageable shared memory) or "file" (a file in
+    #: the job's dir: fork mode, and lease-mode inputs over the inbox's size)
     inputs_via: str = ""
 
 
@@ -1025,6 +1026,7 @@ class WorkerPool:
                     load_ms=float(report.get("load_ms", 0.0)),
                     infer_ms=float(report.get("infer_ms", 0.0)),
                     pid=pid,
+                    inputs_via="file",
                 )
             )
         return out

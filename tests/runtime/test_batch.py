@@ -56,6 +56,7 @@ def test_batch_outputs_equal_single_runs_bitwise(pool: WorkerPool, kind: str) ->
     assert len(batch) == len(reqs)
     for b, s in zip(batch, singles, strict=True):
         assert b.output == s.output and b.output_sha256 == s.output_sha256
+        assert b.inputs_via == s.inputs_via == "file"  # fork mode: a file in the job's dir
         assert b.runtime == s.runtime and b.tier == s.tier and b.layers == s.layers
     assert len({b.output_sha256 for b in batch}) == len(reqs)  # distinct inputs, distinct outputs
     # per-job metering: present, and within what the whole batch could have used
