@@ -15,6 +15,7 @@ import torch
 from conftest import MLP, code_job
 
 from node.runtime import detect, formats
+from node.runtime.errors import JobError
 from node.runtime.inbox import Inbox
 from node.runtime.pool import PoolConfig, RunRequest, WorkerPool
 
@@ -167,3 +168,17 @@ def test_the_workers_view_of_the_inbox_gives_the_written_tensors() -> None:
             view.data((1 << 20) + 1)
     finally:
         inbox.close()
+
+
+def test_a_replaced_worker_gets_a_new_inbox(lease: WorkerPool) -> None:
+    slot = lease._all[0]
+    before = slot.inbox
+    assert before is not None
+    with pytest.raises(JobError) as info:  # past its deadline: the worker is replaced
+        lease.run(code_job("import time\ntime.sleep(60)", timeout_s=0.5))
+    assert info.value.code == "timeout"
+    req = _mlp(8, 4)
+    res = lease.run(req)
+    assert slot.inbox is not None and slot.inbox is not before
+    assert before._map is None  # the old region was closed with its worker
+    assert res.inputs_via == "inbox" and res.output == _bare(req)
