@@ -252,6 +252,7 @@ class WorkerPool:
     def close(self) -> None:
         """Stop every worker and delete the work directory (if we made it)."""
         for s in self._all:
+            self._discard_lease_dirs(s)
             s.stop()
             s.settle()  # the helper sees the closed pipe and ends
         self._all = []
@@ -611,6 +612,7 @@ class WorkerPool:
         deadline = time.monotonic() + msg["timeout_s"] + GRACE_S
         try:
             wire.send(slot.wfd, msg)
+            self._discard_lease_dirs(slot)  # earlier jobs' dirs, while this one runs
             ev = slot.reader.recv(deadline)
             return self._result(
                 slot=slot,
@@ -629,8 +631,16 @@ class WorkerPool:
             slot.stop()
             raise JobError("crashed", f"worker failed: {exc} (worker exit {rc})") from None
         finally:
-            if not self.config.keep_scratch:
-                self._discard_lease_dir(scratch)
+            if not self.config.keep_scratch:  # deleted during the slot's next job (or close)
+                slot.lease_done.append(scratch)
+
+    def _discard_lease_dirs(self, slot: Slot) -> None:
+        """Delete the slot's finished lease job dirs. Called while the slot's next job
+        runs in the worker: deleting a large output file (freeing its page cache) was on
+        the job's path."""
+        done, slot.lease_done = slot.lease_done, []
+        for job_dir in done:
+            self._discard_lease_dir(job_dir)
 
     def _discard_lease_dir(self, job_dir: Path) -> None:
         """Delete a lease job's dir, whatever the worker left in its place.

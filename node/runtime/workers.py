@@ -163,6 +163,7 @@ class Slot:
         self.done_pids: list[int] = []  # children the zygote may reap
         self.next_spec: dict[str, Any] = {"model": None}
         self.trash: list[Path] = []  # finished jobs' scratch dirs, for the helper to delete
+        self.lease_done: list[Path] = []  # lease mode: finished job dirs, deleted later
         # finished jobs' children (and whether the zygote reaped them), for the helper to
         # kill and release off the jobs' path
         self.retiring: list[tuple[Spare, bool]] = []

@@ -9,6 +9,7 @@ import errno
 import fcntl
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,3 +183,17 @@ def test_a_replaced_worker_gets_a_new_inbox(lease: WorkerPool) -> None:
     assert slot.inbox is not None and slot.inbox is not before
     assert before._map is None  # the old region was closed with its worker
     assert res.inputs_via == "inbox" and res.output == _bare(req)
+
+
+def test_finished_lease_job_dirs_are_deleted_during_the_next_job(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    cfg = PoolConfig(mode="lease", timeout_s=10.0, work_dir=str(tmp_path / "work"))
+    with WorkerPool(cfg) as lease:
+        if lease.tier < 2:
+            pytest.skip(f"host gives sandbox tier {lease.tier}")
+        scratch = lease._all[0].scratch
+        for seed in range(4):
+            lease.run(_mlp(seed, 2))
+            # the job just finished keeps its dir until the next job runs: never more
+            assert len(list(scratch.iterdir())) == 1
+    assert not list(scratch.iterdir())  # and close deleted the last one
