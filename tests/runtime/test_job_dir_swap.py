@@ -4,6 +4,7 @@ scratch root (docs/security.md, "Paths the sandbox controls")."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import threading
@@ -116,3 +117,27 @@ def test_the_reader_refuses_a_symlink_on_any_component(tmp_path: Path) -> None:
     with pytest.raises(JobError) as big:
         _read_below(base, parts, 3)
     assert big.value.code == "output_too_large"
+
+
+def test_an_output_that_differs_from_the_report_is_refused(
+    host_report: detect.SandboxReport,
+) -> None:
+    """The worker reports its output's size, not its hash (the supervisor hashes what it
+    reads); an output file that grew after the report fails the job."""
+    if host_report.tier < 2:
+        pytest.skip(f"host gives sandbox tier {host_report.tier}")
+    cfg = PoolConfig(mode="lease", timeout_s=5.0, allow_test_code=True)
+    with WorkerPool(cfg) as lease:
+        plain = lease.run(code_job('outputs = {"y": torch.arange(4.0)}'))
+        assert plain.output_sha256 == hashlib.sha256(plain.output).digest()
+        grow = SWAP.replace(
+            'os.rename(scratch, scratch + ".away")\n'
+            '        os.unlink(scratch + ".away/output.safetensors")\n'
+            "        PUT",
+            'open(scratch + "/output.safetensors", "ab").write(b"x")',
+        )
+        assert grow != SWAP
+        with pytest.raises(JobError) as info:
+            lease.run(code_job(grow))
+        assert info.value.code == "crashed" and "report" in info.value.message
+        assert lease.run(mlp_job(seed=4)).output_sha256  # the pool still serves
