@@ -39,7 +39,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpunet.runtime")
 
-START_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 120.0  # a worker's start, a model load, a fork: answers from the zygote
+#: a forked child's way to its ready byte: after-fork work, its dir, lockdown and a
+#: pre-run capped by ``PoolConfig.prerun_max_ms`` (~6 ms measured, docs/benchmarks.md);
+#: a child still not ready after this is stalled (e.g. reclaiming under its job's memory
+#: limit) and is dropped rather than holding a job
+READY_TIMEOUT_S = 20.0
 _Spawn = tuple[list[str], Path, bool, dict[str, str], tuple[int, ...]]
 
 
@@ -365,7 +370,7 @@ class Slot:
                 try:
                     self._await_ready(sp)
                     return sp
-                except wire.WireError:
+                except (wire.WireError, JobError):  # (prepared for another job: retry)
                     pass
             self._drop(sp)
 
@@ -485,6 +490,7 @@ class Slot:
                 if sp.cg is None:
                     raise wire.WireError("no free job cgroup")
                 sp.cg.kill(wait=False)  # an earlier job's child, if it is still exiting
+                sp.oom0 = sp.cg.oom_kills()
                 sp.cg.add(host_pid)
             if not idle:
                 self._await_ready(sp)
@@ -497,14 +503,18 @@ class Slot:
         """Wait for the child's ready byte: its own dir and lockdown are in place.
 
         No job is handed to a child before this (children prepared ahead are
-        checked when taken, so their preparation overlaps the next fork).
+        checked when taken, so their preparation overlaps the next fork). Raises
+        :class:`JobError` ``oom`` when the job's memory limit killed the child on its
+        way (every child would meet that limit: the job cannot run, the worker is
+        fine), ``WireError`` when it died otherwise or was not ready within
+        :data:`READY_TIMEOUT_S`.
         """
         with sp.lock:  # the helper and a job may both check
             if sp.released:
                 raise wire.WireError("the prepared child was released")
             if sp.cpu0_ms >= 0:
                 return
-            deadline = time.monotonic() + START_TIMEOUT_S
+            deadline = time.monotonic() + READY_TIMEOUT_S
             while (left := deadline - time.monotonic()) > 0:
                 if select.select([sp.rep], [], [], left)[0]:
                     if os.read(sp.rep, 1) != READY:
@@ -514,7 +524,17 @@ class Slot:
                         sp.oom0 = sp.cg.oom_kills()
                     sp.cpu0_ms = cpu_ms(sp.host_pid)  # it now blocks until its job
                     return
-            raise wire.WireError("the prepared child did not become ready")
+            else:
+                raise wire.WireError(
+                    f"the prepared child was not ready within {READY_TIMEOUT_S:.0f} s"
+                )
+            if sp.cg is not None and sp.cg.oom_kills() > sp.oom0:
+                raise JobError(
+                    "oom",
+                    "the job's memory limit killed its child before the job started "
+                    f"(limit {self.pool.config.memory_bytes} bytes)",
+                )
+            raise wire.WireError("the prepared child died before it was ready")
 
     def take_kept(self, key: tuple[bytes, str, int] | None) -> Kept | None:
         """The kept child for a job with ``key`` (None: a job that may not reuse one).
@@ -644,7 +664,7 @@ class Slot:
                         for sp in waiting:
                             try:
                                 self._await_ready(sp)
-                            except (wire.WireError, OSError):
+                            except (wire.WireError, JobError, OSError):
                                 with self.lock:
                                     mine = sp in self.ready
                                     if mine:

@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import code_job, mlp_job
 
-from node.runtime import descriptor, formats
+from node.runtime import descriptor, detect, formats
 from node.runtime.errors import JobError
-from node.runtime.pool import RunRequest, WorkerPool
+from node.runtime.pool import PoolConfig, RunRequest, WorkerPool
 
 SMALL = {
     "resnet18@1": ({"width": 4, "classes": 7, "image": 32}, {"x": torch.randn(2, 3, 32, 32)}),
@@ -113,6 +113,33 @@ def test_bad_jobs_fail_with_codes_and_the_pool_survives(pool: WorkerPool) -> Non
             pool.run(req)
         assert info.value.code == code, info.value
     assert pool.run(good).output_sha256
+
+
+def test_a_memory_limit_too_small_for_any_child_is_oom_not_a_crash(
+    host_report: detect.SandboxReport,
+) -> None:
+    """Under a 1 MiB job limit the children die before they are ready: each job fails
+    with ``oom`` (the operator's limit, stated), the worker is not replaced and the
+    pool stays usable."""
+    if host_report.tier < 2:
+        pytest.skip(f"host gives sandbox tier {host_report.tier}")
+    with WorkerPool(PoolConfig(slots=1, threads=1, timeout_s=10.0, memory_bytes=1 << 20)) as tiny:
+        slot = tiny._all[0]
+        zygote = slot.zygote_pid
+        for arch in ("gpt2@1", "bert@1", "resnet50@1"):
+            config, tensors = SMALL[arch]
+            req = RunRequest(
+                "catalog-v1",
+                arch,
+                config,
+                formats.random_weights(arch, config, seed=1),
+                formats.save_safetensors(tensors),
+            )
+            with pytest.raises(JobError) as info:
+                tiny.run(req)
+            assert info.value.code == "oom", info.value
+            assert "1048576" in info.value.message or "memory limit" in info.value.message
+        assert slot.zygote_pid == zygote and slot.proc is not None and slot.proc.poll() is None
 
 
 def test_model_cache_is_keyed_by_content(pool: WorkerPool) -> None:

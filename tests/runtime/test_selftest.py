@@ -22,8 +22,7 @@ def test_a_pool_that_cannot_run_the_jobs_is_reported(host_report: detect.Sandbox
     if host_report.tier < 2:
         pytest.skip(f"host gives sandbox tier {host_report.tier}")
     # a 16-byte output cap: every family's output is refused (a real failure, not a fake;
-    # a tiny memory limit was tried first, but a starved child can stall in reclaim
-    # instead of being killed, and the pool then waits up to 120 s for it)
+    # a 1 MiB memory limit is test_pool.py's, where some jobs die before they start)
     with WorkerPool(PoolConfig(max_output_bytes=16, timeout_s=10.0)) as capped:
         checks = selftest.run_catalog(capped)
     assert len(checks) == len(catalog.TINY)
