@@ -30,7 +30,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 
-from node.p2p.blobstore import BlobStore, PartialBlob
+from node.p2p.blobstore import BlobStore, PartialBlob, PartialSpaceFull
 from node.p2p.channels import close_quietly, reset_quietly
 from node.p2p.config import P2PConfig
 from node.p2p.dataplane import DataPlaneError, DataPlaneServer, fetch_range
@@ -264,7 +264,11 @@ class BlobService:
         if size > max_size:
             self.metrics.inc("blob_fetch_refused", reason="oversized")
             raise BlobFetchError(f"blob {cid} is {size} bytes, over the cap of {max_size}")
-        partial = self.store.partial(cid, size)
+        try:
+            partial = self.store.partial(cid, size)
+        except PartialSpaceFull as exc:
+            self.metrics.inc("blob_fetch_refused", reason="no_space")
+            raise BlobFetchError(f"blob {cid}: {exc}") from None
         try:
             if ticket is not None:
                 # connect to the address the authenticated libp2p connection came from;

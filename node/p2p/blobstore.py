@@ -5,34 +5,72 @@ Layout under ``root``: ``<sha256 hex>`` for complete, verified blobs;
 :data:`~protocol.content.CHUNK_SIZE` chunk, 1 = received) for downloads in
 progress. A partial download is verified as a whole (sha256 against the content
 id) before it is moved into place; a mismatch deletes it.
+
+Partial downloads are bounded: a peer that announces a size and then sends
+nothing (or aborts) leaves a preallocated file behind for a later resume, so
+the partial files may hold at most ``max_partial_bytes`` and number at most
+``max_partials``. A new download makes room by deleting the least recently
+written partials that no open download uses; if that cannot make room,
+:class:`PartialSpaceFull` is raised and nothing is deleted or created.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 from protocol.content import CHUNK_SIZE, ContentId, cid_of
 
-__all__ = ["BlobCorrupt", "BlobStore", "PartialBlob"]
+__all__ = [
+    "DEFAULT_MAX_PARTIALS",
+    "DEFAULT_MAX_PARTIAL_BYTES",
+    "BlobCorrupt",
+    "BlobStore",
+    "PartialBlob",
+    "PartialSpaceFull",
+]
+
+log = logging.getLogger(__name__)
 
 _READ = 8 << 20
+#: Disk all partial downloads of one store may hold (two of the largest blobs, 4 GiB).
+DEFAULT_MAX_PARTIAL_BYTES = 8 << 30
+#: Partial downloads one store keeps at once.
+DEFAULT_MAX_PARTIALS = 64
 
 
 class BlobCorrupt(Exception):
     """A downloaded blob does not hash to its content id (it was deleted)."""
 
 
+class PartialSpaceFull(Exception):
+    """No room for another partial download (nothing was deleted or created)."""
+
+
 class BlobStore:
     """See the module docstring."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        max_partial_bytes: int = DEFAULT_MAX_PARTIAL_BYTES,
+        max_partials: int = DEFAULT_MAX_PARTIALS,
+    ) -> None:
+        if max_partial_bytes < 0 or max_partials < 1:
+            raise ValueError("max_partial_bytes must be >= 0 and max_partials >= 1")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "partial").mkdir(exist_ok=True)
+        self.max_partial_bytes = max_partial_bytes
+        self.max_partials = max_partials
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}  # hex digest -> open PartialBlobs of it
 
     def path(self, cid: ContentId) -> Path:
         """Where ``cid`` lives (whether or not it exists)."""
@@ -67,8 +105,70 @@ class BlobStore:
         return cid
 
     def partial(self, cid: ContentId, total_size: int) -> PartialBlob:
-        """The (possibly resumed) partial download of ``cid``."""
-        return PartialBlob(self, cid, total_size)
+        """The (possibly resumed) partial download of ``cid``; makes room for it first
+        (see the module docstring) or raises :class:`PartialSpaceFull`."""
+        name = cid.digest.hex()
+        with self._lock:
+            self._make_room(name, total_size)
+            self._open[name] = self._open.get(name, 0) + 1
+        try:
+            return PartialBlob(self, cid, total_size)
+        except BaseException:
+            self._release(name)
+            raise
+
+    def partial_bytes(self) -> tuple[int, int]:
+        """(count, bytes) of the partial downloads on disk."""
+        count = used = 0
+        for part in (self.root / "partial").glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                used += part.stat().st_size
+                count += 1
+        return count, used
+
+    def _make_room(self, name: str, size: int) -> None:
+        """Delete the least recently written idle partials until a ``size``-byte
+        download fits; refuse (deleting nothing) when even that would not do."""
+        if size > self.max_partial_bytes:
+            raise PartialSpaceFull(
+                f"a {size}-byte download exceeds the partial space of {self.max_partial_bytes}"
+            )
+        used = count = 0
+        idle: list[tuple[float, int, Path]] = []
+        for part in (self.root / "partial").glob("*.part"):
+            if part.stem == name:
+                continue  # this blob's own file: resumed or restarted in place
+            try:
+                st = part.stat()
+            except FileNotFoundError:
+                continue
+            used += st.st_size
+            count += 1
+            if part.stem not in self._open:
+                idle.append((st.st_mtime, st.st_size, part))
+        idle.sort()
+        in_use = used - sum(s for _, s, _ in idle)
+        if in_use + size > self.max_partial_bytes or count - len(idle) >= self.max_partials:
+            raise PartialSpaceFull(
+                f"no room for a {size}-byte download: {count} partial downloads "
+                f"({used} bytes) are in progress"
+            )
+        for _, part_size, part in idle:
+            if used + size <= self.max_partial_bytes and count < self.max_partials:
+                break
+            part.unlink(missing_ok=True)
+            part.with_suffix(".chunks").unlink(missing_ok=True)
+            used -= part_size
+            count -= 1
+            log.info("deleted idle partial download %s (%d bytes) to make room", part, part_size)
+
+    def _release(self, name: str) -> None:
+        with self._lock:
+            left = self._open.get(name, 0) - 1
+            if left > 0:
+                self._open[name] = left
+            else:
+                self._open.pop(name, None)
 
 
 def hash_file(path: Path) -> bytes:
@@ -90,6 +190,7 @@ class PartialBlob:
         base = store.root / "partial" / cid.digest.hex()
         self.part_path = base.with_suffix(".part")
         self.map_path = base.with_suffix(".chunks")
+        self._released = False
         self.n_chunks = (total_size + CHUNK_SIZE - 1) // CHUNK_SIZE
         done = b""
         if self.part_path.exists() and self.map_path.exists():
@@ -167,6 +268,9 @@ class PartialBlob:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        if not self._released:
+            self._released = True
+            self.store._release(self.cid.digest.hex())
 
     def finish(self) -> Path:
         """Verify the whole blob and move it into the store; raise :class:`BlobCorrupt`."""
