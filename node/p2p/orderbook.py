@@ -4,6 +4,13 @@ One entry per provider address; a newer nonce replaces the old offer, an
 older nonce is refused, an equal nonce with different content is refused as
 equivocation (the same bytes again only refreshes). Expired offers are pruned.
 
+The book holds at most ``max_entries`` providers. When it is full, a new
+provider's offer evicts the provider heard from least recently (an offer
+added, replaced or repeated counts as heard): offers are free to sign with
+fresh keys, so refusing newcomers instead would let one peer fill the book
+for a whole offer lifetime and lock every later provider out, while a
+provider that republishes stays as long as the flood does not outpace it.
+
 Queries filter by device class, GPU memory, GPU count, price, sandbox tier and
 stake (through a pluggable ``stake_lookup(provider) -> int``, called only for
 candidates that pass every other filter) and return the cheapest first. Each
@@ -18,6 +25,7 @@ may query it directly without a trip through the trio bridge.
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import enum
 import heapq
@@ -72,6 +80,9 @@ class OrderBook:
         self._all: list[_Row] = []
         self._by_class: dict[str, list[_Row]] = {}
         self._expiries: list[tuple[int, bytes, int]] = []
+        # providers, least recently heard from first
+        self._heard: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self.evicted = 0  # providers evicted to make room
 
     def __len__(self) -> int:
         with self._lock:
@@ -100,11 +111,15 @@ class OrderBook:
                 if offer.nonce < held.nonce:
                     return AddResult.STALE
                 if offer.nonce == held.nonce:
-                    return AddResult.REFRESHED if offer == held else AddResult.CONFLICT
+                    if offer != held:
+                        return AddResult.CONFLICT
+                    self._heard.move_to_end(offer.provider)
+                    return AddResult.REFRESHED
                 self._remove_locked(old)
                 result = AddResult.REPLACED
             elif len(self._by_provider) >= self._max_entries:
-                return AddResult.CONFLICT  # full: refuse rather than grow without bound
+                self._remove_locked(self._by_provider[next(iter(self._heard))])
+                self.evicted += 1
             caps = offer.capabilities
             row: _Row = (
                 offer.price_per_gpu_second,
@@ -116,6 +131,7 @@ class OrderBook:
                 BookEntry(offer, peer_id, now),
             )
             self._by_provider[offer.provider] = row
+            self._heard[offer.provider] = None
             bisect.insort(self._all, row, key=_sort_key)
             bisect.insort(self._by_class.setdefault(caps.device_class, []), row, key=_sort_key)
             heapq.heappush(self._expiries, (offer.expiry, offer.provider, offer.nonce))
@@ -148,6 +164,7 @@ class OrderBook:
 
     def _remove_locked(self, row: _Row) -> None:
         del self._by_provider[row[1]]
+        del self._heard[row[1]]
         _delete(self._all, row)
         cls = row[6].offer.capabilities.device_class
         rows = self._by_class[cls]

@@ -94,3 +94,30 @@ def test_stake_filter_without_lookup_matches_nobody() -> None:
     book.add(make_offer(ident), "p")
     assert book.query(min_stake=1) == []
     assert len(book.query()) == 1
+
+
+def test_a_full_book_evicts_the_provider_heard_from_least_recently() -> None:
+    """Offers are free to sign with fresh keys: a flood of forged providers must not lock
+    out a real one (the full book refused every newcomer for a whole offer lifetime),
+    and the book never holds more than its bound."""
+    cap = 20
+    book = OrderBook(max_entries=cap)
+    far = int(time.time()) + 24 * 3600  # the longest lifetime gossip accepts
+    flood = [make_offer(Identity.generate(), expiry=far) for _ in range(cap + 10)]
+    for offer in flood[:cap]:
+        assert book.add(offer, "p") is AddResult.ADDED
+    honest = make_offer(Identity.generate(), price=50)
+    assert book.add(honest, "p") is AddResult.ADDED  # the book is full of forgeries
+    assert book.get(honest.provider) is not None and len(book) == cap
+    assert book.get(flood[0].provider) is None  # heard from least recently: evicted
+    for i, offer in enumerate(flood[cap:]):  # more forgeries, while honest republishes
+        assert book.add(offer, "p") is AddResult.ADDED
+        if i % 5 == 0:
+            assert book.add(honest, "p") is AddResult.REFRESHED
+        assert len(book) <= cap
+    assert [e.offer for e in book.query(limit=1)] == [honest]
+    assert book.evicted == 11 and len(book) == cap
+    # a provider that stops republishing goes once the book has turned over
+    for _ in range(cap):
+        book.add(make_offer(Identity.generate(), expiry=far), "p")
+    assert book.get(honest.provider) is None and len(book) == cap
