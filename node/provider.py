@@ -232,6 +232,9 @@ class ProviderDaemon:
         # --- verification (issue 7): what verifiers of a job may fetch, and who they are
         self._job_blobs: dict[int, frozenset[bytes]] = {}  # job id -> spec, weights, inputs, output
         self._verifier_cache: dict[bytes, tuple[float, bool]] = {}
+        # blobs that only accepts not yet funded brought in: digest -> their local ids;
+        # deleted when the last of them expires unfunded, kept (as cache) once one is funded
+        self._unfunded_blobs: dict[bytes, set[int]] = {}
         self.completed = 0
         self.ready = asyncio.Event()
         self._capabilities: Capabilities | None = None
@@ -479,6 +482,7 @@ class ProviderDaemon:
             ),
         )
         pending = _Pending(request, peer, job.id, time.monotonic() + self.settings.accept_ttl_s)
+        self._claim_unfunded(job.id, request.spec)
         if self._tg is not None:
             pending.prefetch = self._tg.create_task(
                 self._prefetch(peer, request.spec, request.inputs_inline)
@@ -620,7 +624,7 @@ class ProviderDaemon:
                     return
             for ev in events:
                 await self._on_event(ev.name, ev.fields, ev.block_number)
-            self._expire_pending()
+            await self._expire_pending()
             await self.offers_seen.flush()
             if await sleep_or_stop(stop, self.settings.poll_interval_s):
                 return
@@ -644,23 +648,62 @@ class ProviderDaemon:
         self._pending_count -= 1
         if not queue:
             del self._pending[key]
+        spec = pending.request.spec
+        for digest in (spec.model.weights, spec.inputs):  # paid for: kept, as cache
+            self._unfunded_blobs.pop(digest, None)
         return pending
 
-    def _expire_pending(self) -> None:
+    def _claim_unfunded(self, local_id: int, spec: JobSpec) -> None:
+        """Note the blobs an accept's prefetch brings in (those not here already)."""
+        for digest in (spec.model.weights, spec.inputs):
+            holders = self._unfunded_blobs.get(digest)
+            if holders is not None:
+                holders.add(local_id)
+            elif not self.blobs.has(ContentId(digest)):
+                self._unfunded_blobs[digest] = {local_id}
+
+    async def _expire_pending(self) -> None:
+        """Drop accepts whose ``createJob`` did not come within ``accept_ttl_s``: stop
+        their prefetches and delete the blobs (whole or partial) that only they
+        brought in, so a client that never pays leaves nothing on disk."""
         now = time.monotonic()
+        expired: list[_Pending] = []
         for key in list(self._pending):
             queue = self._pending[key]
-            expired = [p for p in queue if p.expires < now]
-            if not expired:
+            gone = [p for p in queue if p.expires < now]
+            if not gone:
                 continue
             self._pending[key] = [p for p in queue if p.expires >= now]
             if not self._pending[key]:
                 del self._pending[key]
-            self._pending_count -= len(expired)
+            self._pending_count -= len(gone)
+            expired += gone
+        if not expired:
+            return
+        prefetches = [p.prefetch for p in expired if p.prefetch is not None]
+        for task in prefetches:
+            task.cancel()
+        if prefetches:
+            await asyncio.wait(prefetches)  # no fetch writes a file we are about to delete
+        orphans: list[ContentId] = []
+        for pending in expired:
+            spec = pending.request.spec
+            for digest in {spec.model.weights, spec.inputs}:
+                holders = self._unfunded_blobs.get(digest)
+                if holders is None:
+                    continue
+                holders.discard(pending.local_id)
+                if not holders:
+                    del self._unfunded_blobs[digest]
+                    orphans.append(ContentId(digest))
+
+        def record() -> None:
+            for cid in orphans:
+                self.blobs.remove(cid)
             for pending in expired:
-                if pending.prefetch is not None:
-                    pending.prefetch.cancel()
                 self.store.jobs.abandon(pending.local_id, "no createJob within the accept window")
+
+        await asyncio.to_thread(record)
 
     async def _on_event(self, name: str, fields: dict[str, object], block: int) -> None:
         if name == "JobCreated":

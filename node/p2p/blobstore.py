@@ -117,6 +117,17 @@ class BlobStore:
             self._release(name)
             raise
 
+    def remove(self, cid: ContentId) -> None:
+        """Delete ``cid``'s blob and its partial download, unless a download of it is
+        open (then the partial stays)."""
+        self.path(cid).unlink(missing_ok=True)
+        name = cid.digest.hex()
+        with self._lock:
+            if name not in self._open:
+                base = self.root / "partial" / name
+                base.with_suffix(".part").unlink(missing_ok=True)
+                base.with_suffix(".chunks").unlink(missing_ok=True)
+
     def partial_bytes(self) -> tuple[int, int]:
         """(count, bytes) of the partial downloads on disk."""
         count = used = 0

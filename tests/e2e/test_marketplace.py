@@ -547,3 +547,34 @@ def test_a_small_output_lives_in_the_store_until_its_blob_is_written(
             assert again.blobs.path(row.output_cid).read_bytes() == result.output_bytes
 
     asyncio.run(scenario())
+
+
+def test_an_accept_never_paid_for_leaves_no_blobs_behind(devnet: Devnet, pool: WorkerPool) -> None:
+    """A client that asks, lets the provider prefetch its weights and inputs and never
+    creates the job must not leave them on the provider's disk (it could name fresh
+    blobs of up to ``max_job_bytes`` with every request); a blob a paid job also uses
+    stays, as cache."""
+
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        prov = devnet.provider()
+        async with (
+            provider(devnet, pool, tmp, prov, accept_ttl_s=3) as daemon,
+            client(devnet, tmp, [daemon]) as c,
+        ):
+            weights = formats.random_weights("mlp@1", MLP, seed=21)
+            inputs = formats.save_safetensors({"x": torch.ones(1, 12)})
+            w_cid, i_cid = cid_of(weights), cid_of(inputs)
+            await _accepted_job(c, daemon, 21)  # never created onchain
+            assert await _until(lambda: daemon.blobs.has(w_cid) and daemon.blobs.has(i_cid))
+            # a paid job with the same weights (other inputs) while that accept waits
+            x = torch.randn(2, 12, generator=torch.Generator().manual_seed(21))
+            await c.run(("mlp@1", MLP, weights), {"x": x}, max_price=2 * PRICE)
+            # the accept expires: its own inputs go, the weights the paid job used stay
+            assert await _until(lambda: not daemon.blobs.has(i_cid), 15)
+            assert daemon.blobs.has(w_cid)
+            assert list((daemon.blobs.root / "partial").glob("*.part")) == []
+            unpaid = [j for j in daemon.store.jobs.select(limit=10) if j.job_id is None]
+            assert len(unpaid) == 1 and unpaid[0].abandoned_at is not None
+
+    asyncio.run(scenario())
