@@ -6,10 +6,17 @@ peer collects ``strikes_to_ban`` strikes (garbage frames, invalid signatures,
 spoofed offers ...) it is banned for ``ban_seconds``: the ``on_ban`` callback
 (set by the node) disconnects it and blacklists it in pubsub, and the node's
 connection notifee closes any new connection from it while the ban lasts.
+
+Its tables are keyed by peer id, and peer ids are free: :meth:`PeerGuard.sweep`
+(called every second by the node) forgets what no longer matters (a rate
+bucket that has refilled, a ban that has ended, strikes older than
+``ban_seconds``), and strikes are kept for at most :data:`MAX_STRIKE_PEERS`
+peers (the least recently struck is forgotten first).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -19,9 +26,14 @@ from collections.abc import Callable, Iterator
 from node.p2p.config import Limits
 from node.p2p.metrics import P2PMetrics
 
-__all__ = ["PeerGuard", "Refused", "TokenBucket"]
+__all__ = ["MAX_STRIKE_PEERS", "PeerGuard", "Refused", "TokenBucket"]
 
 log = logging.getLogger(__name__)
+
+#: Peers whose strikes are remembered at once (the least recently struck go first).
+MAX_STRIKE_PEERS = 65_536
+#: Rate buckets kept at once; past that all are forgotten (sweeping keeps it far below).
+MAX_BUCKETS = 100_000
 
 
 class Refused(Exception):
@@ -48,6 +60,10 @@ class TokenBucket:
             return True
         return False
 
+    def full(self, now: float) -> bool:
+        """True once the bucket has refilled: forgetting it then changes nothing."""
+        return self.tokens < 0 or self.tokens + (now - self.stamp) * self.rate >= self.burst
+
 
 class PeerGuard:
     """Rate limits, concurrency slots, strikes and bans, keyed by peer id text."""
@@ -66,7 +82,7 @@ class PeerGuard:
         self._streams: dict[str, int] = {}
         self._blobs: dict[str, int] = {}
         self._blobs_total = 0
-        self._strikes: dict[str, int] = {}
+        self._strikes: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
         self._banned: dict[str, float] = {}
         self.on_ban: Callable[[str], None] | None = None
 
@@ -97,8 +113,10 @@ class PeerGuard:
     def strike(self, peer: str, reason: str) -> bool:
         """Record misbehaviour; ban at the threshold. True if the peer is now banned."""
         self.metrics.inc("peer_strikes", reason=reason)
-        count = self._strikes.get(peer, 0) + 1
-        self._strikes[peer] = count
+        count = self._strikes.pop(peer, (0, 0.0))[0] + 1
+        self._strikes[peer] = (count, self._clock())
+        while len(self._strikes) > MAX_STRIKE_PEERS:
+            self._strikes.popitem(last=False)
         log.info("strike %d/%d for %s: %s", count, self.limits.strikes_to_ban, peer, reason)
         if count >= self.limits.strikes_to_ban:
             self.ban(peer, reason)
@@ -107,7 +125,26 @@ class PeerGuard:
 
     def strikes(self, peer: str) -> int:
         """Current strike count of ``peer``."""
-        return self._strikes.get(peer, 0)
+        return self._strikes.get(peer, (0, 0.0))[0]
+
+    def tracked(self) -> int:
+        """Entries in the guard's per-peer tables (buckets, strikes, bans)."""
+        return len(self._buckets) + len(self._strikes) + len(self._banned)
+
+    def sweep(self) -> None:
+        """Forget refilled rate buckets, ended bans and strikes older than
+        ``ban_seconds`` (none of them changes a decision any more)."""
+        now = self._clock()
+        for key in [k for k, b in self._buckets.items() if b.full(now)]:
+            del self._buckets[key]
+        for peer in [p for p, until in self._banned.items() if now >= until]:
+            self.is_banned(peer)  # drops the ban and the peer's strikes, logs it
+        cutoff = now - self.limits.ban_seconds
+        while self._strikes:
+            peer, (_, stamp) = next(iter(self._strikes.items()))
+            if stamp > cutoff:
+                break
+            del self._strikes[peer]
 
     # ------------------------------------------------------------ rates
     def allow(self, peer: str, kind: str) -> bool:
@@ -122,7 +159,7 @@ class PeerGuard:
                 bucket = TokenBucket(self.limits.gossip_per_second, self.limits.gossip_burst)
             else:
                 bucket = TokenBucket(self.limits.requests_per_second, self.limits.request_burst)
-            if len(self._buckets) > 100_000:  # bounded memory: forget idle buckets
+            if len(self._buckets) >= MAX_BUCKETS:  # only if sweeping cannot keep up
                 self._buckets.clear()
             self._buckets[key] = bucket
         if bucket.take(self._clock()):

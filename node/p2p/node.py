@@ -258,6 +258,7 @@ class P2PNode:
             dropped = self.book.prune()
             if dropped:
                 self.metrics.inc("book_expired", dropped)
+            self.guard.sweep()
             for peer in list(self._blacklisted):
                 if not self.guard.is_banned(peer):
                     self._blacklisted.discard(peer)

@@ -122,6 +122,41 @@ def test_guard_rates_and_ban_expiry() -> None:
     assert guard.metrics.get("refused_rate", kind="request") == 1
 
 
+def test_guard_tables_do_not_grow_with_fresh_peer_ids() -> None:
+    """Peer ids are free: one request, one strike or one ban per fresh id must not
+    leave an entry behind for good (strikes used to stay until the peer was banned)."""
+    from node.p2p import guard as guard_module
+    from node.p2p.config import Limits
+
+    now = [0.0]
+    guard = PeerGuard(
+        Limits(requests_per_second=10, request_burst=20, strikes_to_ban=3, ban_seconds=60),
+        P2PMetrics(),
+        clock=lambda: now[0],
+    )
+    cap = guard_module.MAX_STRIKE_PEERS
+    for i in range(cap + 1000):  # one strike each from more peers than the cap
+        guard.strike(f"s{i}", "garbage")
+    assert guard.tracked() == cap
+    assert guard.strikes(f"s{cap + 999}") == 1 and guard.strikes("s0") == 0  # oldest went
+    for i in range(500):
+        assert guard.allow(f"r{i}", "request")  # a rate bucket each
+    for _ in range(3):
+        guard.strike("bad", "garbage")  # banned
+    assert guard.is_banned("bad")
+    now[0] += 2.0  # the buckets have refilled: forgetting them changes nothing
+    guard.sweep()
+    assert guard.tracked() == cap + 1  # the strikes (young enough) and the ban
+    assert guard.strikes(f"s{cap + 999}") == 1
+    for _ in range(20):  # a swept peer starts from a full bucket, as before
+        assert guard.allow("r0", "request")
+    assert not guard.allow("r0", "request")
+    now[0] += 61.0  # the ban and the strikes are older than ban_seconds
+    guard.sweep()
+    assert guard.tracked() == 0
+    assert not guard.is_banned("bad") and guard.strikes("s1") == 0
+
+
 def test_node_type_is_exported() -> None:
     assert P2PNode.__name__ == "P2PNode"
 
