@@ -31,6 +31,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import heapq
 import itertools
 import json
 import logging
@@ -129,6 +130,8 @@ class ProviderSettings:
 #: How many recently created job ids are remembered to tell a late duplicate
 #: (notice and follower both report a job) from a job nobody accepted.
 _TAKEN_MEMORY = 65_536
+#: settled jobs' serving ends by the chain's clock, asked at least this often (seconds)
+CHAIN_CLOCK_S = 5.0
 #: Most job-created notices of one client whose receipts are awaited at once.
 MAX_NOTICE_WAITS_PER_CLIENT = 16
 #: Most result manifests delivered to one client on one stream.
@@ -231,6 +234,10 @@ class ProviderDaemon:
         self._outputs: dict[int, tuple[bytes, ContentId]] = {}  # job id -> (client, output)
         # --- verification (issue 7): what verifiers of a job may fetch, and who they are
         self._job_blobs: dict[int, frozenset[bytes]] = {}  # job id -> spec, weights, inputs, output
+        # jobs settled (paid, slashed), by the end of their challenge window: their
+        # entries above are dropped once the chain's time passes it (SPEC.md §9)
+        self._serve_until: list[tuple[int, int]] = []  # heap of (challenge end, job id)
+        self._chain_clock = (0, -CHAIN_CLOCK_S)  # (chain time, time.monotonic()) last asked
         self._verifier_cache: dict[bytes, tuple[float, bool]] = {}
         # blobs that only accepts not yet funded brought in: digest -> their local ids;
         # deleted when the last of them expires unfunded, kept (as cache) once one is funded
@@ -739,6 +746,7 @@ class ProviderDaemon:
             job_id = int(fields["jobId"])  # type: ignore[call-overload]
             running = self._submitted.pop(job_id, None)
             if running is not None:  # paid (by acceptResult, or a finalize not yet claimed)
+                self._settled(job_id, running.chain_job.challenge_end)
                 self.metrics.earned(int(fields["payment"]))  # type: ignore[call-overload]
                 await asyncio.to_thread(
                     partial(
@@ -750,6 +758,10 @@ class ProviderDaemon:
                     )
                 )
                 self.completed += 1
+        elif name == "JobRefunded":  # no result in time: nothing is owed to anyone now
+            job_id = int(fields["jobId"])  # type: ignore[call-overload]
+            self._outputs.pop(job_id, None)
+            self._job_blobs.pop(job_id, None)
 
     async def _on_created_notice(self, peer: str, notice: JobCreatedNotice) -> None:
         """A client says a transaction creates jobs it asked us for: check the receipt,
@@ -1077,11 +1089,35 @@ class ProviderDaemon:
 
         await asyncio.to_thread(record)
 
+    def _settled(self, job_id: int, challenge_end: int) -> None:
+        """``job_id`` left the submitted state for good: serve its blobs to its client
+        and verifiers until its challenge window ends, then forget it."""
+        heapq.heappush(self._serve_until, (challenge_end, job_id))
+
+    def _stop_serving(self, now: int) -> None:
+        """Forget the settled jobs whose challenge window ended before ``now`` (chain
+        time): their blobs are no longer owed (SPEC.md §9), and one entry per paid
+        job would otherwise stay for the daemon's life."""
+        while self._serve_until and self._serve_until[0][0] < now:
+            _, job_id = heapq.heappop(self._serve_until)
+            self._outputs.pop(job_id, None)
+            self._job_blobs.pop(job_id, None)
+
     async def _finalize_due(self) -> None:
-        """Finalize submitted jobs whose challenge window has ended (unclaimed by the client)."""
+        """Finalize submitted jobs whose challenge window has ended (unclaimed by the
+        client); forget settled jobs whose window has ended."""
         if not self._submitted:
-            return
+            if not self._serve_until:
+                return
+            # no look-up before the first is due by the last answer (asked again every
+            # CHAIN_CLOCK_S: a chain's clock may jump ahead of ours, as a devnet's does)
+            chain_time, asked = self._chain_clock
+            since = time.monotonic() - asked
+            if since < CHAIN_CLOCK_S and self._serve_until[0][0] >= chain_time + since:
+                return
         now = await asyncio.to_thread(self.rpc.next_block_time)
+        self._chain_clock = (now, time.monotonic())
+        self._stop_serving(now)
         due = [r for r in self._submitted.values() if 0 < r.chain_job.challenge_end < now]
         if not due:
             return
@@ -1090,8 +1126,13 @@ class ProviderDaemon:
         )
         ready = [r for r, st in zip(due, states, strict=True) if st is JobState.SUBMITTED]
         for r, st in zip(due, states, strict=True):
-            if st is JobState.FINALIZED:  # the client accepted while we were not looking
-                self._submitted.pop(r.chain_job.job_id, None)
+            # the client accepted while we were not looking, or a dispute slashed us:
+            # either way nothing is left to finalize (a disputed job stays until resolved)
+            if st in (JobState.FINALIZED, JobState.SLASHED):
+                if self._submitted.pop(r.chain_job.job_id, None) is not None:
+                    self._settled(r.chain_job.job_id, r.chain_job.challenge_end)
+                if st is JobState.SLASHED:
+                    log.warning("job %d was slashed", r.chain_job.job_id)
         if not ready:
             return
         jobs = [r.chain_job for r in ready]
@@ -1103,6 +1144,7 @@ class ProviderDaemon:
         # JobFinalized logs meanwhile, and whoever pops a job records it (once)
         ours = [r for r in ready if self._submitted.pop(r.chain_job.job_id, None) is not None]
         for r in ours:
+            self._settled(r.chain_job.job_id, r.chain_job.challenge_end)
             self.metrics.earned(payments.get(r.chain_job.job_id, 0))
             await asyncio.to_thread(
                 self.store.jobs.transition,

@@ -578,3 +578,33 @@ def test_an_accept_never_paid_for_leaves_no_blobs_behind(devnet: Devnet, pool: W
             assert len(unpaid) == 1 and unpaid[0].abandoned_at is not None
 
     asyncio.run(scenario())
+
+
+def test_a_settled_jobs_blobs_are_served_until_its_challenge_window_ends(
+    pool: WorkerPool,
+) -> None:
+    """SPEC.md §9: the client and verifiers of a job may fetch its blobs until its
+    challenge window closes, even if the client accepted at once; then the provider
+    forgets the job (one entry per paid job used to stay for the daemon's life)."""
+
+    async def scenario(devnet: Devnet) -> None:
+        tmp = Path(tempfile.mkdtemp())
+        prov = devnet.provider()
+        async with provider(devnet, pool, tmp, prov) as daemon, client(devnet, tmp, [daemon]) as c:
+            weights = formats.random_weights("mlp@1", MLP, seed=31)
+            x = torch.randn(3, 12, generator=torch.Generator().manual_seed(31))
+            result = await c.run(("mlp@1", MLP, weights), {"x": x}, max_price=2 * PRICE)
+            job_id = result.job_id
+            output = cid_of(result.output_bytes)
+            assert await _states_become(daemon, [JobState.FINALIZED]) == [JobState.FINALIZED]
+            # accepted, so paid and terminal: still served within the window
+            await asyncio.sleep(1.5)  # two rounds of the provider's settlement loop
+            assert await daemon._authorize(c.identity.peer_id, output, job_id)
+            assert job_id in daemon._job_blobs
+            devnet.warp(devnet.params.challenge_window + 1)
+            assert await _until(lambda: job_id not in daemon._outputs, 10)
+            assert job_id not in daemon._job_blobs and not daemon._serve_until
+            assert not await daemon._authorize(c.identity.peer_id, output, job_id)
+
+    with Anvil() as anvil:  # its own chain: the warp must not move the other tests' clock
+        asyncio.run(scenario(Devnet(anvil.url)))
