@@ -109,6 +109,13 @@ MAX_BATCH = 32
 SUBMIT_RECEIPT_WAIT_S = 10.0
 #: Rounds over the candidate list when every provider was unreachable or at capacity.
 REQUEST_ROUNDS = 3
+#: Seconds a provider's looked-up stake is trusted; a stake under the escrow's
+#: ``minStake`` longer (providers stake before they advertise; keys are free to make)
+STAKE_CACHE_S = 30.0
+LOW_STAKE_CACHE_S = 300.0
+#: Providers whose stake is cached at once (past it, expired entries are dropped).
+MAX_CACHED_STAKES = 4096
+_UNKNOWN = Reliability()  # a provider never tried (read only)
 
 #: ``progress(stage, detail)``; stages: selecting, requesting, matched, running,
 #: fetching, verifying, accepted.
@@ -224,7 +231,8 @@ class AsyncClient:
         self._submit_receipts: KeyedBatchers[bytes, int, dict[str, Any] | None] = KeyedBatchers(
             self._read_submit_receipt, max_batch=MAX_BATCH
         )
-        self._stakes: dict[bytes, tuple[float, int]] = {}
+        self._stakes: dict[bytes, tuple[float, int]] = {}  # provider -> (trusted until, stake)
+        self._min_stake = 0  # the escrow's minStake (immutable), read at start
         self._stop = asyncio.Event()
         self._refunds: list[asyncio.Task[str | None]] = []
         self._busy_lanes: set[int] = set()  # lanes holding a job not yet terminal
@@ -245,6 +253,8 @@ class AsyncClient:
         await self.p2p.start()
         start = await asyncio.to_thread(self.rpc.block_number)
         await asyncio.to_thread(lambda: self.escrow.domain)  # chain id, cached from now on
+        # createJob reverts for a provider below it: such offers are not worth a request
+        self._min_stake = await asyncio.to_thread(self.escrow.param, "minStake")
         follower = EventFollower(self.escrow, MemoryCursorStore(), start_block=start)
         self._follower_task = asyncio.create_task(self._follow(follower), name="client-follower")
         await self.resume()
@@ -407,15 +417,18 @@ class AsyncClient:
                 format=spec.format,
                 determinism=determinism,
                 min_sandbox_tier=min_tier,
+                min_stake=self._min_stake,
             )
             entries = self.p2p.query(limit=10_000)
             peers = {e.offer.provider: e.peer_id for e in entries}
-            ranked, rejected = rank_offers(
+            # stake look-ups are chain calls: off the event loop
+            ranked, rejected = await asyncio.to_thread(
+                rank_offers,
                 [e.offer for e in entries],
                 req,
                 now=int(time.time()),
                 stake_of=self._stake_of,
-                reliability_of=lambda a: self._reliability.setdefault(a, Reliability()),
+                reliability_of=lambda a: self._reliability.get(a, _UNKNOWN),
             )
             if not ranked:
                 raise NoMatchingOffer(rejected, offers_seen=len(entries))
@@ -649,11 +662,15 @@ class AsyncClient:
             rel.failures += 1
 
     def _stake_of(self, provider: bytes) -> int:
+        now = time.monotonic()
         cached = self._stakes.get(provider)
-        if cached is not None and time.monotonic() - cached[0] < 30:
+        if cached is not None and now < cached[0]:
             return cached[1]
         stake = self.escrow.stake_of(provider).active
-        self._stakes[provider] = (time.monotonic(), stake)
+        if len(self._stakes) >= MAX_CACHED_STAKES:  # providers seen once stay no longer
+            self._stakes = {a: c for a, c in self._stakes.items() if now < c[0]}
+        ttl = STAKE_CACHE_S if stake >= self._min_stake else LOW_STAKE_CACHE_S
+        self._stakes[provider] = (now + ttl, stake)
         return stake
 
     async def _matched(

@@ -7,6 +7,12 @@ reliability), so the SDK can tell a user exactly why no provider fits
 Ranking: the expected price of a successful job, i.e. the offer's price divided
 by the provider's reliability (Laplace-smoothed success rate), then higher
 stake, then the more recent offer.
+
+A provider's stake is a chain look-up, so it is asked last and lazily: only for
+offers that meet every other requirement, best expected price first, until
+:data:`MAX_CANDIDATES` providers qualify or :data:`MAX_STAKE_LOOKUPS` were asked.
+Offers cost nothing to sign with fresh keys: a book full of unstaked offers must
+not make a client ask the chain for each (it did, one blocking call per offer).
 """
 
 from __future__ import annotations
@@ -23,7 +29,19 @@ from protocol.messages import (
     Offer,
 )
 
-__all__ = ["Candidate", "Reliability", "Requirements", "rank_offers"]
+__all__ = [
+    "MAX_CANDIDATES",
+    "MAX_STAKE_LOOKUPS",
+    "Candidate",
+    "Reliability",
+    "Requirements",
+    "rank_offers",
+]
+
+#: Providers a ranking returns at most (a client tries them in order).
+MAX_CANDIDATES = 32
+#: Stake look-ups one ranking makes at most (the client caches their answers).
+MAX_STAKE_LOOKUPS = 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,7 +89,8 @@ class Candidate:
         return self.offer.price_per_gpu_second / self.reliability
 
 
-def _shortfalls(offer: Offer, req: Requirements, stake: int, now: int) -> list[str]:
+def _shortfalls(offer: Offer, req: Requirements, now: int) -> list[str]:
+    """What ``offer`` lacks for ``req``, the provider's stake aside."""
     caps = offer.capabilities
     why: list[str] = []
     if offer.expiry <= now:
@@ -98,8 +117,6 @@ def _shortfalls(offer: Offer, req: Requirements, stake: int, now: int) -> list[s
         why.append(f"{caps.gpu_memory_mib} MiB device memory, wanted {req.min_gpu_memory_mib}")
     if req.runtime is not None and req.runtime not in caps.runtimes:
         why.append(f"runtime {req.runtime} not offered")
-    if stake < req.min_stake:
-        why.append(f"stake {stake} below required {req.min_stake}")
     return why
 
 
@@ -113,23 +130,45 @@ def rank_offers(
 ) -> tuple[list[Candidate], dict[str, list[str]]]:
     """Offers that fit ``req``, best first, and for every other provider what it lacked.
 
-    Only the best-ranked fitting offer per provider is kept.
+    Only the best-ranked fitting offer per provider is kept; at most
+    :data:`MAX_CANDIDATES` are returned, and ``stake_of`` is called at most
+    :data:`MAX_STAKE_LOOKUPS` times, never for an offer that fails another
+    requirement (see the module docstring).
     """
-    best: dict[bytes, Candidate] = {}
+    best: dict[bytes, tuple[float, int, Offer]] = {}  # provider -> (expected, -nonce, offer)
     rejected: dict[str, list[str]] = {}
     for offer in offers:
-        stake = stake_of(offer.provider)
-        why = _shortfalls(offer, req, stake, now)
+        why = _shortfalls(offer, req, now)
         if why:
             rejected.setdefault(checksum_address(offer.provider), why)
             continue
-        candidate = Candidate(offer, stake, reliability_of(offer.provider).score)
+        score = reliability_of(offer.provider).score
+        key = (offer.price_per_gpu_second / score, -offer.nonce, offer)
         current = best.get(offer.provider)
-        if current is None or _key(candidate) < _key(current):
-            best[offer.provider] = candidate
+        if current is None or key[:2] < current[:2]:
+            best[offer.provider] = key
     for provider in best:
         rejected.pop(checksum_address(provider), None)
-    return sorted(best.values(), key=_key), rejected
+    fitting = sorted(best.values(), key=lambda k: k[:2])
+    chosen: list[Candidate] = []
+    asked = 0
+    for i, (expected, _, offer) in enumerate(fitting):
+        # the last qualifier's equals still count: stake breaks ties between them
+        full = len(chosen) >= MAX_CANDIDATES and expected > chosen[-1].expected_price
+        if full or asked >= MAX_STAKE_LOOKUPS:
+            for _, _, left in fitting[i:]:
+                rejected[checksum_address(left.provider)] = [
+                    "not considered: enough better offers were checked first"
+                ]
+            break
+        stake = stake_of(offer.provider)
+        asked += 1
+        if stake < req.min_stake:
+            low = f"stake {stake} below required {req.min_stake}"
+            rejected[checksum_address(offer.provider)] = [low]
+            continue
+        chosen.append(Candidate(offer, stake, reliability_of(offer.provider).score))
+    return sorted(chosen, key=_key)[:MAX_CANDIDATES], rejected
 
 
 def _key(c: Candidate) -> tuple[float, int, int]:

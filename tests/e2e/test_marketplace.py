@@ -608,3 +608,30 @@ def test_a_settled_jobs_blobs_are_served_until_its_challenge_window_ends(
 
     with Anvil() as anvil:  # its own chain: the warp must not move the other tests' clock
         asyncio.run(scenario(Devnet(anvil.url)))
+
+
+def test_a_cheaper_provider_without_the_escrows_minimum_stake_is_not_asked(
+    devnet: Devnet, pool: WorkerPool
+) -> None:
+    """createJob reverts for a provider staked under ``minStake``, so the client must
+    not spend a request (or a reverted transaction) on its offer, however cheap."""
+
+    async def scenario() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        staked = devnet.provider()
+        unstaked = devnet.actor(deposit=0, stake=devnet.params.min_stake - 1)
+        async with (
+            provider(devnet, pool, tmp, staked) as good,
+            provider(devnet, pool, tmp, unstaked, price_per_gpu_second=PRICE // 2) as cheap,
+            client(devnet, tmp, [good, cheap]) as c,
+        ):
+            weights = formats.random_weights("mlp@1", MLP, seed=41)
+            result = await c.run(("mlp@1", MLP, weights), {"x": torch.ones(2, 12)}, max_price=PRICE)
+            assert result.provider == staked.address
+            assert cheap.store.jobs.select(limit=10) == []  # never asked
+            with pytest.raises(NoMatchingOffer) as info:
+                await c.run(("mlp@1", MLP, weights), {"x": torch.ones(2, 12)}, max_price=PRICE // 2)
+            low = devnet.params.min_stake - 1
+            assert f"stake {low} below required {devnet.params.min_stake}" in str(info.value)
+
+    asyncio.run(scenario())

@@ -100,24 +100,23 @@ def test_every_shortfall_is_explained() -> None:
             "job is 1000 bytes, provider takes at most 10",
         ),
     ]
+    poor = Identity.from_private_key(b"\x77" * 32)
+    bad.append((_offer(poor, 50), "stake 5 below required 10"))  # fits but for its stake
+    asked: list[bytes] = []
+
+    def stake_of(address: bytes) -> int:
+        asked.append(address)
+        return 5 if address == poor.address else 100
+
     ranked, rejected = rank_offers(
-        [o for o, _ in bad],
-        REQ,
-        now=NOW,
-        stake_of=lambda a: 5 if a == PROVIDERS[3].address else 100,
-        reliability_of=lambda _: Reliability(),
+        [o for o, _ in bad], REQ, now=NOW, stake_of=stake_of, reliability_of=lambda _: Reliability()
     )
     assert ranked == []
     for offer, reason in bad:
-        assert (
-            reason in rejected[Identity.from_private_key(b"\x00" * 31 + b"\x01").checksum_address]
-            if False
-            else True
-        )
         assert reason in "; ".join(rejected[_checksum(offer)])
-    assert "stake 5 below required 10" in "; ".join(rejected[_checksum(bad[3][0])])
+    assert asked == [poor.address]  # the chain is asked only about an offer that fits
     error = NoMatchingOffer(rejected, offers_seen=len(bad))
-    assert "4 provider(s) considered" in str(error)
+    assert "5 provider(s) considered" in str(error)
     assert "price 500/GPU-s above max 100" in str(error)
     assert "no offers known yet" in str(NoMatchingOffer({}, offers_seen=0))
 
@@ -200,3 +199,46 @@ def test_admission_reasons(
     assert verdict.accepted == (reason is None)
     if reason is not None:
         assert verdict.message
+
+
+def test_a_flood_of_unstaked_offers_costs_bounded_stake_look_ups() -> None:
+    """Offers are free to sign with fresh keys: ranking asks the chain only about
+    offers that fit otherwise, cheapest first, at most MAX_STAKE_LOOKUPS times, and
+    returns at most MAX_CANDIDATES providers."""
+    from node.selection import MAX_CANDIDATES, MAX_STAKE_LOOKUPS
+
+    honest = [Identity.from_private_key(bytes([0x40 + i]) * 32) for i in range(40)]
+    fake = [Identity.generate() for _ in range(MAX_STAKE_LOOKUPS // 2)]
+    misfits = [Identity.generate() for _ in range(200)]
+    offers = [_offer(f, 10) for f in fake]  # the cheapest, all unstaked
+    offers += [_offer(h, 60 + i) for i, h in enumerate(honest)]
+    offers += [_offer(m, 1, sandbox_tier=0) for m in misfits]  # cheaper still, but unfit
+    staked = {h.address for h in honest}
+    asked: list[bytes] = []
+
+    def stake_of(address: bytes) -> int:
+        asked.append(address)
+        return 100 if address in staked else 0
+
+    ranked, rejected = rank_offers(
+        offers, REQ, now=NOW, stake_of=stake_of, reliability_of=lambda _: Reliability()
+    )
+    assert len(asked) == len(fake) + MAX_CANDIDATES  # no misfit, no honest past the cap
+    assert not {m.address for m in misfits} & set(asked)
+    assert [c.offer.provider for c in ranked] == [h.address for h in honest[:MAX_CANDIDATES]]
+    assert all("stake 0 below" in rejected[checksum_address(f.address)][0] for f in fake)
+    late = rejected[checksum_address(honest[-1].address)][0]
+    assert late.startswith("not considered")
+
+    # past the look-up budget the rest are not asked about, and say so
+    many = [Identity.generate() for _ in range(MAX_STAKE_LOOKUPS + 5)]
+    asked.clear()
+    ranked, rejected = rank_offers(
+        [_offer(f, 10) for f in many] + [_offer(honest[0], 60)],
+        REQ,
+        now=NOW,
+        stake_of=stake_of,
+        reliability_of=lambda _: Reliability(),
+    )
+    assert len(asked) == MAX_STAKE_LOOKUPS and ranked == []
+    assert rejected[checksum_address(honest[0].address)][0].startswith("not considered")
