@@ -51,7 +51,7 @@ async def receive_blob(source: ChunkSource, store: BlobStore, limit: int) -> tup
             fh.flush()
             await asyncio.to_thread(os.fsync, fh.fileno())
         cid = ContentId(digest.digest())
-        os.replace(tmp, store.path(cid))
+        store.adopt(tmp, cid)
         return cid, size
     finally:
         with contextlib.suppress(FileNotFoundError):
