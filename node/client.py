@@ -25,11 +25,17 @@ lone run never waits for company, and a batch transaction that reverts is
 retried job by job.
 
 Every failure is a typed :mod:`node.errors` exception that says why.
+
+The blob store stays under ``max_blob_bytes`` (:mod:`node.blobgc`): the
+weights, inputs and output of runs in flight are kept (the provider fetches the
+first two until the job is done; the output until it is returned); the rest is
+a cache evicted least recently used first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node.batching import KeyedBatchers, NaturalBatcher
+from node.blobgc import DEFAULT_COLLECT_INTERVAL_S, collect_blobs
 from node.chain import lookup
 from node.chain.contract import EventRecord
 from node.chain.errors import ChainError, ContractRevert
@@ -68,7 +75,7 @@ from node.errors import (
     ProviderUnreachable,
 )
 from node.offers_seen import OfferRecorder
-from node.p2p.blobstore import BlobStore
+from node.p2p.blobstore import DEFAULT_MAX_BYTES, BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.jobs import JobProtocolError
 from node.p2p.service import P2PService
@@ -183,13 +190,18 @@ class AsyncClient:
         lanes: int = 64,
         poll_interval_s: float = 0.05,
         request_timeout_s: float = 10.0,
+        max_blob_bytes: int = DEFAULT_MAX_BYTES,
+        blob_collect_s: float = DEFAULT_COLLECT_INTERVAL_S,
     ) -> None:
         self.identity = identity
         self.rpc = Rpc(rpc_url)
         self.escrow = Escrow(self.rpc, escrow_address, Signer(self.rpc, identity.private_key))
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobStore(self.data_dir / "blobs")
+        self.blobs = BlobStore(self.data_dir / "blobs", max_bytes=max_blob_bytes)
+        self.blob_collect_s = blob_collect_s
+        # blobs of runs in flight (digest -> runs using it): kept by blob collection
+        self._run_blobs: collections.Counter[bytes] = collections.Counter()
         self.store = Store.open(self.data_dir)
         self.offers_seen = OfferRecorder(self.store)
         self.p2p = P2PService(
@@ -239,6 +251,7 @@ class AsyncClient:
         self._audited: dict[int, tuple[int, int]] = {}  # job id -> (local id, lane)
         self._group: asyncio.TaskGroup | None = None
         self._follower_task: asyncio.Task[None] | None = None
+        self._collector_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> AsyncClient:
@@ -257,12 +270,21 @@ class AsyncClient:
         self._min_stake = await asyncio.to_thread(self.escrow.param, "minStake")
         follower = EventFollower(self.escrow, MemoryCursorStore(), start_block=start)
         self._follower_task = asyncio.create_task(self._follow(follower), name="client-follower")
+        self._collector_task = asyncio.create_task(
+            collect_blobs(
+                self.blobs, lambda: set(self._run_blobs), self._stop, interval_s=self.blob_collect_s
+            ),
+            name="client-blob-collector",
+        )
         await self.resume()
 
     async def stop(self) -> None:
-        """Stop the follower and pending refunds (cancelled and awaited), libp2p, the store."""
+        """Stop the follower, the blob collector and pending refunds (cancelled and
+        awaited), libp2p, the store."""
         self._stop.set()
-        tasks = [t for t in (self._follower_task, *self._refunds) if t is not None]
+        tasks = [
+            t for t in (self._follower_task, self._collector_task, *self._refunds) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -386,7 +408,9 @@ class AsyncClient:
         inputs_bytes = inputs if isinstance(inputs, bytes) else _to_safetensors(inputs)
         w_cid, i_cid = cid_of(weights), cid_of(inputs_bytes)
         # kept in the blob store while the job is requested (a provider fetches them only
-        # after it accepted, and inputs that travel inline not at all)
+        # after it accepted, and inputs that travel inline not at all), and from blob
+        # collection until this run ends
+        self._hold(w_cid.digest, i_cid.digest)
         keep = asyncio.ensure_future(asyncio.to_thread(self._keep_blobs, weights, inputs_bytes))
         try:
             spec = JobSpec(
@@ -527,6 +551,17 @@ class AsyncClient:
                 await keep
             except Exception as exc:  # noqa: BLE001 - the job's own outcome comes first
                 log.warning("could not keep the job's blobs: %s", exc)
+            self._release(w_cid.digest, i_cid.digest)
+
+    def _hold(self, *digests: bytes) -> None:
+        """Keep these blobs from collection until :meth:`_release`."""
+        self._run_blobs.update(digests)
+
+    def _release(self, *digests: bytes) -> None:
+        self._run_blobs.subtract(digests)
+        for digest in digests:
+            if self._run_blobs[digest] <= 0:
+                del self._run_blobs[digest]
 
     def _keep_blobs(self, *blobs: bytes) -> None:
         """Put a job's weights and inputs in the blob store (in a worker thread)."""
@@ -998,13 +1033,17 @@ class AsyncClient:
         if manifest.inline:  # a small output came with the manifest (checked against it)
             data = manifest.inline
         else:
-            path = await self.p2p.fetch_blob(
-                waiting.provider_peer,
-                ContentId(manifest.output),
-                job.job_id,
-                max_size=waiting.spec.max_output_bytes,
-            )
-            data = path.read_bytes()
+            self._hold(manifest.output)
+            try:
+                path = await self.p2p.fetch_blob(
+                    waiting.provider_peer,
+                    ContentId(manifest.output),
+                    job.job_id,
+                    max_size=waiting.spec.max_output_bytes,
+                )
+                data = path.read_bytes()
+            finally:
+                self._release(manifest.output)
         say("verifying", f"job {job.job_id}")
         if cid_of(data).digest != att.output_hash:
             raise AttestationInvalid(f"job {job.job_id}: output does not hash to the attestation")

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "MAX_CONFIG_BYTES",
     "ApiConfig",
+    "BlobsConfig",
     "ChainConfig",
     "ClientConfig",
     "Config",
@@ -125,6 +126,21 @@ class ClientConfig(_Section, frozen=True, kw_only=True):
     min_sandbox_tier: Annotated[int, msgspec.Meta(ge=0, le=3)] = 2
 
 
+#: Bounds of a blob store's size: 1 MiB (one job's blobs must fit) to 1 PiB.
+BlobStoreBytes = Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 50)]
+
+
+class BlobsConfig(_Section, frozen=True, kw_only=True):
+    """[blobs]: how much disk each role's blob store may use (docs/architecture.md,
+    "Blob store bounds"). Past it, the least recently used blobs the role no longer
+    owes or needs are deleted, down to 90 %; blobs it still owes stay even past it."""
+
+    provider_max_bytes: BlobStoreBytes = 64 << 30
+    client_max_bytes: BlobStoreBytes = 64 << 30
+    verifier_max_bytes: BlobStoreBytes = 64 << 30
+    collect_interval_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0
+
+
 class ApiConfig(_Section, frozen=True, kw_only=True):
     """[api]: the local HTTP API."""
 
@@ -162,6 +178,7 @@ class Config(_Section, frozen=True, kw_only=True):
     p2p: P2PConfig = msgspec.field(default_factory=P2PConfig)
     provider: ProviderConfig = msgspec.field(default_factory=ProviderConfig)
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
+    blobs: BlobsConfig = msgspec.field(default_factory=BlobsConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
 

@@ -17,6 +17,10 @@ gpunet_p2p_peers                gauge   p2p: connected peers
 gpunet_rpc_errors_total         counter chain client: failed JSON-RPC calls, {method}
 gpunet_jobs_transitions_total   counter store users: lifecycle transitions, {role,event}
 gpunet_api_requests_total       counter the API: {route,status}
+gpunet_blob_store_bytes         gauge   the role's blob store: bytes its complete blobs
+                                        hold (read at each scrape, :meth:`Metrics.watch_blobs`)
+gpunet_blobs_collected_total    counter blob collection: blobs deleted (least recently used)
+gpunet_blobs_collected_bytes_total counter blob collection: bytes those blobs held
 gpunet_node_info                info    version
 gpunet_<prefix>_<name>_total    counter :meth:`Metrics.add_counters` (e.g. ``p2p``: the
                                         ``node.p2p.metrics.P2PMetrics`` snapshot, per scrape)
@@ -106,6 +110,17 @@ class Metrics:
         self.api_requests = Counter(
             "gpunet_api_requests", "HTTP API requests", ["route", "status"], registry=r
         )
+        self.blob_store_bytes = Gauge(
+            "gpunet_blob_store_bytes", "Bytes the complete blobs of the store hold", registry=r
+        )
+        self.blobs_collected = Counter(
+            "gpunet_blobs_collected",
+            "Blobs deleted by collection (least recently used)",
+            registry=r,
+        )
+        self.blobs_collected_bytes = Counter(
+            "gpunet_blobs_collected_bytes", "Bytes deleted by blob collection", registry=r
+        )
         self.info = Info("gpunet_node", "Node build information", registry=r)
         self.info.info({"version": version})
         self._rpc_methods: set[str] = set()
@@ -120,6 +135,17 @@ class Metrics:
         if not _PREFIX.match(prefix):
             raise ValueError(f"bad metrics prefix {prefix!r}")
         self.registry.register(_SnapshotCollector(f"gpunet_{prefix}", snapshot))
+
+    def watch_blobs(self, usage: Callable[[], tuple[int, int]]) -> None:
+        """Read ``gpunet_blob_store_bytes`` from ``usage()`` ((count, bytes)) at each scrape."""
+        self.blob_store_bytes.set_function(lambda: float(usage()[1]))
+
+    def collected(self, count: int, freed: int) -> None:
+        """Count one collection pass's deleted blobs and their bytes."""
+        if count < 0 or freed < 0:
+            raise ValueError("collected counts only grow")
+        self.blobs_collected.inc(count)
+        self.blobs_collected_bytes.inc(freed)
 
     def set_job_counts(self, counts: Mapping[tuple[str, JobState], int]) -> None:
         """Set ``gpunet_jobs`` from per-(role, state) counts; missing pairs are 0."""

@@ -23,6 +23,12 @@ A job's path through the daemon:
    delivery travels while the transaction is mined). Settlement also
    finalizes jobs whose challenge window has ended; the client's
    ``acceptResult`` pays at once.
+
+The blob store stays under ``max_blob_bytes`` (:mod:`node.blobgc`): what the
+daemon still owes or needs is kept (blobs of accepts waiting for their
+``createJob``, of queued and running jobs, and every blob a job's client or
+verifiers may fetch until its challenge window ends, SPEC.md §9); everything
+else, model weights included, is a cache evicted least recently used first.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import msgspec
 
 from node.admission import Policy, admit
 from node.batching import KeyedBatchers
+from node.blobgc import DEFAULT_COLLECT_INTERVAL_S, collect_blobs
 from node.chain import lookup
 from node.chain.committee import Committee
 from node.chain.contract import EventRecord
@@ -63,7 +70,7 @@ from node.chain.rpc import Log, Rpc, Signer
 from node.chain.subscription import LogSubscription
 from node.metrics import Metrics
 from node.offers_seen import OfferRecorder
-from node.p2p.blobstore import BlobStore
+from node.p2p.blobstore import DEFAULT_MAX_BYTES, BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.jobs import JobProtocolError
 from node.p2p.service import P2PService
@@ -125,6 +132,9 @@ class ProviderSettings:
     # mined): "auto" derives it from the RPC URL and gives up if it does not work,
     # "" turns it off (notices and the follower remain)
     ws_url: str = "auto"
+    # the blob store's bound (node.blobgc) and how often it is collected
+    max_blob_bytes: int = DEFAULT_MAX_BYTES
+    blob_collect_s: float = DEFAULT_COLLECT_INTERVAL_S
 
 
 #: How many recently created job ids are remembered to tell a late duplicate
@@ -206,7 +216,8 @@ class ProviderDaemon:
         self.metrics = metrics or Metrics()
         self.rpc = Rpc(rpc_url, on_error=self.metrics.rpc_error)
         self.escrow = Escrow(self.rpc, escrow_address, Signer(self.rpc, identity.private_key))
-        self.blobs = BlobStore(self.data_dir / "blobs")
+        self.blobs = BlobStore(self.data_dir / "blobs", max_bytes=settings.max_blob_bytes)
+        self.metrics.watch_blobs(self.blobs.usage)
         self.offers_seen = OfferRecorder(store)
         self.p2p = P2PService(
             identity,
@@ -231,6 +242,9 @@ class ProviderDaemon:
         self._taken: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._tg: asyncio.TaskGroup | None = None
         self._submitted: dict[int, _Running] = {}
+        # jobs queued or running (taken from _pending, not yet in _job_blobs): local id ->
+        # the digests they read or write (kept by blob collection)
+        self._working: dict[int, set[bytes]] = {}
         self._outputs: dict[int, tuple[bytes, ContentId]] = {}  # job id -> (client, output)
         # --- verification (issue 7): what verifiers of a job may fetch, and who they are
         self._job_blobs: dict[int, frozenset[bytes]] = {}  # job id -> spec, weights, inputs, output
@@ -295,6 +309,15 @@ class ProviderDaemon:
                 # the group also owns blob prefetches and result deliveries
                 self._tg = tg
                 tg.create_task(self._settle(stop))
+                tg.create_task(
+                    collect_blobs(
+                        self.blobs,
+                        self._blobs_owed,
+                        stop,
+                        interval_s=self.settings.blob_collect_s,
+                        on_collect=self.metrics.collected,
+                    )
+                )
                 for _ in range(self.settings.max_concurrent_jobs):
                     tg.create_task(self._worker(stop))
                 await self._resume(start_block)
@@ -411,6 +434,7 @@ class ProviderDaemon:
                 self._keep_for_verifiers(chain_job.job_id, job.spec, job.output_cid)
                 await self._deliver_and_queue(running, attestation, job.output_cid, None)
             else:
+                self._work_on(job.id, job.spec)
                 await self._queue.put(running)
                 self.metrics.queue_depth.set(self._queue.qsize())
             log.info("resumed job %d in state %s", chain_job.job_id, job.state.name)
@@ -724,6 +748,7 @@ class ProviderDaemon:
                 log.error("job %d matched without a request we accepted", chain_job.job_id)
                 return
             self._taken[chain_job.job_id] = None
+            self._work_on(pending.local_id, pending.request.spec)
             if len(self._taken) > _TAKEN_MEMORY:
                 self._taken.popitem(last=False)
             # recorded while the job runs (a restart finds the job onchain if this is
@@ -856,6 +881,27 @@ class ProviderDaemon:
         except Exception as exc:
             log.exception("job %d failed", running.chain_job.job_id)
             await asyncio.to_thread(self.store.jobs.set_error, running.local_id, str(exc))
+        finally:
+            self._working.pop(running.local_id, None)  # owed via _job_blobs, if it ran
+
+    def _work_on(self, local_id: int, spec: JobSpec) -> None:
+        """Keep a queued job's blobs (its weights and inputs; the output once known)."""
+        self._working[local_id] = {spec.model.weights, spec.inputs}
+
+    def _blobs_owed(self) -> set[bytes]:
+        """Every blob this provider still owes or needs (kept by blob collection): those
+        of accepts waiting for their ``createJob``, of queued and running jobs, and every
+        blob a job's client or verifiers may fetch until its challenge window ends."""
+        keep: set[bytes] = set()
+        for queue in self._pending.values():
+            for pending in queue:
+                keep.update((pending.request.spec.model.weights, pending.request.spec.inputs))
+        for digests in self._working.values():
+            keep.update(digests)
+        for blobs in self._job_blobs.values():
+            keep.update(blobs)
+        keep.update(output.digest for _, output in self._outputs.values())
+        return keep
 
     async def _execute(self, running: _Running) -> None:
         job, spec = running.chain_job, running.spec
@@ -875,6 +921,8 @@ class ProviderDaemon:
         result = prepared.result or await self._run(
             job.client, spec, prepared.weights, prepared.inputs
         )
+        # kept from before its file is written (by _record_result, in a thread)
+        self._working.setdefault(running.local_id, set()).add(result.output_sha256)
         domain = self.escrow.domain
         attestation = Attestation.create(
             self.identity,

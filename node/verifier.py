@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from node.blobgc import DEFAULT_COLLECT_INTERVAL_S, collect_blobs
 from node.chain.committee import Committee, DisputeInfo, Phase, new_salt, vote_commitment
 from node.chain.errors import ChainError, ContractRevert
 from node.chain.escrow import Escrow
@@ -51,7 +52,7 @@ from node.chain.follower import EventFollower, MemoryCursorStore
 from node.chain.jobs import Job as ChainJob
 from node.chain.rpc import Rpc, Signer
 from node.p2p.blobs import BlobFetchError
-from node.p2p.blobstore import BlobStore
+from node.p2p.blobstore import DEFAULT_MAX_BYTES, BlobStore
 from node.p2p.config import P2PConfig
 from node.p2p.service import P2PService
 from node.runtime.pool import RunRequest, WorkerPool
@@ -97,6 +98,8 @@ class VerifierSettings:
     fetch_timeout_s: float = 60.0
     lookback_blocks: int = 2000  # replay this much history at start (jobs we may judge)
     seed: int | None = None
+    max_blob_bytes: int = DEFAULT_MAX_BYTES  # the blob store's bound (node.blobgc)
+    blob_collect_s: float = DEFAULT_COLLECT_INTERVAL_S
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sample_rate <= 1.0:
@@ -214,7 +217,7 @@ class VerifierDaemon:
         signer = Signer(self.rpc, identity.private_key)
         self.escrow = Escrow(self.rpc, escrow_address, signer)
         self.committee = Committee(self.rpc, committee_address, signer)
-        self.blobs = BlobStore(self.data_dir / "blobs")
+        self.blobs = BlobStore(self.data_dir / "blobs", max_bytes=settings.max_blob_bytes)
         self.p2p = P2PService(identity, p2p_config, blob_store=self.blobs)
         self.stats = VerifierStats()
         self.ready = asyncio.Event()
@@ -225,6 +228,9 @@ class VerifierDaemon:
         self._checks: dict[int, asyncio.Future[Outcome]] = {}
         self._duties: dict[int, _Duty] = {}
         self._disputes: dict[int, ChainJob] = {}  # opened, not finished: draw/finalize
+        # blobs fetched for a job: kept by blob collection while its check runs or its
+        # dispute is open, then a cache
+        self._job_digests: dict[int, set[bytes]] = {}
         self._log_path = self.data_dir / "verifier-log.jsonl"
 
     # ------------------------------------------------------------ lifecycle
@@ -248,6 +254,14 @@ class VerifierDaemon:
                 tg.create_task(self._follow(escrow_follower, self._on_escrow_event, stop))
                 tg.create_task(self._follow(committee_follower, self._on_committee_event, stop))
                 tg.create_task(self._drive_disputes(stop))
+                tg.create_task(
+                    collect_blobs(
+                        self.blobs,
+                        self._blobs_needed,
+                        stop,
+                        interval_s=self.settings.blob_collect_s,
+                    )
+                )
                 for _ in range(self.settings.workers):
                     tg.create_task(self._worker(stop))
                 self.ready.set()
@@ -355,9 +369,23 @@ class VerifierDaemon:
                 return entry.peer_id
         return None
 
+    def _blobs_needed(self) -> set[bytes]:
+        """The blobs of checks in progress and of open disputes (kept by collection);
+        the digests of other jobs are forgotten here."""
+        active = {j for j, fut in self._checks.items() if not fut.done()}
+        active.update(self._disputes, self._duties)
+        keep: set[bytes] = set()
+        for job_id in list(self._job_digests):
+            if job_id in active:
+                keep.update(self._job_digests[job_id])
+            else:
+                del self._job_digests[job_id]
+        return keep
+
     async def _fetch(self, peer: str, digest: bytes, job_id: int, max_size: int) -> bytes:
         """Fetch one blob of the job from the provider; transport errors are retried
         (FETCH_ATTEMPTS in all, with backoff) before the provider counts as unavailable."""
+        self._job_digests.setdefault(job_id, set()).add(digest)  # kept from now on
         for attempt in range(FETCH_ATTEMPTS):
             try:
                 path = await asyncio.wait_for(

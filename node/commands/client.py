@@ -80,6 +80,8 @@ def serve(
         p2p_config=ctx.p2p_config(listen=listen or None),
         data_dir=ctx.data_dir / "client",
         poll_interval_s=max(cfg.chain.poll_interval_s, 0.05),
+        max_blob_bytes=cfg.blobs.client_max_bytes,
+        blob_collect_s=cfg.blobs.collect_interval_s,
     )
     sdk.rpc.on_error = metrics.rpc_error
     metrics.add_counters("p2p", sdk.p2p.metrics.snapshot)

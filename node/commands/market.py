@@ -387,6 +387,8 @@ def _run(
             escrow_address=ctx.escrow.address,
             p2p_config=ctx.p2p_config(listen=listen or ("/ip4/0.0.0.0/tcp/0",)),
             data_dir=ctx.data_dir / "client",
+            max_blob_bytes=ctx.config.blobs.client_max_bytes,
+            blob_collect_s=ctx.config.blobs.collect_interval_s,
         )
     except Exception as exc:  # noqa: BLE001 - a node that cannot start is one clear line
         raise Failure(

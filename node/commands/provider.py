@@ -95,6 +95,8 @@ def start(
         poll_interval_s=min(cfg.chain.poll_interval_s, 0.25),
         decline_every=decline_every,
         ws_url=cfg.chain.ws_url,
+        max_blob_bytes=cfg.blobs.provider_max_bytes,
+        blob_collect_s=cfg.blobs.collect_interval_s,
     )
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
     with WorkerPool(pool_cfg) as pool, Store.open(ctx.data_dir) as store:

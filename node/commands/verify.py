@@ -91,6 +91,8 @@ def verify(
         challenge=not no_challenge,
         join_committees=not no_committee,
         poll_interval_s=max(cfg.chain.poll_interval_s, 0.1),
+        max_blob_bytes=cfg.blobs.verifier_max_bytes,
+        blob_collect_s=cfg.blobs.collect_interval_s,
     )
     pool_cfg = PoolConfig(
         slots=cfg.runtime.pool_size,

@@ -51,6 +51,7 @@ def test_file_then_env(tmp_path: Path) -> None:
             "GPUNET_P2P_MDNS": "off",
             "GPUNET_P2P_BOOTSTRAP_PEERS": PEERS,
             "GPUNET_RUNTIME_JOB_TIMEOUT_S": "12.5",
+            "GPUNET_BLOBS_VERIFIER_MAX_BYTES": str(8 << 30),
             "GPUNET_PASSWORD": "not a config key",  # other GPUNET_ variables are left alone
         },
     )
@@ -62,6 +63,8 @@ def test_file_then_env(tmp_path: Path) -> None:
         "/dns/b/tcp/1/p2p/Qm",
     ]
     assert config.runtime.job_timeout_s == 12.5
+    assert config.blobs.verifier_max_bytes == 8 << 30
+    assert config.blobs.provider_max_bytes == 64 << 30  # the default
     assert config.keystore_path == Path("/srv/gpunet/keystore.json")
     assert config.api_token_path == Path("/srv/gpunet/api.token")
     assert config.resolve("/abs/file") == Path("/abs/file")
@@ -87,6 +90,10 @@ def test_file_then_env(tmp_path: Path) -> None:
         ("[runtime]\nkeep_child_s = -1", "runtime.keep_child_s", ">= 0"),
         ("[runtime]\nkeep_child_s = 61", "runtime.keep_child_s", "<= 60"),
         ('[node]\nlog_level = "loud"', "node.log_level", "debug"),
+        ("[blobs]\nprovider_max_bytes = 0", "blobs.provider_max_bytes", ">= 1048576"),
+        ("[blobs]\nclient_max_bytes = 1e9", "blobs.client_max_bytes", "expected `int`"),
+        ("[blobs]\nverifier_max_bytes = 1125899906842625", "blobs.verifier_max_bytes", "<= "),
+        ("[blobs]\ncollect_interval_s = 0", "blobs.collect_interval_s", ">= 1"),
     ],
 )
 def test_bad_file_values_name_the_key(tmp_path: Path, body: str, key: str, text: str) -> None:
@@ -109,6 +116,7 @@ def test_bad_file_values_name_the_key(tmp_path: Path, body: str, key: str, text:
         ({"GPUNET_API_PROT": "1"}, "api.prot", "unknown setting GPUNET_API_PROT"),
         ({"GPUNET_P2P_MDNS": "maybe"}, "p2p.mdns", "expected a boolean"),
         ({"GPUNET_CHAIN_POLL_INTERVAL_S": "fast"}, "chain.poll_interval_s", "a number"),
+        ({"GPUNET_BLOBS_CLIENT_MAX_BYTES": "-1"}, "blobs.client_max_bytes", ">= 1048576"),
     ],
 )
 def test_bad_env_values_name_the_variable(env: dict[str, str], key: str, text: str) -> None:

@@ -1,11 +1,15 @@
-"""``gpunet_device_utilization_ratio``: metered device time over the window's wall time."""
+"""``gpunet_device_utilization_ratio``: metered device time over the window's wall time;
+the blob store's bytes and collections."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.metrics import UTILIZATION_WINDOW_S, Metrics
+from node.p2p.blobstore import BlobStore
 
 
 class Clock:
@@ -48,3 +52,31 @@ def test_bad_values_are_refused() -> None:
         m.device_run("cpu", 5, slots=0)
     m.device_run("a device name with spaces!", 5)
     assert set(utilization(m)) == {"other"}
+
+
+def test_blob_store_bytes_and_collections(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, max_bytes=1500)
+    m = Metrics()
+    m.watch_blobs(store.usage)
+
+    def samples() -> dict[str, float]:
+        text = m.render().decode()
+        return {
+            s.name: s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name.startswith(("gpunet_blob_store", "gpunet_blobs_collected"))
+            and not s.name.endswith("_created")
+        }
+
+    store.put_bytes(b"a" * 1000)
+    store.put_bytes(b"b" * 1000)
+    assert samples()["gpunet_blob_store_bytes"] == 2000
+    m.collected(*store.collect())
+    assert samples() == {
+        "gpunet_blob_store_bytes": 1000,
+        "gpunet_blobs_collected_total": 1,
+        "gpunet_blobs_collected_bytes_total": 1000,
+    }
+    with pytest.raises(ValueError, match="only grow"):
+        m.collected(-1, 0)
