@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,9 @@ class GpunetGroup(click.Group):
             exc.show()
             sys.exit(exc.exit_code)
         except click.Abort as exc:
+            if isinstance(exc.__cause__, Terminated):
+                click.echo("terminated", err=True)
+                sys.exit(143)
             if isinstance(exc.__cause__, KeyboardInterrupt):
                 click.echo("interrupted", err=True)
                 sys.exit(130)
@@ -160,10 +164,28 @@ def _register() -> None:
 _register()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup a Ctrl-C runs runs for it too."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    SIGTERM unwinds like Ctrl-C (exit status 143 instead of 130): without this, a
+    SIGTERM between starting a child (anvil, the worker pool) and handing it to its
+    owner's cleanup killed the command at once and left the child running. The
+    daemons replace the handler with their own graceful stop while they run.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(prog_name="gpunet", standalone_mode=True)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -183,13 +183,16 @@ def _start_anvil(state_dir: Path, binary: str) -> tuple[subprocess.Popen[bytes],
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-    while _answers(url) is None:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop_group(proc.pid)
-            proc.wait()
-            tail = log_path.read_text(errors="replace")[-300:].strip().replace("\n", " | ")
-            raise Failure(f"anvil did not start: {tail or 'no output'}", f"see {log_path}")
-        time.sleep(0.1)
+    try:
+        while _answers(url) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-300:].strip().replace("\n", " | ")
+                raise Failure(f"anvil did not start: {tail or 'no output'}", f"see {log_path}")
+            time.sleep(0.1)
+    except BaseException:  # a failed start, Ctrl-C or SIGTERM: no anvil left behind
+        _stop_group(proc.pid)
+        proc.wait()
+        raise
     return proc, url, port
 
 
