@@ -88,6 +88,12 @@ def cli() -> None:
     if not os.environ.get("GPUNET_DEBUG"):
         for name in ("libp2p", "multiaddr", "trio", "aioquic", "async_service"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        # Until a daemon configures logging, our own modules' warnings (each RPC retry)
+        # would reach stderr through logging's last-resort handler, ahead of the one
+        # `error:` line that reports the failure; a daemon's handler still gets them.
+        ours = logging.getLogger("node")
+        if not any(isinstance(h, logging.NullHandler) for h in ours.handlers):
+            ours.addHandler(logging.NullHandler())
 
 
 @cli.group()

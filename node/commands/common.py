@@ -118,13 +118,7 @@ def open_context(config_path: Path | None, keystore: Path | None) -> Context:
             f"[chain] escrow_address: {exc}", "gpunet devnet up prints the [chain] section"
         ) from None
     rpc = Rpc(config.chain.rpc_url)
-    try:
-        chain_id = rpc.chain_id()
-    except Exception as exc:  # noqa: BLE001 - any transport error becomes one clear line
-        raise UserError(
-            f"cannot reach the chain at {config.chain.rpc_url}: {exc}",
-            "is the RPC URL right and the node running? (gpunet devnet status)",
-        ) from None
+    chain_id = _chain_id(rpc, config.chain.rpc_url)
     if chain_id != config.chain.chain_id:
         raise UserError(
             f"the chain at {config.chain.rpc_url} has id {chain_id}, config says "
@@ -133,6 +127,25 @@ def open_context(config_path: Path | None, keystore: Path | None) -> Context:
         )
     escrow = Escrow(rpc, escrow_address, Signer(rpc, identity.private_key))
     return Context(config, identity, data_dir, rpc, escrow)
+
+
+def _chain_id(rpc: Rpc, url: str) -> int:
+    """The chain id at ``url``: a chain that does not answer is a :class:`Failure`
+    (exit 1), an answer that is not Ethereum JSON-RPC a :class:`UserError`."""
+    from node.chain.errors import ChainError, RpcUnavailable
+
+    try:
+        return rpc.chain_id()
+    except RpcUnavailable as exc:  # the transport's reason, without the method and URL again
+        raise Failure(
+            f"cannot reach the chain at {url}: {exc.__cause__ or exc}",
+            "is the chain running and [chain] rpc_url right? (gpunet devnet status)",
+        ) from None
+    except ChainError as exc:
+        raise UserError(
+            f"{url} does not answer as an Ethereum JSON-RPC node: {exc.__cause__ or exc}",
+            "fix [chain] rpc_url (gpunet devnet up prints the [chain] section)",
+        ) from None
 
 
 class Failure(UserError):
