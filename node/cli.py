@@ -7,7 +7,6 @@ line plus a hint and exit status 2, never a traceback.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import signal
@@ -20,7 +19,14 @@ import click
 
 from node import __version__
 from node.commands.common import UserError
-from node.keys import KeystoreError, create_keystore, load_keystore, read_password
+from node.keys import (
+    KeystoreError,
+    create_keystore,
+    open_keystore,
+    read_keystore,
+    read_password,
+    refuse_existing,
+)
 from protocol.errors import IdentityError
 from protocol.identity import checksum_address, parse_address
 
@@ -106,9 +112,10 @@ def keys() -> None:
 def keys_new(keystore: Path) -> None:
     """Create a new encrypted keystore (mode 0600)."""
     try:
+        refuse_existing(keystore)  # before asking for a password twice
         identity = create_keystore(keystore, read_password(confirm=True))
     except KeystoreError as exc:
-        raise UserError(str(exc), "use --keystore to choose another path") from None
+        raise UserError(str(exc), exc.hint) from None
     click.echo(f"keystore: {keystore}")
     click.echo(f"address:  {identity.checksum_address}")
     click.echo(f"peer id:  {identity.peer_id}")
@@ -119,9 +126,9 @@ def keys_new(keystore: Path) -> None:
 def keys_show(keystore: Path) -> None:
     """Show the address and peer id of a keystore."""
     try:
-        identity = load_keystore(keystore, read_password())
+        identity = open_keystore(keystore)
     except KeystoreError as exc:
-        raise UserError(str(exc), "create one with: gpunet keys new") from None
+        raise UserError(str(exc), exc.hint) from None
     click.echo(f"address:  {identity.checksum_address}")
     click.echo(f"peer id:  {identity.peer_id}")
 
@@ -131,12 +138,15 @@ def keys_show(keystore: Path) -> None:
 def keys_export_address(keystore: Path) -> None:
     """Print only the checksummed address (without decrypting the key)."""
     try:
-        document = json.loads(keystore.read_text(encoding="utf-8"))
+        document = read_keystore(keystore)
         raw = parse_address("0x" + str(document["address"]).lower().removeprefix("0x"))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot read address from {keystore}: {exc}") from None
-    except IdentityError as exc:
-        raise UserError(f"{keystore} holds no valid address: {exc}") from None
+    except KeystoreError as exc:
+        raise UserError(str(exc), exc.hint) from None
+    except (KeyError, IdentityError) as exc:
+        raise UserError(
+            f"{keystore} holds no valid address: {exc}",
+            "gpunet keys show decrypts the key and prints its address",
+        ) from None
     click.echo(checksum_address(raw))
 
 

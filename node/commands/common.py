@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from node.config import Config, ConfigError, load_config
-from node.keys import KeystoreError, load_keystore, read_password
+from node.keys import KeystoreError, open_keystore
 from protocol.errors import IdentityError
 from protocol.identity import Identity, parse_address
 
@@ -103,9 +103,9 @@ def open_context(config_path: Path | None, keystore: Path | None) -> Context:
     data_dir = Path(config.node.data_dir).expanduser()
     key_path = keystore or (data_dir / Path(config.node.keystore).expanduser())
     try:
-        identity = load_keystore(key_path, read_password())
+        identity = open_keystore(key_path)
     except KeystoreError as exc:
-        raise UserError(str(exc), "create a key with: gpunet keys new") from None
+        raise UserError(str(exc), exc.hint) from None
     if not config.chain.escrow_address:
         raise UserError(
             "no escrow contract configured ([chain] escrow_address)",

@@ -112,3 +112,79 @@ def test_url_that_is_not_a_chain_is_a_user_error(tmp_path: Path, not_a_chain: st
     config = node_config(tmp_path, not_a_chain)
     result = gpunet("balance", "--config", str(config), home=tmp_path)
     assert_error(result, 2, "does not answer as an Ethereum JSON-RPC node", hint="[chain] rpc_url")
+
+
+# ---------------------------------------------------------------- keys
+def test_wrong_password_says_so(tmp_path: Path) -> None:
+    config = node_config(tmp_path, f"http://127.0.0.1:{free_port()}")
+    for command in (("keys", "show", "--keystore", str(tmp_path / "keystore.json")),
+                    ("balance", "--config", str(config))):  # fmt: skip
+        result = gpunet(*command, home=tmp_path, env={"GPUNET_PASSWORD": "not-it"})
+        # it was "cannot decrypt keystore: MAC mismatch", hint "create one with: gpunet keys new"
+        assert_error(result, 2, "wrong password for keystore", hint="GPUNET_PASSWORD")
+
+
+def test_missing_keystore_is_reported_before_any_password_prompt(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GPUNET_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "keys", "show", "--keystore", str(tmp_path / "no.json")],
+        check=False, capture_output=True, text=True, input="", timeout=60,
+        env={**base, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert_error(result, 2, "cannot open keystore", hint="gpunet keys new")
+
+
+def test_password_input_that_ends_is_a_clear_error(tmp_path: Path) -> None:
+    node_config(tmp_path, "http://127.0.0.1:1")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GPUNET_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "keys", "show", "--keystore",
+         str(tmp_path / "keystore.json")],
+        check=False, capture_output=True, text=True, input="", timeout=60,
+        env={**base, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr  # it was "aborted", exit 1
+    assert "Traceback" not in result.stderr
+    error, hint = result.stderr.strip().splitlines()[-2:]  # after getpass's own prompt
+    assert error == "error: no keystore password: the input ended", result.stderr
+    assert "GPUNET_PASSWORD_FILE" in hint
+
+
+def test_keys_new_in_a_directory_that_cannot_exist(tmp_path: Path) -> None:
+    result = gpunet("keys", "new", "--keystore", "/proc/no-such-dir/k.json", home=tmp_path)
+    assert_error(result, 2, "cannot create a keystore in /proc/no-such-dir", hint="--keystore")
+
+
+_LIMITED = (
+    "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); "
+    "from node.cli import main; sys.argv[0] = 'gpunet'; main()"
+)
+
+
+def test_keys_new_that_cannot_finish_writing_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "keystore.json"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GPUNET_")}
+    # files over 200 bytes cannot be written (EFBIG), as on a full disk; a keystore is ~490
+    result = subprocess.run(
+        [sys.executable, "-c", _LIMITED, "keys", "new", "--keystore", str(path)],
+        check=False, capture_output=True, text=True, timeout=60,
+        env={**base, "HOME": str(tmp_path), "GPUNET_PASSWORD": PASSWORD},
+    )  # fmt: skip
+    assert_error(result, 2, f"cannot write {path}", hint="another --keystore")
+    assert list(path.parent.iterdir()) == []  # no half-written key, no temporary file
+    again = gpunet("keys", "new", "--keystore", str(path), home=tmp_path)
+    assert again.returncode == 0, again.stderr  # and the path is free for a retry
+    assert json.loads(path.read_text())["crypto"]
+
+
+def test_keys_new_refuses_an_existing_file_before_asking_for_a_password(tmp_path: Path) -> None:
+    path = tmp_path / "keystore.json"
+    path.write_text("{}")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GPUNET_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "keys", "new", "--keystore", str(path)],
+        check=False, capture_output=True, text=True, input="", timeout=60,
+        env={**base, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert_error(result, 2, "already exists; refusing to overwrite", hint="--keystore")
+    assert path.read_text() == "{}"
