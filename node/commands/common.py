@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ __all__ = [
     "Failure",
     "UserError",
     "chain_errors",
+    "check_listen",
     "config_option",
     "format_amount",
     "format_time",
@@ -146,6 +147,43 @@ def _chain_id(rpc: Rpc, url: str) -> int:
             f"{url} does not answer as an Ethereum JSON-RPC node: {exc.__cause__ or exc}",
             "fix [chain] rpc_url (gpunet devnet up prints the [chain] section)",
         ) from None
+
+
+def check_listen(addrs: Sequence[str], source: str) -> None:
+    """Each libp2p listen address parses, and its TCP port (unless 0) is free to bind.
+
+    libp2p logs a port it cannot bind and carries on without it: a provider then
+    announces itself ready while no client can reach it. And an address that does not
+    parse crashes the libp2p thread. Both are one clear line before anything starts.
+    """
+    import socket
+
+    from multiaddr import Multiaddr
+
+    hint = "write e.g. /ip4/0.0.0.0/tcp/4040 (tcp/0: any free port)"
+    for text in addrs:
+        try:
+            addr = Multiaddr(text)
+            names = [p.name for p in addr.protocols()]
+        except Exception as exc:  # noqa: BLE001 - the parser raises several types
+            reason = str(exc).split(" (string:")[0].removeprefix(f"Invalid MultiAddr {text!r}: ")
+            raise UserError(f"{source}: {text[:80]!r} is not a multiaddr: {reason}", hint) from None
+        if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]):
+            continue
+        host, port = addr.value_for_protocol(names[0]), int(addr.value_for_protocol("tcp"))
+        if port == 0:
+            continue
+        family = socket.AF_INET if names[0] == "ip4" else socket.AF_INET6
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libp2p does
+                probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {text} ({source}): {exc.strerror or exc}",
+                "another process has the port (another node?): choose another with --listen "
+                "or [p2p] listen_addrs",
+            ) from None
 
 
 class Failure(UserError):

@@ -30,6 +30,7 @@ from node.commands.common import (
     Failure,
     UserError,
     chain_errors,
+    check_listen,
     config_option,
     format_amount,
     keystore_override,
@@ -105,13 +106,14 @@ def _check_listen_addrs(addrs: tuple[str, ...]) -> None:
             raise UserError(
                 f"--listen: {addr[:60]!r} is not a multiaddr", "write e.g. /ip4/0.0.0.0/tcp/4041"
             )
+    check_listen(addrs, "--listen")
 
 
-def _check_peer_addrs(addrs: tuple[str, ...]) -> None:
+def _check_peer_addrs(addrs: tuple[str, ...], option: str = "--bootstrap") -> None:
     for addr in addrs:
         if len(addr) > 256 or not _PEER_ADDR.match(addr):
             raise UserError(
-                f"--bootstrap: {addr[:60]!r} is not a peer multiaddr",
+                f"{option}: {addr[:60]!r} is not a peer multiaddr",
                 "write /ip4/<ip>/tcp/<port>/p2p/<peer id> (a provider prints it at start)",
             )
 

@@ -14,6 +14,7 @@ import click
 from node.commands.common import (
     Context,
     UserError,
+    check_listen,
     config_option,
     keystore_override,
     open_context,
@@ -62,6 +63,7 @@ def start(
     ctx = open_context(config_path, keystore)
     cfg = ctx.config
     check_api(cfg)  # fail fast on a busy [api] port
+    check_listen(listen or cfg.p2p.listen_addrs, "--listen" if listen else "[p2p] listen_addrs")
     logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -130,7 +132,17 @@ async def _run_daemon(daemon: ProviderDaemon) -> None:
     ready = asyncio.create_task(daemon.ready.wait())
     await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
     if ready.done():
-        for addr in await daemon.p2p.addrs():
+        addrs = await daemon.p2p.addrs()
+        if not addrs:  # libp2p logs a listener it cannot start and carries on without it
+            stop.set()
+            await runner
+            raise UserError(
+                "libp2p could not listen on any address ("
+                + ", ".join(daemon.p2p.config.listen_addrs)
+                + "): no client could reach this provider",
+                "use TCP addresses such as /ip4/0.0.0.0/tcp/4040 in --listen or [p2p] listen_addrs",
+            )
+        for addr in addrs:
             click.echo(f"listening {addr}", nl=True)
         caps = daemon.capabilities
         click.echo(

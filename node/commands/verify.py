@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from node.commands.common import Context, UserError, config_option, keystore_override, open_context
+from node.commands.common import (
+    Context,
+    UserError,
+    check_listen,
+    config_option,
+    keystore_override,
+    open_context,
+)
 
 if TYPE_CHECKING:
     from node.chain.committee import Committee
@@ -71,12 +78,15 @@ def verify(
     """Audit results: re-run a sample in the attested tier, challenge mismatches, vote."""
     from node.chain.committee import Committee
     from node.chain.rpc import Signer
+    from node.commands.market import _check_peer_addrs
     from node.runtime.pool import PoolConfig, WorkerPool
     from node.store.store import Store
     from node.verifier import VerifierDaemon, VerifierSettings
 
+    _check_peer_addrs(peers, "--connect")
     ctx = open_context(config_path, keystore)
     cfg = ctx.config
+    check_listen(listen or cfg.p2p.listen_addrs, "--listen" if listen else "[p2p] listen_addrs")
     logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -43,12 +43,19 @@ def gpunet(
 
 
 def assert_error(
-    result: subprocess.CompletedProcess[str], code: int, *needles: str, hint: str = ""
+    result: subprocess.CompletedProcess[str],
+    code: int,
+    *needles: str,
+    hint: str = "",
+    after_log: bool = False,
 ) -> None:
-    """Exit ``code``; stderr is exactly ``error: …`` and ``hint: …``; no traceback."""
+    """Exit ``code``; stderr is exactly ``error: …`` and ``hint: …`` (``after_log``: ends
+    with them, after a daemon's log lines); no traceback."""
     assert result.returncode == code, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
+    if after_log:
+        lines = lines[-2:]
     assert len(lines) == 2, lines
     assert lines[0].startswith("error: ") and lines[1].startswith("hint: "), lines
     for needle in needles:
