@@ -173,6 +173,20 @@ def test_submit_runs_a_job_and_writes_the_verified_output(market: Market, tmp_pa
     assert "submitResult: matched -> submitted" in shown.output
     assert client.identity.checksum_address in shown.output
 
+    # and the client's: `gpunet jobs` on the client node finds what `gpunet submit` ran
+    # (its store is <data_dir>/client; jobs read only <data_dir> and said "no store yet")
+    mine = client.run("jobs")
+    assert mine.exit_code == 0, mine.output
+    row = re.search(rf"│\s+(\d+) │ client\s+│\s+{job_id} │ finalized", mine.output)
+    assert row is not None, mine.output
+    assert client.run("jobs", "--role", "client").output == mine.output
+    shown = client.run("jobs", "--role", "client", "show", row.group(1))
+    assert shown.exit_code == 0, shown.output
+    assert "acceptResult: submitted -> finalized" in shown.output
+    assert market.provider.identity.checksum_address in shown.output
+    assert_user_error(market.provider.run("jobs", "show", local_id.group(1), "--role", "client"),
+                      "no client job with id")  # fmt: skip
+
 
 def _http(url: str, *, body: bytes | None = None, token: str | None = None) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"} if body is not None else {}
