@@ -34,6 +34,7 @@ __all__ = [
     "load_config_only",
     "open_context",
     "parse_amount",
+    "quiet_libp2p",
 ]
 
 
@@ -147,6 +148,22 @@ def _chain_id(rpc: Rpc, url: str) -> int:
             f"{url} does not answer as an Ethereum JSON-RPC node: {exc.__cause__ or exc}",
             "fix [chain] rpc_url (gpunet devnet up prints the [chain] section)",
         ) from None
+
+
+def quiet_libp2p() -> None:
+    """Keep py-libp2p's log lines (each failed dial at ERROR) off a short command's stderr.
+
+    Importing libp2p resets its logger to WARNING with no handler, so logging's
+    last-resort handler printed them ahead of our one ``error:`` line; the group's
+    own setting (before the import) did not last. ``GPUNET_DEBUG=1`` shows them.
+    """
+    import logging
+    import os
+
+    import libp2p  # noqa: F401 - its import configures the logger we override
+
+    if not os.environ.get("GPUNET_DEBUG"):
+        logging.getLogger("libp2p").setLevel(logging.CRITICAL)
 
 
 def check_listen(addrs: Sequence[str], source: str) -> None:

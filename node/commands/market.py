@@ -37,6 +37,7 @@ from node.commands.common import (
     load_config_only,
     open_context,
     parse_amount,
+    quiet_libp2p,
 )
 
 if TYPE_CHECKING:
@@ -382,6 +383,7 @@ def _run(
         ProviderDeclined,
     )
 
+    quiet_libp2p()
     try:
         client = Client(
             ctx.identity,
@@ -546,6 +548,7 @@ def offers(
         bootstrap=tuple(cfg.p2p.bootstrap_peers),
         enable_mdns=cfg.p2p.mdns,
     )
+    quiet_libp2p()
     # a throwaway identity: listening needs no key, so no password either
     entries = asyncio.run(_collect(Identity.generate(), p2p, bootstrap, wait))
     _print_book(entries)

@@ -195,3 +195,15 @@ def test_keys_new_refuses_an_existing_file_before_asking_for_a_password(tmp_path
     )  # fmt: skip
     assert_error(result, 2, "already exists; refusing to overwrite", hint="--keystore")
     assert path.read_text() == "{}"
+
+
+# ---------------------------------------------------------------- p2p
+def test_unreachable_bootstrap_peer_is_one_line_without_libp2p_chatter(tmp_path: Path) -> None:
+    from protocol.identity import Identity
+
+    config = node_config(tmp_path, "http://127.0.0.1:1")
+    peer = f"/ip4/127.0.0.1/tcp/{free_port()}/p2p/{Identity.generate().peer_id}"
+    result = gpunet("offers", "--config", str(config), "--wait", "0", "--bootstrap", peer,
+                    "--listen", "/ip4/127.0.0.1/tcp/0", home=tmp_path)  # fmt: skip
+    # py-libp2p's "Failed to open TCP stream: …" ERROR lines came first
+    assert_error(result, 1, f"cannot reach {peer}", hint="is the peer running")
