@@ -27,6 +27,7 @@ __all__ = [
     "UserError",
     "chain_errors",
     "check_listen",
+    "check_port",
     "config_option",
     "format_amount",
     "format_time",
@@ -164,6 +165,21 @@ def quiet_libp2p() -> None:
 
     if not os.environ.get("GPUNET_DEBUG"):
         logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+
+
+def check_port(host: str, port: int, what: str, hint: str) -> None:
+    """A :class:`UserError` unless a TCP server could bind ``host:port`` now."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UserError(f"cannot serve {what} on {host}:{port}: {reason}", hint) from None
 
 
 def check_listen(addrs: Sequence[str], source: str) -> None:

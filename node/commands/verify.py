@@ -15,6 +15,7 @@ from node.commands.common import (
     UserError,
     chain_errors,
     check_listen,
+    check_port,
     config_option,
     format_amount,
     keystore_override,
@@ -93,6 +94,8 @@ def verify(
     ctx = open_context(config_path, keystore)
     cfg = ctx.config
     check_listen(listen or cfg.p2p.listen_addrs, "--listen" if listen else "[p2p] listen_addrs")
+    if metrics_port:
+        check_port("127.0.0.1", metrics_port, "/metrics", "choose another --metrics-port (0: none)")
     logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,3 +91,18 @@ def test_verify_stake_beyond_the_wallet_is_one_line(
     result = gpunet("verify", "--config", str(node.config), "--stake", "100e18", home=tmp_path)
     assert_error(result, 2, "--stake: the wallet holds 5000000000000000000 (5 tokens)",
                  hint="gpunet devnet up --fund")  # fmt: skip
+
+
+def test_verify_on_a_busy_metrics_port_is_one_line(
+    tmp_path: Path, devnet_state: dict[str, Any]
+) -> None:
+    node = make_node(tmp_path, devnet_state, "[p2p]\nmdns = false\n")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = gpunet("verify", "--config", str(node.config), "--metrics-port", str(port),
+                        "--listen", "/ip4/127.0.0.1/tcp/0", home=tmp_path)  # fmt: skip
+    # it was an OSError traceback from aiohttp, after the worker pool had started
+    assert_error(result, 2, f"cannot serve /metrics on 127.0.0.1:{port}",
+                 "Address already in use", hint="--metrics-port")  # fmt: skip
