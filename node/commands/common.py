@@ -182,12 +182,15 @@ def check_port(host: str, port: int, what: str, hint: str) -> None:
         raise UserError(f"cannot serve {what} on {host}:{port}: {reason}", hint) from None
 
 
-def check_listen(addrs: Sequence[str], source: str) -> None:
-    """Each libp2p listen address parses, and its TCP port (unless 0) is free to bind.
+def check_listen(addrs: Sequence[str], source: str, *, must_bind: bool = False) -> None:
+    """Each libp2p listen address parses, and (``must_bind``) its TCP port, unless 0,
+    is free to bind.
 
-    libp2p logs a port it cannot bind and carries on without it: a provider then
-    announces itself ready while no client can reach it. And an address that does not
-    parse crashes the libp2p thread. Both are one clear line before anything starts.
+    An address that does not parse crashes the libp2p thread. libp2p logs a port it
+    cannot bind and carries on without it: a provider then announces itself ready
+    while no client can reach it, so a provider asks for ``must_bind``; nodes that
+    only dial out (client, verifier) run on, as before, when a local provider holds
+    the default port.
     """
     import socket
 
@@ -201,7 +204,7 @@ def check_listen(addrs: Sequence[str], source: str) -> None:
         except Exception as exc:  # noqa: BLE001 - the parser raises several types
             reason = str(exc).split(" (string:")[0].removeprefix(f"Invalid MultiAddr {text!r}: ")
             raise UserError(f"{source}: {text[:80]!r} is not a multiaddr: {reason}", hint) from None
-        if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]):
+        if not must_bind or names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]):
             continue
         host, port = addr.value_for_protocol(names[0]), int(addr.value_for_protocol("tcp"))
         if port == 0:

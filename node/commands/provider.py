@@ -66,7 +66,11 @@ def start(
     ctx = open_context(config_path, keystore)
     cfg = ctx.config
     check_api(cfg)  # fail fast on a busy [api] port
-    check_listen(listen or cfg.p2p.listen_addrs, "--listen" if listen else "[p2p] listen_addrs")
+    check_listen(
+        listen or cfg.p2p.listen_addrs,
+        "--listen" if listen else "[p2p] listen_addrs",
+        must_bind=True,
+    )
     logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
