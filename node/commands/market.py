@@ -334,20 +334,45 @@ def submit(
         f"max price {max_price}/GPU-s, budget {max_millis} ms -> escrow up to "
         f"{format_amount(max_payment)}"
     )
-    result = _run(
-        ctx,
-        job,
-        console=console,
-        bootstrap=bootstrap,
-        listen=listen,
-        wait=wait,
-        max_price=max_price,
-        max_millis=max_millis,
-        max_payment=max_payment,
-        deadline_s=cfg.client.default_deadline_s if deadline is None else deadline,
-        min_tier=cfg.client.min_sandbox_tier if min_tier is None else min_tier,
-    )
+    try:
+        result = _run(
+            ctx,
+            job,
+            console=console,
+            bootstrap=bootstrap,
+            listen=listen,
+            wait=wait,
+            max_price=max_price,
+            max_millis=max_millis,
+            max_payment=max_payment,
+            deadline_s=cfg.client.default_deadline_s if deadline is None else deadline,
+            min_tier=cfg.client.min_sandbox_tier if min_tier is None else min_tier,
+        )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say what the escrow still holds
+        _warn_in_flight(ctx.data_dir / "client")
+        raise
     _report(result, out)
+
+
+def _warn_in_flight(client_dir: Path) -> None:
+    """Name the client's jobs an interrupted submit leaves in flight, and who settles them."""
+    from node.store import STORE_FILE, Role, Store
+
+    try:
+        with Store(client_dir / STORE_FILE) as store:
+            left = store.jobs.in_flight(Role.CLIENT)
+    except Exception:  # noqa: BLE001 - a best-effort notice on the way out
+        return
+    onchain = [str(j.job_id) for j in left if j.job_id is not None]
+    if onchain:
+        many = len(onchain) > 1
+        jobs, its, it = ("jobs", "their payments", "them") if many else ("job", "its payment", "it")
+        click.echo(
+            f"{jobs} {', '.join(onchain)} left in flight, {its} locked in the escrow: "
+            f"`gpunet client serve` or the next `gpunet submit` with this config settles {it} "
+            "(a result is followed to finalization, a missing one refunded after the deadline)",
+            err=True,
+        )
 
 
 def _config_text(config: dict[str, int]) -> str:

@@ -50,6 +50,7 @@ class Market:
     peer_addr: str
     api_url: str
     files: Path
+    proc: subprocess.Popen[bytes]
 
     def submit(self, node: Node, *args: str) -> Any:
         return invoke("submit", "--node-config", str(node.config), *args)
@@ -86,7 +87,7 @@ def market(
         lines = _read_until(proc, "ready:", 90)
         api = next(line.split()[1] for line in lines if line.startswith("api "))
         addr = next(line.split()[1] for line in lines if line.startswith("listening "))
-        yield Market(devnet_state, provider, addr, api, files)
+        yield Market(devnet_state, provider, addr, api, files, proc)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -331,3 +332,48 @@ def test_offers_and_provider_mistakes(market: Market, tmp_path: Path) -> None:
     assert "error: cannot serve the API on 127.0.0.1:" in second.stderr
     assert "Traceback" not in second.stderr
     assert _http(market.api_url + "/health")[0] == 200
+
+
+def test_interrupted_submit_names_the_job_it_leaves_in_flight(
+    market: Market, tmp_path: Path
+) -> None:
+    """Ctrl-C after the match: the escrow holds the payment; the user is told which job
+    and what settles it, and the SDK's running call is cancelled, not destroyed pending.
+    The provider is frozen (SIGSTOP) at the match so that the result cannot come first."""
+    client = make_node(tmp_path / "client", market.state, "[p2p]\nmdns = false\n")
+    fund(market.state, client, "10e18")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "submit", "--node-config", str(client.config),
+         "--arch", ARCH, "--config", CONFIG_TEXT,
+         "--weights", str(market.files / "w.safetensors"),
+         "--inputs", str(market.files / "x.safetensors"),
+         "--max-price", str(2 * PRICE), "--bootstrap", market.peer_addr,
+         "--deadline", "120", "--min-tier", "0", "--out", str(tmp_path / "y.safetensors")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "GPUNET_PASSWORD": PASSWORD},
+    )  # fmt: skip
+    frozen = False
+    try:
+        assert proc.stderr is not None
+        progress = ""
+        deadline = time.monotonic() + 90
+        while "matched: job " not in progress:
+            assert time.monotonic() < deadline and proc.poll() is None, progress
+            if select.select([proc.stderr], [], [], 1.0)[0]:
+                progress += proc.stderr.readline()
+        market.proc.send_signal(signal.SIGSTOP)
+        frozen = True
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if frozen:
+            market.proc.send_signal(signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    job_id = re.search(r"matched: job (\d+) ", progress)
+    assert job_id is not None, progress
+    assert proc.returncode == 130, err
+    assert f"job {job_id.group(1)} left in flight" in err, err
+    assert "gpunet client serve" in err and err.strip().endswith("interrupted"), err
+    assert "Traceback" not in err and "Task was destroyed" not in err, err
