@@ -354,6 +354,21 @@ def submit(
     _report(result, out)
 
 
+_BUSY = "retry later; the provider may be busy"
+#: What the user can change for each DeclineReason (protocol/messages.py).
+_DECLINE_HINTS: Final = {
+    "price": "raise --max-price (see the prices with: gpunet offers)",
+    "deadline": "give the job more time with --deadline",
+    "size": "send a smaller batch (split it into several jobs)",
+    "tier": "lower --min-tier, or find a provider with a stronger sandbox",
+    "format": "this provider does not take the job's format",
+    "unknown_model": "this provider does not run this --arch",
+    "determinism": "this provider cannot run the job in the determinism tier asked for",
+    "bad_request": "the provider refused the request as malformed; check the inputs",
+    "rate_limited": "wait a moment before the next request",
+}
+
+
 def _warn_in_flight(client_dir: Path) -> None:
     """Name the client's jobs an interrupted submit leaves in flight, and who settles them."""
     from node.store import STORE_FILE, Role, Store
@@ -460,7 +475,7 @@ def _run(
                     "raise --max-price, lower --min-tier, or add providers with --bootstrap",
                 ) from None
             except ProviderDeclined as exc:
-                raise Failure(str(exc), "retry later; the provider may be busy") from None
+                raise Failure(str(exc), _DECLINE_HINTS.get(exc.reason.value, _BUSY)) from None
             except DeadlineMissed as exc:
                 raise Failure(str(exc), "the escrow was refunded; retry the job") from None
             except AttestationInvalid as exc:

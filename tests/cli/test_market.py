@@ -334,6 +334,24 @@ def test_offers_and_provider_mistakes(market: Market, tmp_path: Path) -> None:
     assert _http(market.api_url + "/health")[0] == 200
 
 
+def test_a_declined_job_says_what_to_change(market: Market, tmp_path: Path) -> None:
+    client = make_node(tmp_path / "client", market.state, "[p2p]\nmdns = false\n")
+    fund(market.state, client, "10e18")
+    result = market.submit(
+        client,
+        "--arch", ARCH, "--config", CONFIG_TEXT,
+        "--weights", str(market.files / "w.safetensors"),
+        "--inputs", str(market.files / "x.safetensors"),
+        "--max-price", str(2 * PRICE), "--bootstrap", market.peer_addr,
+        "--deadline", "20", "--min-tier", "0",  # the provider wants 30 s or more
+    )  # fmt: skip
+    # the hint was "retry later; the provider may be busy" whatever the reason
+    assert result.exit_code == 1, result.output
+    error, hint = result.stderr.strip().splitlines()[-2:]  # after the progress lines
+    assert error.startswith("error: provider ") and "declined: deadline" in error, error
+    assert hint == "hint: give the job more time with --deadline", hint
+
+
 def test_interrupted_submit_names_the_job_it_leaves_in_flight(
     market: Market, tmp_path: Path
 ) -> None:
