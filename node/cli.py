@@ -7,9 +7,9 @@ line plus a hint and exit status 2, never a traceback.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +19,14 @@ import click
 
 from node import __version__
 from node.commands.common import UserError
-from node.keys import KeystoreError, create_keystore, load_keystore, read_password
+from node.keys import (
+    KeystoreError,
+    create_keystore,
+    open_keystore,
+    read_keystore,
+    read_password,
+    refuse_existing,
+)
 from protocol.errors import IdentityError
 from protocol.identity import checksum_address, parse_address
 
@@ -63,6 +70,9 @@ class GpunetGroup(click.Group):
             exc.show()
             sys.exit(exc.exit_code)
         except click.Abort as exc:
+            if isinstance(exc.__cause__, Terminated):
+                click.echo("terminated", err=True)
+                sys.exit(143)
             if isinstance(exc.__cause__, KeyboardInterrupt):
                 click.echo("interrupted", err=True)
                 sys.exit(130)
@@ -84,6 +94,12 @@ def cli() -> None:
     if not os.environ.get("GPUNET_DEBUG"):
         for name in ("libp2p", "multiaddr", "trio", "aioquic", "async_service"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        # Until a daemon configures logging, our own modules' warnings (each RPC retry)
+        # would reach stderr through logging's last-resort handler, ahead of the one
+        # `error:` line that reports the failure; a daemon's handler still gets them.
+        ours = logging.getLogger("node")
+        if not any(isinstance(h, logging.NullHandler) for h in ours.handlers):
+            ours.addHandler(logging.NullHandler())
 
 
 @cli.group()
@@ -96,9 +112,10 @@ def keys() -> None:
 def keys_new(keystore: Path) -> None:
     """Create a new encrypted keystore (mode 0600)."""
     try:
+        refuse_existing(keystore)  # before asking for a password twice
         identity = create_keystore(keystore, read_password(confirm=True))
     except KeystoreError as exc:
-        raise UserError(str(exc), "use --keystore to choose another path") from None
+        raise UserError(str(exc), exc.hint) from None
     click.echo(f"keystore: {keystore}")
     click.echo(f"address:  {identity.checksum_address}")
     click.echo(f"peer id:  {identity.peer_id}")
@@ -109,9 +126,9 @@ def keys_new(keystore: Path) -> None:
 def keys_show(keystore: Path) -> None:
     """Show the address and peer id of a keystore."""
     try:
-        identity = load_keystore(keystore, read_password())
+        identity = open_keystore(keystore)
     except KeystoreError as exc:
-        raise UserError(str(exc), "create one with: gpunet keys new") from None
+        raise UserError(str(exc), exc.hint) from None
     click.echo(f"address:  {identity.checksum_address}")
     click.echo(f"peer id:  {identity.peer_id}")
 
@@ -121,12 +138,15 @@ def keys_show(keystore: Path) -> None:
 def keys_export_address(keystore: Path) -> None:
     """Print only the checksummed address (without decrypting the key)."""
     try:
-        document = json.loads(keystore.read_text(encoding="utf-8"))
+        document = read_keystore(keystore)
         raw = parse_address("0x" + str(document["address"]).lower().removeprefix("0x"))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot read address from {keystore}: {exc}") from None
-    except IdentityError as exc:
-        raise UserError(f"{keystore} holds no valid address: {exc}") from None
+    except KeystoreError as exc:
+        raise UserError(str(exc), exc.hint) from None
+    except (KeyError, IdentityError) as exc:
+        raise UserError(
+            f"{keystore} holds no valid address: {exc}",
+            "gpunet keys show decrypts the key and prints its address",
+        ) from None
     click.echo(checksum_address(raw))
 
 
@@ -160,10 +180,28 @@ def _register() -> None:
 _register()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup a Ctrl-C runs runs for it too."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    SIGTERM unwinds like Ctrl-C (exit status 143 instead of 130): without this, a
+    SIGTERM between starting a child (anvil, the worker pool) and handing it to its
+    owner's cleanup killed the command at once and left the child running. The
+    daemons replace the handler with their own graceful stop while they run.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(prog_name="gpunet", standalone_mode=True)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -1155,8 +1155,25 @@ class Client:
         self._call(self._client.start())
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result(timeout)
+        tasks: list[asyncio.Task[Any]] = []
+
+        async def owned() -> T:
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.append(task)
+            return await coro
+
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(owned(), self._loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            # Ctrl-C, SIGTERM or a timeout in this thread: the call is cancelled and
+            # awaited, not left running on the loop (close() then destroyed it pending)
+            future.cancel()
+            if tasks and self._loop.is_running():
+                with contextlib.suppress(BaseException):
+                    asyncio.run_coroutine_threadsafe(_finished(tasks[0]), self._loop).result(10)
+            raise
 
     @property
     def aio(self) -> AsyncClient:
@@ -1189,6 +1206,11 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _finished(task: asyncio.Task[Any]) -> None:
+    """Wait until ``task`` (cancelled) has unwound."""
+    await asyncio.wait({task})
 
 
 async def _make_client(identity: Identity, kwargs: dict[str, Any]) -> AsyncClient:

@@ -118,7 +118,11 @@ class LogSubscription:
                 "params": ["logs", flt],
             }
             await ws.send_str(json.dumps(request))
-            sub_id = await asyncio.wait_for(self._subscribed(ws), self.connect_timeout_s)
+            # not asyncio.wait_for: on 3.11 it drops a cancellation that arrives as the
+            # answer does, and the cancelled task then read the socket forever (a
+            # provider stopped right after it started hung, deaf to Ctrl-C and SIGTERM)
+            async with asyncio.timeout(self.connect_timeout_s):
+                sub_id = await self._subscribed(ws)
             self.live = True
             self.sessions += 1
             log.info("log subscription %s at %s", sub_id, self.url)

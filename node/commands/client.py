@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from node.commands.common import UserError, config_option, keystore_override, open_context
+from node.commands.common import (
+    UserError,
+    check_listen,
+    config_option,
+    keystore_override,
+    open_context,
+)
 from node.commands.market import bootstrap_option, listen_option
 from node.commands.provider_api import check_api
 
@@ -69,6 +75,7 @@ def serve(
     if not cfg.api.enabled:
         raise UserError("[api] enabled is false", "a client node serves the API: enable it")
     check_api(cfg)  # fail fast on a busy port or an unsafe token file
+    check_listen(listen or cfg.p2p.listen_addrs, "--listen" if listen else "[p2p] listen_addrs")
     logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

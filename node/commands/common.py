@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from node.config import Config, ConfigError, load_config
-from node.keys import KeystoreError, load_keystore, read_password
+from node.keys import KeystoreError, open_keystore
 from protocol.errors import IdentityError
 from protocol.identity import Identity, parse_address
 
@@ -26,6 +26,8 @@ __all__ = [
     "Failure",
     "UserError",
     "chain_errors",
+    "check_listen",
+    "check_port",
     "config_option",
     "format_amount",
     "format_time",
@@ -33,6 +35,7 @@ __all__ = [
     "load_config_only",
     "open_context",
     "parse_amount",
+    "quiet_libp2p",
 ]
 
 
@@ -103,9 +106,9 @@ def open_context(config_path: Path | None, keystore: Path | None) -> Context:
     data_dir = Path(config.node.data_dir).expanduser()
     key_path = keystore or (data_dir / Path(config.node.keystore).expanduser())
     try:
-        identity = load_keystore(key_path, read_password())
+        identity = open_keystore(key_path)
     except KeystoreError as exc:
-        raise UserError(str(exc), "create a key with: gpunet keys new") from None
+        raise UserError(str(exc), exc.hint) from None
     if not config.chain.escrow_address:
         raise UserError(
             "no escrow contract configured ([chain] escrow_address)",
@@ -118,13 +121,7 @@ def open_context(config_path: Path | None, keystore: Path | None) -> Context:
             f"[chain] escrow_address: {exc}", "gpunet devnet up prints the [chain] section"
         ) from None
     rpc = Rpc(config.chain.rpc_url)
-    try:
-        chain_id = rpc.chain_id()
-    except Exception as exc:  # noqa: BLE001 - any transport error becomes one clear line
-        raise UserError(
-            f"cannot reach the chain at {config.chain.rpc_url}: {exc}",
-            "is the RPC URL right and the node running? (gpunet devnet status)",
-        ) from None
+    chain_id = _chain_id(rpc, config.chain.rpc_url)
     if chain_id != config.chain.chain_id:
         raise UserError(
             f"the chain at {config.chain.rpc_url} has id {chain_id}, config says "
@@ -133,6 +130,96 @@ def open_context(config_path: Path | None, keystore: Path | None) -> Context:
         )
     escrow = Escrow(rpc, escrow_address, Signer(rpc, identity.private_key))
     return Context(config, identity, data_dir, rpc, escrow)
+
+
+def _chain_id(rpc: Rpc, url: str) -> int:
+    """The chain id at ``url``: a chain that does not answer is a :class:`Failure`
+    (exit 1), an answer that is not Ethereum JSON-RPC a :class:`UserError`."""
+    from node.chain.errors import ChainError, RpcUnavailable
+
+    try:
+        return rpc.chain_id()
+    except RpcUnavailable as exc:  # the transport's reason, without the method and URL again
+        raise Failure(
+            f"cannot reach the chain at {url}: {exc.__cause__ or exc}",
+            "is the chain running and [chain] rpc_url right? (gpunet devnet status)",
+        ) from None
+    except ChainError as exc:
+        raise UserError(
+            f"{url} does not answer as an Ethereum JSON-RPC node: {exc.__cause__ or exc}",
+            "fix [chain] rpc_url (gpunet devnet up prints the [chain] section)",
+        ) from None
+
+
+def quiet_libp2p() -> None:
+    """Keep py-libp2p's log lines (each failed dial at ERROR) off a short command's stderr.
+
+    Importing libp2p resets its logger to WARNING with no handler, so logging's
+    last-resort handler printed them ahead of our one ``error:`` line; the group's
+    own setting (before the import) did not last. ``GPUNET_DEBUG=1`` shows them.
+    """
+    import logging
+    import os
+
+    import libp2p  # noqa: F401 - its import configures the logger we override
+
+    if not os.environ.get("GPUNET_DEBUG"):
+        logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+
+
+def check_port(host: str, port: int, what: str, hint: str) -> None:
+    """A :class:`UserError` unless a TCP server could bind ``host:port`` now."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UserError(f"cannot serve {what} on {host}:{port}: {reason}", hint) from None
+
+
+def check_listen(addrs: Sequence[str], source: str, *, must_bind: bool = False) -> None:
+    """Each libp2p listen address parses, and (``must_bind``) its TCP port, unless 0,
+    is free to bind.
+
+    An address that does not parse crashes the libp2p thread. libp2p logs a port it
+    cannot bind and carries on without it: a provider then announces itself ready
+    while no client can reach it, so a provider asks for ``must_bind``; nodes that
+    only dial out (client, verifier) run on, as before, when a local provider holds
+    the default port.
+    """
+    import socket
+
+    from multiaddr import Multiaddr
+
+    hint = "write e.g. /ip4/0.0.0.0/tcp/4040 (tcp/0: any free port)"
+    for text in addrs:
+        try:
+            addr = Multiaddr(text)
+            names = [p.name for p in addr.protocols()]
+        except Exception as exc:  # noqa: BLE001 - the parser raises several types
+            reason = str(exc).split(" (string:")[0].removeprefix(f"Invalid MultiAddr {text!r}: ")
+            raise UserError(f"{source}: {text[:80]!r} is not a multiaddr: {reason}", hint) from None
+        if not must_bind or names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]):
+            continue
+        host, port = addr.value_for_protocol(names[0]), int(addr.value_for_protocol("tcp"))
+        if port == 0:
+            continue
+        family = socket.AF_INET if names[0] == "ip4" else socket.AF_INET6
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libp2p does
+                probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {text} ({source}): {exc.strerror or exc}",
+                "another process has the port (another node?): choose another with --listen "
+                "or [p2p] listen_addrs",
+            ) from None
 
 
 class Failure(UserError):

@@ -1,14 +1,15 @@
 """``gpunet devnet up|down|status``: a local chain with the contracts, for trying gpunet out.
 
 ``up`` starts anvil detached (its own session, output in ``anvil.log``) on a
-free loopback port, deploys the test token and the escrow with devnet
-parameters (those of :class:`node.chain.devnet.Devnet`: short unbonding and
-challenge windows), optionally funds an address with ETH and tokens, and
-writes ``devnet.json`` into the state directory (default ``.devnet`` in the
-current directory). The state file holds the deployer's throwaway key (mode
-0600) so that later ``up --fund`` calls can mint; it is a devnet key, never
-use it for anything else. ``down`` stops the whole process group (SIGTERM,
-then SIGKILL) and removes the state; ``status`` says whether it answers.
+free loopback port, deploys the test token, the escrow and the verifier
+committee (the escrow's resolver) with devnet parameters (those of
+:class:`node.chain.devnet.Devnet`: short unbonding and challenge windows),
+optionally funds an address with ETH and tokens, and writes ``devnet.json``
+into the state directory (default ``.devnet`` in the current directory). The
+state file holds the deployer's throwaway key (mode 0600) so that later
+``up --fund`` calls can mint; it is a devnet key, never use it for anything
+else. ``down`` stops the whole process group (SIGTERM, then SIGKILL) and
+removes the state; ``status`` says whether it answers.
 """
 
 from __future__ import annotations
@@ -183,13 +184,16 @@ def _start_anvil(state_dir: Path, binary: str) -> tuple[subprocess.Popen[bytes],
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-    while _answers(url) is None:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop_group(proc.pid)
-            proc.wait()
-            tail = log_path.read_text(errors="replace")[-300:].strip().replace("\n", " | ")
-            raise Failure(f"anvil did not start: {tail or 'no output'}", f"see {log_path}")
-        time.sleep(0.1)
+    try:
+        while _answers(url) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-300:].strip().replace("\n", " | ")
+                raise Failure(f"anvil did not start: {tail or 'no output'}", f"see {log_path}")
+            time.sleep(0.1)
+    except BaseException:  # a failed start, Ctrl-C or SIGTERM: no anvil left behind
+        _stop_group(proc.pid)
+        proc.wait()
+        raise
     return proc, url, port
 
 
@@ -257,6 +261,7 @@ def up(state_dir: Path, fund: str | None, amount: str | None) -> None:
         from node.chain.devnet import Devnet
 
         net = Devnet(url)
+        committee = net.deploy_committee()  # the escrow's resolver: gpunet verify needs it
         state = {
             "rpc_url": url,
             "port": port,
@@ -265,7 +270,7 @@ def up(state_dir: Path, fund: str | None, amount: str | None) -> None:
             "log_file": str((state_dir / LOG_FILE).resolve()),
             "token_address": checksum_address(net.token.address),
             "escrow_address": checksum_address(net.escrow.address),
-            "resolver_address": checksum_address(net.resolver.address),
+            "committee_address": checksum_address(committee.address),
             "deployer_key": "0x" + bytes(net.deployer.account.key).hex(),
             "params": {
                 "min_stake": net.params.min_stake,
@@ -283,9 +288,10 @@ def up(state_dir: Path, fund: str | None, amount: str | None) -> None:
         proc.wait()
         raise
     click.echo(f"devnet up at {url} (chain id {state['chain_id']}, anvil pid {proc.pid})")
-    click.echo(f"token   {state['token_address']}")
-    click.echo(f"escrow  {state['escrow_address']}")
-    click.echo(f"state   {state_dir / STATE_FILE}")
+    click.echo(f"token      {state['token_address']}")
+    click.echo(f"escrow     {state['escrow_address']}")
+    click.echo(f"committee  {state['committee_address']} (for gpunet verify)")
+    click.echo(f"state      {state_dir / STATE_FILE}")
     if address is not None:
         _fund(state, address, tokens)
     click.echo("\nadd to gpunet.toml:\n\n" + _snippet(state), nl=False)
@@ -329,5 +335,7 @@ def status(ctx: click.Context, state_dir: Path) -> None:
     assert answer is not None
     chain_id, block = answer
     click.echo(f"devnet at {state['rpc_url']} answers: chain id {chain_id}, block {block}")
-    click.echo(f"token   {state.get('token_address')}")
-    click.echo(f"escrow  {state.get('escrow_address')}")
+    click.echo(f"token      {state.get('token_address')}")
+    click.echo(f"escrow     {state.get('escrow_address')}")
+    if "committee_address" in state:  # a devnet made before the committee was deployed lacks it
+        click.echo(f"committee  {state['committee_address']}")

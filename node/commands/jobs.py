@@ -1,8 +1,9 @@
 """``gpunet jobs [--role …] [--state …]`` and ``gpunet jobs show ID``: the node's job records.
 
-Reads the store in ``[node] data_dir`` (no key, no chain, no network); safe
-while the node runs (sqlite WAL). A data directory without a store is
-reported, never created.
+Reads the store in ``[node] data_dir`` (``--role client``: the one of ``gpunet
+submit`` and ``gpunet client serve`` in ``<data_dir>/client``); no key, no
+chain, no network; safe while the node runs (sqlite WAL). A data directory
+without a store is reported, never created.
 """
 
 from __future__ import annotations
@@ -27,12 +28,26 @@ _ROLES = ("provider", "client", "verifier")
 _STATES = ("none", "matched", "submitted", "disputed", "finalized", "refunded", "slashed")
 
 
+#: Where ``gpunet submit`` and ``gpunet client serve`` keep their client store.
+CLIENT_SUBDIR = "client"
+
+
 @contextmanager
-def _open_store(config_path: Path | None) -> Iterator[Store | None]:
+def _open_store(config_path: Path | None, role: str | None) -> Iterator[Store | None]:
+    """The node's store; for ``--role client`` the client commands' own store
+    (``<data_dir>/client``), and that one too when it is the only store there is."""
     from node.store import STORE_FILE, SchemaError, Store, StoreError
 
     cfg = load_config_only(config_path)
-    path = cfg.data_dir / STORE_FILE
+    main, client = cfg.data_dir / STORE_FILE, cfg.data_dir / CLIENT_SUBDIR / STORE_FILE
+    wants_client = role == "client" or (role is None and not main.is_file())
+    path = client if wants_client and client.is_file() else main
+    if role is None and path == main and client.is_file():
+        click.echo(
+            f"(jobs of gpunet submit and gpunet client serve are in {client}: "
+            "gpunet jobs --role client)",
+            err=True,
+        )
     if not path.is_file():
         click.echo(f"no jobs: there is no store at {path} yet")
         yield None
@@ -79,7 +94,7 @@ def jobs(
 ) -> None:
     """List this node's jobs, newest first; `gpunet jobs show ID` shows one."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = config_path
+        ctx.obj = (config_path, role)
         return
     from rich.console import Console
     from rich.table import Table
@@ -87,7 +102,7 @@ def jobs(
     from node.store import Role
     from protocol.lifecycle import JobState
 
-    with _open_store(config_path) as store:
+    with _open_store(config_path, role) as store:
         if store is None:
             return
         found = store.jobs.select(
@@ -126,20 +141,35 @@ def jobs(
 @jobs.command("show")
 @click.argument("local_id", metavar="ID", type=click.IntRange(1, 2**63 - 1))
 @config_option
+@click.option(
+    "--role", type=click.Choice(_ROLES), help="client: the store of submit / client serve."
+)
 @click.pass_obj
-def show(group_config: Path | None, local_id: int, config_path: Path | None) -> None:
+def show(
+    group: tuple[Path | None, str | None],
+    local_id: int,
+    config_path: Path | None,
+    role: str | None,
+) -> None:
     """One job (by the local id in the first column of ``gpunet jobs``) with its history."""
     from node.store import StoreError
 
-    config_path = config_path or group_config
+    config_path = config_path or group[0]
+    role = role or group[1]
 
-    with _open_store(config_path) as store:
+    with _open_store(config_path, role) as store:
         if store is None:
             return
         try:
             job = store.jobs.get(local_id)
+            if role is not None and job.role.value != role:
+                raise StoreError(f"job {local_id} is a {job.role.value} job")
         except StoreError:
-            raise UserError(f"no job with id {local_id}", "list them with: gpunet jobs") from None
+            what = f"{role} job" if role else "job"
+            raise UserError(
+                f"no {what} with id {local_id}",
+                "list them with: gpunet jobs" + (f" --role {role}" if role else ""),
+            ) from None
         history = store.jobs.history(local_id)
     rows = [
         ("id", str(job.id)),

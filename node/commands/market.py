@@ -30,12 +30,14 @@ from node.commands.common import (
     Failure,
     UserError,
     chain_errors,
+    check_listen,
     config_option,
     format_amount,
     keystore_override,
     load_config_only,
     open_context,
     parse_amount,
+    quiet_libp2p,
 )
 
 if TYPE_CHECKING:
@@ -105,13 +107,14 @@ def _check_listen_addrs(addrs: tuple[str, ...]) -> None:
             raise UserError(
                 f"--listen: {addr[:60]!r} is not a multiaddr", "write e.g. /ip4/0.0.0.0/tcp/4041"
             )
+    check_listen(addrs, "--listen")
 
 
-def _check_peer_addrs(addrs: tuple[str, ...]) -> None:
+def _check_peer_addrs(addrs: tuple[str, ...], option: str = "--bootstrap") -> None:
     for addr in addrs:
         if len(addr) > 256 or not _PEER_ADDR.match(addr):
             raise UserError(
-                f"--bootstrap: {addr[:60]!r} is not a peer multiaddr",
+                f"{option}: {addr[:60]!r} is not a peer multiaddr",
                 "write /ip4/<ip>/tcp/<port>/p2p/<peer id> (a provider prints it at start)",
             )
 
@@ -331,20 +334,60 @@ def submit(
         f"max price {max_price}/GPU-s, budget {max_millis} ms -> escrow up to "
         f"{format_amount(max_payment)}"
     )
-    result = _run(
-        ctx,
-        job,
-        console=console,
-        bootstrap=bootstrap,
-        listen=listen,
-        wait=wait,
-        max_price=max_price,
-        max_millis=max_millis,
-        max_payment=max_payment,
-        deadline_s=cfg.client.default_deadline_s if deadline is None else deadline,
-        min_tier=cfg.client.min_sandbox_tier if min_tier is None else min_tier,
-    )
+    try:
+        result = _run(
+            ctx,
+            job,
+            console=console,
+            bootstrap=bootstrap,
+            listen=listen,
+            wait=wait,
+            max_price=max_price,
+            max_millis=max_millis,
+            max_payment=max_payment,
+            deadline_s=cfg.client.default_deadline_s if deadline is None else deadline,
+            min_tier=cfg.client.min_sandbox_tier if min_tier is None else min_tier,
+        )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say what the escrow still holds
+        _warn_in_flight(ctx.data_dir / "client")
+        raise
     _report(result, out)
+
+
+_BUSY = "retry later; the provider may be busy"
+#: What the user can change for each DeclineReason (protocol/messages.py).
+_DECLINE_HINTS: Final = {
+    "price": "raise --max-price (see the prices with: gpunet offers)",
+    "deadline": "give the job more time with --deadline",
+    "size": "send a smaller batch (split it into several jobs)",
+    "tier": "lower --min-tier, or find a provider with a stronger sandbox",
+    "format": "this provider does not take the job's format",
+    "unknown_model": "this provider does not run this --arch",
+    "determinism": "this provider cannot run the job in the determinism tier asked for",
+    "bad_request": "the provider refused the request as malformed; check the inputs",
+    "rate_limited": "wait a moment before the next request",
+}
+
+
+def _warn_in_flight(client_dir: Path) -> None:
+    """Name the client's jobs an interrupted submit leaves in flight, and who settles them."""
+    from node.store import STORE_FILE, Role, Store
+
+    try:
+        with Store(client_dir / STORE_FILE) as store:
+            left = store.jobs.in_flight(Role.CLIENT)
+    except Exception:  # noqa: BLE001 - a best-effort notice on the way out
+        return
+    onchain = [str(j.job_id) for j in left if j.job_id is not None]
+    if onchain:
+        many = len(onchain) > 1
+        jobs, its, it = ("jobs", "their payments", "them") if many else ("job", "its payment", "it")
+        click.echo(
+            f"{jobs} {', '.join(onchain)} left in flight, {its} locked in the escrow: "
+            f"`gpunet client serve` or the next `gpunet submit` with this config settles {it} "
+            "(a result is followed to finalization, a missing one refunded after the deadline)",
+            err=True,
+        )
 
 
 def _config_text(config: dict[str, int]) -> str:
@@ -380,6 +423,7 @@ def _run(
         ProviderDeclined,
     )
 
+    quiet_libp2p()
     try:
         client = Client(
             ctx.identity,
@@ -433,7 +477,7 @@ def _run(
                     "raise --max-price, lower --min-tier, or add providers with --bootstrap",
                 ) from None
             except ProviderDeclined as exc:
-                raise Failure(str(exc), "retry later; the provider may be busy") from None
+                raise Failure(str(exc), _DECLINE_HINTS.get(exc.reason.value, _BUSY)) from None
             except DeadlineMissed as exc:
                 raise Failure(str(exc), "the escrow was refunded; retry the job") from None
             except AttestationInvalid as exc:
@@ -546,6 +590,7 @@ def offers(
         bootstrap=tuple(cfg.p2p.bootstrap_peers),
         enable_mdns=cfg.p2p.mdns,
     )
+    quiet_libp2p()
     # a throwaway identity: listening needs no key, so no password either
     entries = asyncio.run(_collect(Identity.generate(), p2p, bootstrap, wait))
     _print_book(entries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,10 @@ import click
 from node.commands.common import (
     Context,
     UserError,
+    chain_errors,
+    check_listen,
     config_option,
+    format_amount,
     keystore_override,
     open_context,
 )
@@ -62,6 +66,11 @@ def start(
     ctx = open_context(config_path, keystore)
     cfg = ctx.config
     check_api(cfg)  # fail fast on a busy [api] port
+    check_listen(
+        listen or cfg.p2p.listen_addrs,
+        "--listen" if listen else "[p2p] listen_addrs",
+        must_bind=True,
+    )
     logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -132,7 +141,17 @@ async def _run_daemon(daemon: ProviderDaemon) -> None:
     ready = asyncio.create_task(daemon.ready.wait())
     await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
     if ready.done():
-        for addr in await daemon.p2p.addrs():
+        addrs = await daemon.p2p.addrs()
+        if not addrs:  # libp2p logs a listener it cannot start and carries on without it
+            stop.set()
+            await runner
+            raise UserError(
+                "libp2p could not listen on any address ("
+                + ", ".join(daemon.p2p.config.listen_addrs)
+                + "): no client could reach this provider",
+                "use TCP addresses such as /ip4/0.0.0.0/tcp/4040 in --listen or [p2p] listen_addrs",
+            )
+        for addr in addrs:
             click.echo(f"listening {addr}", nl=True)
         caps = daemon.capabilities
         click.echo(
@@ -152,13 +171,22 @@ def _ensure_stake(ctx: Context, yes: bool) -> None:
     if active >= minimum:
         return
     missing = minimum - active
-    if not yes and not click.confirm(f"stake {missing} tokens to reach the minimum {minimum}?"):
-        raise UserError("a provider needs the minimum stake", "rerun with --yes to stake")
     free = escrow.balance_of(ctx.identity.address)
-    if free < missing:
+    if free < missing:  # said before asking: a yes could not be honoured
         raise UserError(
-            f"need {missing} tokens in the escrow to stake, have {free}",
-            "deposit first: gpunet stake --amount N deposits and stakes in one go",
+            f"a provider needs {format_amount(minimum)} staked; the stake is "
+            f"{format_amount(active)} and the free escrow balance {format_amount(free)}",
+            f"stake from the wallet first: gpunet stake --amount {missing}",
         )
-    escrow.stake(missing)
-    click.echo(f"staked {missing}")
+    if not yes:
+        if not sys.stdin.isatty():  # a service or a pipe: no one to answer the question
+            raise UserError(
+                f"a provider needs {format_amount(minimum)} staked, this one has "
+                f"{format_amount(active)}, and there is no terminal to confirm staking",
+                "rerun with --yes to stake the rest, or: gpunet stake --amount N",
+            )
+        if not click.confirm(f"stake {format_amount(missing)} to reach the minimum?"):
+            raise UserError("a provider needs the minimum stake", "rerun with --yes to stake")
+    with chain_errors("stake"):
+        escrow.stake(missing)
+    click.echo(f"staked {format_amount(missing)}")

@@ -10,7 +10,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from node.commands.common import Context, UserError, config_option, keystore_override, open_context
+from node.commands.common import (
+    Context,
+    UserError,
+    chain_errors,
+    check_listen,
+    check_port,
+    config_option,
+    format_amount,
+    keystore_override,
+    open_context,
+    parse_amount,
+)
+from protocol.identity import checksum_address
 
 if TYPE_CHECKING:
     from node.chain.committee import Committee
@@ -38,9 +50,10 @@ __all__ = ["verify"]
 )
 @click.option(
     "--stake",
-    type=click.IntRange(min=0),
-    default=0,
-    help="First stake this many tokens from the wallet in the committee.",
+    "stake_text",
+    metavar="N",
+    default=None,
+    help="First stake this much (token base units, e.g. 100e18) from the wallet in the committee.",
 )
 @click.option("--no-challenge", is_flag=True, help="Only report mismatches; never challenge.")
 @click.option("--no-committee", is_flag=True, help="Never vote when drawn (costs the penalty).")
@@ -61,7 +74,7 @@ def verify(
     keystore: Path | None,
     sample_rate: float,
     flagged: tuple[int, ...],
-    stake: int,
+    stake_text: str | None,
     no_challenge: bool,
     no_committee: bool,
     listen: tuple[str, ...],
@@ -71,12 +84,18 @@ def verify(
     """Audit results: re-run a sample in the attested tier, challenge mismatches, vote."""
     from node.chain.committee import Committee
     from node.chain.rpc import Signer
+    from node.commands.market import _check_peer_addrs
     from node.runtime.pool import PoolConfig, WorkerPool
     from node.store.store import Store
     from node.verifier import VerifierDaemon, VerifierSettings
 
+    _check_peer_addrs(peers, "--connect")
+    stake = 0 if stake_text is None else parse_amount(stake_text, "--stake")
     ctx = open_context(config_path, keystore)
     cfg = ctx.config
+    check_listen(listen or cfg.p2p.listen_addrs, "--listen" if listen else "[p2p] listen_addrs")
+    if metrics_port:
+        check_port("127.0.0.1", metrics_port, "/metrics", "choose another --metrics-port (0: none)")
     logging.basicConfig(level=cfg.node.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     for noisy in ("libp2p", "multiaddr", "trio", "aioquic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -123,11 +142,12 @@ def _check_committee(committee: Committee) -> None:
 
     try:
         committee.param("committeeSize")
-    except ChainError as exc:
+    except ChainError:
         raise UserError(
             f"the escrow's resolver 0x{committee.address.hex()} is not a verifier committee",
-            "deploy VerifierCommittee and make it the resolver (escrow.setResolver)",
-        ) from exc
+            "deploy VerifierCommittee and make it the resolver (escrow.setResolver); "
+            "a devnet from gpunet devnet up has one",
+        ) from None
 
 
 def _stake(ctx: Context, committee: Committee, amount: int) -> None:
@@ -135,12 +155,16 @@ def _stake(ctx: Context, committee: Committee, amount: int) -> None:
 
     assert ctx.escrow.signer is not None
     token = Token(ctx.escrow.signer, ctx.escrow.token_address())
-    have = token.balance_of(ctx.identity.address)
-    if have < amount:
-        raise UserError(f"need {amount} tokens in the wallet to stake, have {have}")
-    token.approve(committee.address, amount)
-    committee.stake(amount)
-    click.echo(f"staked {amount} in committee 0x{committee.address.hex()}")
+    with chain_errors("stake in the committee"):
+        have = token.balance_of(ctx.identity.address)
+        if have < amount:
+            raise UserError(
+                f"--stake: the wallet holds {format_amount(have)}, {format_amount(amount)} needed",
+                "on a devnet: gpunet devnet up --fund <address> --amount N",
+            )
+        token.approve(committee.address, amount)
+        committee.stake(amount)
+    click.echo(f"staked {format_amount(amount)} in committee {checksum_address(committee.address)}")
 
 
 async def _serve(daemon: VerifierDaemon, peers: tuple[str, ...], metrics_port: int) -> None:

@@ -50,6 +50,7 @@ class Market:
     peer_addr: str
     api_url: str
     files: Path
+    proc: subprocess.Popen[bytes]
 
     def submit(self, node: Node, *args: str) -> Any:
         return invoke("submit", "--node-config", str(node.config), *args)
@@ -86,7 +87,7 @@ def market(
         lines = _read_until(proc, "ready:", 90)
         api = next(line.split()[1] for line in lines if line.startswith("api "))
         addr = next(line.split()[1] for line in lines if line.startswith("listening "))
-        yield Market(devnet_state, provider, addr, api, files)
+        yield Market(devnet_state, provider, addr, api, files, proc)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -172,6 +173,20 @@ def test_submit_runs_a_job_and_writes_the_verified_output(market: Market, tmp_pa
     assert "createJob: none -> matched" in shown.output
     assert "submitResult: matched -> submitted" in shown.output
     assert client.identity.checksum_address in shown.output
+
+    # and the client's: `gpunet jobs` on the client node finds what `gpunet submit` ran
+    # (its store is <data_dir>/client; jobs read only <data_dir> and said "no store yet")
+    mine = client.run("jobs")
+    assert mine.exit_code == 0, mine.output
+    row = re.search(rf"│\s+(\d+) │ client\s+│\s+{job_id} │ finalized", mine.output)
+    assert row is not None, mine.output
+    assert client.run("jobs", "--role", "client").output == mine.output
+    shown = client.run("jobs", "--role", "client", "show", row.group(1))
+    assert shown.exit_code == 0, shown.output
+    assert "acceptResult: submitted -> finalized" in shown.output
+    assert market.provider.identity.checksum_address in shown.output
+    assert_user_error(market.provider.run("jobs", "show", local_id.group(1), "--role", "client"),
+                      "no client job with id")  # fmt: skip
 
 
 def _http(url: str, *, body: bytes | None = None, token: str | None = None) -> tuple[int, Any]:
@@ -317,3 +332,66 @@ def test_offers_and_provider_mistakes(market: Market, tmp_path: Path) -> None:
     assert "error: cannot serve the API on 127.0.0.1:" in second.stderr
     assert "Traceback" not in second.stderr
     assert _http(market.api_url + "/health")[0] == 200
+
+
+def test_a_declined_job_says_what_to_change(market: Market, tmp_path: Path) -> None:
+    client = make_node(tmp_path / "client", market.state, "[p2p]\nmdns = false\n")
+    fund(market.state, client, "10e18")
+    result = market.submit(
+        client,
+        "--arch", ARCH, "--config", CONFIG_TEXT,
+        "--weights", str(market.files / "w.safetensors"),
+        "--inputs", str(market.files / "x.safetensors"),
+        "--max-price", str(2 * PRICE), "--bootstrap", market.peer_addr,
+        "--deadline", "20", "--min-tier", "0",  # the provider wants 30 s or more
+    )  # fmt: skip
+    # the hint was "retry later; the provider may be busy" whatever the reason
+    assert result.exit_code == 1, result.output
+    error, hint = result.stderr.strip().splitlines()[-2:]  # after the progress lines
+    assert error.startswith("error: provider ") and "declined: deadline" in error, error
+    assert hint == "hint: give the job more time with --deadline", hint
+
+
+def test_interrupted_submit_names_the_job_it_leaves_in_flight(
+    market: Market, tmp_path: Path
+) -> None:
+    """Ctrl-C after the match: the escrow holds the payment; the user is told which job
+    and what settles it, and the SDK's running call is cancelled, not destroyed pending.
+    The provider is frozen (SIGSTOP) at the match so that the result cannot come first."""
+    client = make_node(tmp_path / "client", market.state, "[p2p]\nmdns = false\n")
+    fund(market.state, client, "10e18")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "submit", "--node-config", str(client.config),
+         "--arch", ARCH, "--config", CONFIG_TEXT,
+         "--weights", str(market.files / "w.safetensors"),
+         "--inputs", str(market.files / "x.safetensors"),
+         "--max-price", str(2 * PRICE), "--bootstrap", market.peer_addr,
+         "--deadline", "120", "--min-tier", "0", "--out", str(tmp_path / "y.safetensors")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "GPUNET_PASSWORD": PASSWORD},
+    )  # fmt: skip
+    frozen = False
+    try:
+        assert proc.stderr is not None
+        progress = ""
+        deadline = time.monotonic() + 90
+        while "matched: job " not in progress:
+            assert time.monotonic() < deadline and proc.poll() is None, progress
+            if select.select([proc.stderr], [], [], 1.0)[0]:
+                progress += proc.stderr.readline()
+        market.proc.send_signal(signal.SIGSTOP)
+        frozen = True
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if frozen:
+            market.proc.send_signal(signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    job_id = re.search(r"matched: job (\d+) ", progress)
+    assert job_id is not None, progress
+    assert proc.returncode == 130, err
+    assert f"job {job_id.group(1)} left in flight" in err, err
+    assert "gpunet client serve" in err and err.strip().endswith("interrupted"), err
+    assert "Traceback" not in err and "Task was destroyed" not in err, err
