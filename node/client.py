@@ -86,6 +86,7 @@ from node.store.records import Job as StoreJob
 from node.store.records import NewJob as StoreNewJob
 from node.store.records import Role
 from node.store.store import Store
+from node.tasks import wait_within
 from protocol import pricing
 from protocol.content import ContentId, cid_of
 from protocol.errors import BadSignature, IllegalTransition
@@ -818,7 +819,7 @@ class AsyncClient:
             say("running", f"job {chain_job.job_id}")
             remaining = max(1.0, request.deadline - time.time() + 5)
             try:
-                manifest = await asyncio.wait_for(waiting.manifest, remaining)
+                manifest = await wait_within(waiting.manifest, remaining)
             except TimeoutError:
                 await recorded
                 refund_tx = await self._refund_and_record(local.id, chain_job)
@@ -946,7 +947,7 @@ class AsyncClient:
         if submit_tx and not waiting.submitted.done():
             job_id = waiting.chain_job.job_id
             try:
-                fields = await asyncio.wait_for(
+                fields = await wait_within(
                     self._submit_receipts(submit_tx, job_id),
                     min(remaining, SUBMIT_RECEIPT_WAIT_S + 1),
                 )
@@ -957,9 +958,7 @@ class AsyncClient:
             elif fields is None:
                 log.info("job %d: the named submitResult holds no result for it", job_id)
         await self._look_up_submitted(waiting, created.receipt.block_number)
-        return await asyncio.wait_for(
-            waiting.submitted, max(1.0, request.deadline - time.time() + 5)
-        )
+        return await wait_within(waiting.submitted, max(1.0, request.deadline - time.time() + 5))
 
     async def _read_submit_receipt(
         self, tx_hash: bytes, job_ids: list[int]

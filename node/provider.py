@@ -80,7 +80,7 @@ from node.runtime.errors import JobError
 from node.runtime.pool import RunRequest, RunResult, WorkerPool
 from node.store.records import NewJob, Role
 from node.store.store import Store
-from node.tasks import Stop, sleep_or_stop
+from node.tasks import Stop, sleep_or_stop, wait_within
 from protocol.content import ContentId, cid_of
 from protocol.identity import Identity, address_from_peer_id
 from protocol.lifecycle import JobEvent, JobState
@@ -1033,7 +1033,7 @@ class ProviderDaemon:
         job = running.chain_job
         assert running.signed is not None and running.mined is not None
         try:
-            tx_hash = await asyncio.wait_for(
+            tx_hash = await wait_within(
                 asyncio.shield(running.signed), self.settings.deliver_wait_s
             )
             manifest = msgspec.structs.replace(manifest, submit_tx=tx_hash)
@@ -1090,7 +1090,7 @@ class ProviderDaemon:
                     return
             elif not self._to_submit:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._submit_wake.wait(), 1.0)
+                    await wait_within(self._submit_wake.wait(), 1.0)
 
     async def _submit(self, batch: list[_Running]) -> None:
         args = [r.result for r in batch if r.result is not None]

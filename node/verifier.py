@@ -57,7 +57,7 @@ from node.p2p.config import P2PConfig
 from node.p2p.service import P2PService
 from node.runtime.pool import RunRequest, WorkerPool
 from node.store.store import Store
-from node.tasks import Stop, sleep_or_stop
+from node.tasks import Stop, sleep_or_stop, wait_within
 from protocol import eip712
 from protocol.content import ContentId
 from protocol.errors import DecodeError
@@ -388,7 +388,7 @@ class VerifierDaemon:
         self._job_digests.setdefault(job_id, set()).add(digest)  # kept from now on
         for attempt in range(FETCH_ATTEMPTS):
             try:
-                path = await asyncio.wait_for(
+                path = await wait_within(
                     self.p2p.fetch_blob(peer, ContentId(digest), job_id, max_size=max_size),
                     self.settings.fetch_timeout_s,
                 )

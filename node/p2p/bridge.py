@@ -100,7 +100,8 @@ class TrioBridge(Generic[T]):
         )
         self._thread.start()
         try:
-            return await asyncio.wait_for(asyncio.shield(started), time_limit)
+            async with asyncio.timeout(time_limit):  # (wait_for drops cancels on 3.11)
+                return await asyncio.shield(started)
         except BaseException:
             await self.stop()
             raise
