@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,25 @@ def fund(state: dict[str, object], node: Node, amount: str = "1000e18") -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "already running" in result.output
+
+
+def live_processes(matches: Callable[[Path], bool]) -> list[int]:
+    """Pids of live (not zombie) processes whose ``/proc/<pid>`` dir ``matches``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if matches(entry):
+                found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def holds_open(target: Path) -> Callable[[Path], bool]:
+    """A :func:`live_processes` test: the process has ``target`` open."""
+    name = str(target.resolve())
+    return lambda proc: any(os.readlink(fd) == name for fd in (proc / "fd").iterdir())

@@ -17,24 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.conftest import holds_open, live_processes
+
 pytestmark = pytest.mark.timeout(120)
 
 
 def _holders(log: Path) -> list[int]:
     """Live processes with ``log`` open (anvil and its npm wrapper write into it)."""
-    target = str(log.resolve())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if any(os.readlink(fd) == target for fd in (entry / "fd").iterdir()):
-                found.append(int(entry.name))
-        except (OSError, IndexError):
-            continue
-    return found
+    return live_processes(holds_open(log))
 
 
 # a shell's background job may ignore SIGINT; the CLI must see it as Ctrl-C

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from node.chain.anvil import free_port
-from tests.cli.conftest import PASSWORD, fund, make_node
+from tests.cli.conftest import PASSWORD, fund, live_processes, make_node
 from tests.cli.test_user_errors import assert_error, gpunet
 
 pytestmark = pytest.mark.timeout(180)
@@ -29,18 +29,7 @@ pytestmark = pytest.mark.timeout(180)
 def _workers_of(pid: int) -> list[int]:
     """Live sandbox processes of the node process ``pid`` (their scratch dir names it)."""
     marker = f"gpunet-rt-{pid}-".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if marker in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except (OSError, IndexError):
-            continue
-    return found
+    return live_processes(lambda proc: marker in (proc / "cmdline").read_bytes())
 
 
 def test_verify_stakes_on_a_devnet_and_stops_on_sigterm(
