@@ -4,26 +4,23 @@ still owes: real anvil, libp2p and sandbox, a provider with a ~100 kB bound."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from node.chain.devnet import Actor, Devnet
+from node.chain.devnet import Devnet
 from node.client import AsyncClient, Result
-from node.provider import ProviderDaemon, ProviderSettings
+from node.provider import ProviderDaemon
 from node.runtime import formats
 from node.runtime.pool import WorkerPool
-from node.store.store import Store
 from protocol.content import ContentId
 from tests.e2e.verification_kit import (
     PRICE,
     committee_devnet,
-    p2p_config,
-    running,
+    provider_daemon,
     sandbox_pool,
     sdk_client,
     until,
@@ -43,33 +40,6 @@ def devnet() -> Iterator[Devnet]:
 @pytest.fixture(scope="module")
 def pool() -> Iterator[WorkerPool]:
     yield from sandbox_pool()
-
-
-@contextlib.asynccontextmanager
-async def small_provider(
-    devnet: Devnet, pool: WorkerPool, tmp: Path, actor: Actor
-) -> AsyncIterator[ProviderDaemon]:
-    with Store(tmp / "provider.sqlite") as store:
-        daemon = ProviderDaemon(
-            actor.identity,
-            rpc_url=devnet.rpc.url,
-            escrow_address=devnet.escrow.address,
-            p2p_config=p2p_config(devnet),
-            pool=pool,
-            store=store,
-            data_dir=tmp / "provider",
-            settings=ProviderSettings(
-                known_archs=frozenset({"mlp@1"}),
-                offer_interval_s=1,
-                offer_ttl_s=600,  # offers stay valid on the warped chain clock
-                price_per_gpu_second=PRICE,
-                max_blob_bytes=MAX_BYTES,
-                blob_collect_s=1.0,
-            ),
-        )
-        async with running(daemon.run):
-            await asyncio.wait_for(daemon.ready.wait(), 60)
-            yield daemon
 
 
 async def job(client: AsyncClient, seed: int) -> Result:
@@ -100,7 +70,15 @@ def test_the_store_stays_bounded_and_a_job_in_its_window_keeps_its_blobs(
     async def scenario() -> None:
         tmp = Path(tempfile.mkdtemp())
         async with (
-            small_provider(devnet, pool, tmp, devnet.provider()) as daemon,
+            provider_daemon(
+                devnet,
+                pool,
+                tmp,
+                devnet.provider(),
+                offer_ttl_s=600,  # offers stay valid on the warped chain clock
+                max_blob_bytes=MAX_BYTES,
+                blob_collect_s=1.0,
+            ) as daemon,
             sdk_client(devnet, tmp, daemon) as client,
         ):
             # three jobs, all in their challenge window: owed, so kept past the bound

@@ -157,8 +157,10 @@ async def running(start: Callable[[asyncio.Event], Awaitable[None]]) -> AsyncIte
 
 @contextlib.asynccontextmanager
 async def provider_daemon(
-    devnet: Devnet, pool: Any, tmp: Path, actor: Actor
+    devnet: Devnet, pool: Any, tmp: Path, actor: Actor, **settings: Any
 ) -> AsyncIterator[ProviderDaemon]:
+    """A running provider for MLP jobs at :data:`PRICE`; ``settings`` override
+    :class:`ProviderSettings` fields."""
     with Store(tmp / f"{actor.identity.peer_id[-8:]}.sqlite") as store:
         daemon = ProviderDaemon(
             actor.identity,
@@ -169,7 +171,12 @@ async def provider_daemon(
             store=store,
             data_dir=tmp / actor.identity.peer_id[-8:],
             settings=ProviderSettings(
-                known_archs=frozenset({"mlp@1"}), offer_interval_s=1, price_per_gpu_second=PRICE
+                **{
+                    "known_archs": frozenset({"mlp@1"}),
+                    "offer_interval_s": 1,
+                    "price_per_gpu_second": PRICE,
+                    **settings,
+                }
             ),
         )
         async with running(daemon.run):
